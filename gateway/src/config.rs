@@ -1,0 +1,401 @@
+//! The gateway's configuration file (TOML).
+//!
+//! Every table rejects unknown keys (`deny_unknown_fields`), so a typo is an
+//! error naming the key rather than a silently ignored setting. Semantic
+//! checks that serde cannot express (a pod outside the local podCIDR, two
+//! peers owning overlapping podCIDRs, …) live in [`Config::validate`], whose
+//! errors name the offending key with its path (`peer[1].pod_cidr`).
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use crate::wire::ethernet::MacAddr;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    /// Underlay (tunnel-facing) interfaces. Issue #2 supports exactly one.
+    #[serde(default)]
+    pub underlay: Vec<UnderlayConfig>,
+    /// Local pods behind veth pairs whose host ends the gateway serves.
+    #[serde(default)]
+    pub pod: Vec<PodConfig>,
+    /// Remote nodes: each owns one podCIDR reached through a tunnel.
+    #[serde(default)]
+    pub peer: Vec<PeerConfig>,
+}
+
+/// `[gateway]`: the gateway's identity as an overlay node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Network namespace (a name under /var/run/netns) the dataplane runs in.
+    /// Unset: the namespace the process was started in.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// This node's podCIDR (the local pods live inside it).
+    pub pod_cidr: Ipv4Net,
+    /// This node's underlay address: outer source of every encapsulated packet.
+    pub underlay_ip: Ipv4Addr,
+    /// This node's VTEP MAC: inner source MAC on VXLAN, and the inner
+    /// destination MAC remote Flannel nodes use for us. Must stay stable
+    /// across restarts because peers install it as a permanent neighbour.
+    pub vtep_mac: MacAddr,
+    /// Outer IPv4 TTL of encapsulated packets.
+    #[serde(default = "default_outer_ttl")]
+    pub outer_ttl: u8,
+    /// CPU cores for the workers, one per underlay RX queue in order.
+    /// Unset: cores are chosen from the ones the process may run on.
+    #[serde(default)]
+    pub cores: Option<Vec<usize>>,
+}
+
+fn default_outer_ttl() -> u8 {
+    64
+}
+
+/// `[[underlay]]`: a tunnel-facing NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnderlayConfig {
+    pub interface: String,
+    /// UDP destination ports steered to the gateway as VXLAN.
+    #[serde(default = "default_vxlan_ports")]
+    pub vxlan_ports: Vec<u16>,
+    /// Number of RX queues to serve (one worker each). Unset: all of them.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    /// AF_XDP bind mode.
+    #[serde(default)]
+    pub bind_mode: BindMode,
+}
+
+fn default_vxlan_ports() -> Vec<u16> {
+    vec![8472, 4789]
+}
+
+/// How AF_XDP sockets are bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindMode {
+    /// Try zero-copy, fall back to copy mode (the mode in use is logged).
+    #[default]
+    Auto,
+    ZeroCopy,
+    Copy,
+}
+
+/// `[[pod]]`: a local pod behind a veth pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodConfig {
+    pub name: String,
+    /// Host end of the pod's veth pair (in the gateway's namespace).
+    pub interface: String,
+    pub ip: Ipv4Addr,
+    /// MAC of the pod's own interface (the inner destination MAC we write).
+    pub mac: MacAddr,
+}
+
+/// `[[peer]]`: a remote node owning a podCIDR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    pub pod_cidr: Ipv4Net,
+    /// The node's underlay address (outer destination).
+    pub underlay_ip: Ipv4Addr,
+    #[serde(default)]
+    pub encap: Encap,
+    /// VXLAN network identifier (24 bits). Flannel: 1; Calico: 4096.
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// VXLAN UDP destination port. Flannel: 8472; Calico: 4789.
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// The node's VTEP MAC (inner destination MAC). Required for VXLAN.
+    #[serde(default)]
+    pub vtep_mac: Option<MacAddr>,
+    /// Tunnel MTU override. Unset: underlay MTU minus the encap overhead.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+fn default_vxlan_port() -> u16 {
+    8472
+}
+
+/// Tunnel encapsulation toward a peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    #[default]
+    Vxlan,
+    Ipip,
+}
+
+/// A configuration error: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Path of the offending key, e.g. `peer[1].vni`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The largest VXLAN network identifier (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
+
+impl Config {
+    /// Parses and validates a configuration from TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // toml's message already names the unknown or malformed key; keep
+            // the span out of the key and the whole message in `message`.
+            ConfigError::new("config", e.message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, anyhow::Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Serialises to TOML (used by `overpass demo` to show what it runs).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration serialises")
+    }
+
+    /// Checks what serde cannot: ranges, overlaps, duplicates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let gw = &self.gateway;
+        if gw.pod_cidr.trunc() != gw.pod_cidr {
+            return Err(ConfigError::new(
+                "gateway.pod_cidr",
+                format!("host bits set in {} (did you mean {}?)", gw.pod_cidr, gw.pod_cidr.trunc()),
+            ));
+        }
+        if gw.outer_ttl == 0 {
+            return Err(ConfigError::new("gateway.outer_ttl", "must be at least 1"));
+        }
+        if let Some(cores) = &gw.cores {
+            if cores.is_empty() {
+                return Err(ConfigError::new("gateway.cores", "must not be empty when set"));
+            }
+            let mut seen = HashSet::new();
+            for (i, core) in cores.iter().enumerate() {
+                if !seen.insert(core) {
+                    return Err(ConfigError::new(
+                        format!("gateway.cores[{i}]"),
+                        format!("core {core} listed twice"),
+                    ));
+                }
+            }
+        }
+        if self.underlay.len() != 1 {
+            return Err(ConfigError::new(
+                "underlay",
+                format!("exactly one [[underlay]] interface is supported, found {}", self.underlay.len()),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, ul) in self.underlay.iter().enumerate() {
+            check_ifname(&format!("underlay[{i}].interface"), &ul.interface)?;
+            names.insert(ul.interface.clone());
+            if ul.vxlan_ports.is_empty() || ul.vxlan_ports.contains(&0) {
+                return Err(ConfigError::new(
+                    format!("underlay[{i}].vxlan_ports"),
+                    "needs at least one port, none of them 0",
+                ));
+            }
+            if ul.queues == Some(0) {
+                return Err(ConfigError::new(format!("underlay[{i}].queues"), "must be at least 1"));
+            }
+        }
+        let mut pod_ips = HashSet::new();
+        for (i, pod) in self.pod.iter().enumerate() {
+            check_ifname(&format!("pod[{i}].interface"), &pod.interface)?;
+            if !names.insert(pod.interface.clone()) {
+                return Err(ConfigError::new(
+                    format!("pod[{i}].interface"),
+                    format!("interface {} is used twice", pod.interface),
+                ));
+            }
+            if !gw.pod_cidr.contains(&pod.ip) {
+                return Err(ConfigError::new(
+                    format!("pod[{i}].ip"),
+                    format!("{} is outside the local podCIDR {}", pod.ip, gw.pod_cidr),
+                ));
+            }
+            if !pod_ips.insert(pod.ip) {
+                return Err(ConfigError::new(format!("pod[{i}].ip"), format!("{} is used twice", pod.ip)));
+            }
+            if pod.mac.is_multicast() {
+                return Err(ConfigError::new(format!("pod[{i}].mac"), "must be a unicast MAC"));
+            }
+        }
+        let mut cidrs: Vec<(usize, Ipv4Net)> = vec![];
+        for (i, peer) in self.peer.iter().enumerate() {
+            if peer.pod_cidr.trunc() != peer.pod_cidr {
+                return Err(ConfigError::new(
+                    format!("peer[{i}].pod_cidr"),
+                    format!("host bits set in {}", peer.pod_cidr),
+                ));
+            }
+            if peer.pod_cidr.contains(&gw.pod_cidr) || gw.pod_cidr.contains(&peer.pod_cidr) {
+                return Err(ConfigError::new(
+                    format!("peer[{i}].pod_cidr"),
+                    format!("{} overlaps the local podCIDR {}", peer.pod_cidr, gw.pod_cidr),
+                ));
+            }
+            for (j, other) in &cidrs {
+                if other.contains(&peer.pod_cidr) || peer.pod_cidr.contains(other) {
+                    return Err(ConfigError::new(
+                        format!("peer[{i}].pod_cidr"),
+                        format!("{} overlaps peer[{j}].pod_cidr {other}", peer.pod_cidr),
+                    ));
+                }
+            }
+            cidrs.push((i, peer.pod_cidr));
+            if peer.vni > VNI_MAX {
+                return Err(ConfigError::new(
+                    format!("peer[{i}].vni"),
+                    format!("{} is larger than the 24-bit maximum {VNI_MAX}", peer.vni),
+                ));
+            }
+            if peer.port == 0 {
+                return Err(ConfigError::new(format!("peer[{i}].port"), "must not be 0"));
+            }
+            if peer.encap == Encap::Vxlan {
+                match peer.vtep_mac {
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("peer[{i}].vtep_mac"),
+                            "required for a VXLAN peer (Flannel's VtepMAC of that node)",
+                        ));
+                    }
+                    Some(mac) if mac.is_multicast() => {
+                        return Err(ConfigError::new(format!("peer[{i}].vtep_mac"), "must be a unicast MAC"));
+                    }
+                    Some(_) => {}
+                }
+                if !self.underlay.iter().any(|u| u.vxlan_ports.contains(&peer.port)) {
+                    return Err(ConfigError::new(
+                        format!("peer[{i}].port"),
+                        format!("UDP port {} is not in any underlay's vxlan_ports", peer.port),
+                    ));
+                }
+            }
+            if let Some(mtu) = peer.mtu
+                && mtu < 576
+            {
+                return Err(ConfigError::new(format!("peer[{i}].mtu"), "must be at least 576"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
+    // IFNAMSIZ is 16 including the NUL.
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+        return Err(ConfigError::new(key, format!("{name:?} is not a valid interface name")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+pod_cidr = "10.244.0.0/24"
+underlay_ip = "198.18.0.1"
+vtep_mac = "02:0f:00:00:00:01"
+
+[[underlay]]
+interface = "ul0"
+
+[[pod]]
+name = "a"
+interface = "gwp-a"
+ip = "10.244.0.2"
+mac = "02:0a:00:00:00:02"
+
+[[peer]]
+name = "node1"
+pod_cidr = "10.244.1.0/24"
+underlay_ip = "198.18.0.11"
+vtep_mac = "02:0b:00:00:00:01"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.underlay[0].vxlan_ports, vec![8472, 4789]);
+        assert_eq!(c.peer[0].vni, 1);
+        assert_eq!(c.peer[0].port, 8472);
+        assert_eq!(c.peer[0].encap, Encap::Vxlan);
+        assert_eq!(c.gateway.outer_ttl, 64);
+        assert_eq!(c.pod[0].mac, MacAddr([2, 0xa, 0, 0, 0, 2]));
+        // Round trip through our own serialiser.
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("[[underlay]]", "[[underlay]]\ninterfcae = \"x\""));
+        assert!(e.message.contains("interfcae"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let cases = [
+            ("10.244.1.0/24\"\nunderlay_ip", "10.244.1.5/24\"\nunderlay_ip", "peer[0].pod_cidr"),
+            ("ip = \"10.244.0.2\"", "ip = \"10.245.0.2\"", "pod[0].ip"),
+            ("vtep_mac = \"02:0b:00:00:00:01\"", "vtep_mac = \"02:0b:00:00:00:01\"\nvni = 16777216", "peer[0].vni"),
+            ("vtep_mac = \"02:0b:00:00:00:01\"", "vtep_mac = \"02:0b:00:00:00:01\"\nport = 9999", "peer[0].port"),
+            ("10.244.1.0/24", "10.244.0.0/16", "peer[0].pod_cidr"),
+            ("mac = \"02:0a:00:00:00:02\"", "mac = \"03:0a:00:00:00:02\"", "pod[0].mac"),
+        ];
+        for (from, to, key) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "fixture replacement {from:?} did not apply");
+            assert_eq!(err(&text).key, key, "for {to:?}");
+        }
+    }
+
+    #[test]
+    fn vxlan_peer_needs_vtep_mac() {
+        let e = err(&GOOD.replace("vtep_mac = \"02:0b:00:00:00:01\"", ""));
+        assert_eq!(e.key, "peer[0].vtep_mac");
+    }
+}

@@ -1,0 +1,346 @@
+//! Starting and stopping the whole dataplane: XDP steering, AF_XDP
+//! workers, and the control thread that keeps next hops resolved.
+//!
+//! Start-up order matters: the route table is built and validated first
+//! (nothing is attached if the configuration is unusable), then the XDP
+//! program is loaded and attached with bpf_links (they vanish with the
+//! process, so a crash never leaves interfaces steering into dead
+//! sockets), then sockets are bound and registered in the XSK map, and
+//! only then do workers start. Stop reverses it: workers drain and exit,
+//! links are dropped (programs detached), sockets closed.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use overpass_xdp::{PortRole, Steering, XdpMode};
+
+use crate::config::{Config, Encap, MacAddr};
+use crate::neigh;
+use crate::pipeline::Pipeline;
+use crate::route::{LocalNode, Peer, Pod, PortId, RouteHandle, RouteTable};
+use crate::stats::{Snapshot, WorkerCounters};
+use crate::worker::Worker;
+use crate::xsk::{PortSpec, XskIo, XskMode};
+
+/// Encapsulation overhead in bytes (outer headers minus nothing: the inner
+/// Ethernet header travels inside VXLAN, not inside IP-in-IP).
+pub fn encap_overhead(encap: Encap) -> u16 {
+    match encap {
+        Encap::Vxlan => 50,
+        Encap::Ipip => 20,
+    }
+}
+
+/// RX/TX/fill ring size for the underlay queue sockets.
+const UNDERLAY_RING: u32 = 2048;
+/// Ring size for pod veth sockets.
+const POD_RING: u32 = 512;
+
+/// What the running dataplane looks like (for logs, the API, tests).
+#[derive(Debug, Clone)]
+pub struct DataplaneInfo {
+    /// (interface, XDP attach mode).
+    pub xdp: Vec<(String, XdpMode)>,
+    /// (interface/queue, AF_XDP bind mode).
+    pub xsk: Vec<(String, XskMode)>,
+    /// (worker index, core it is pinned to).
+    pub pinning: Vec<(usize, usize)>,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+    steering: Option<Steering>,
+    routes: RouteHandle,
+    counters: Vec<Arc<WorkerCounters>>,
+    pub info: DataplaneInfo,
+}
+
+impl Gateway {
+    /// Validates `config`, attaches XDP, binds sockets and starts workers.
+    pub fn start(config: &Config) -> anyhow::Result<Gateway> {
+        config.validate()?;
+        // Enter the dataplane's namespace on this thread for the set-up;
+        // threads spawned from here inherit it. Come back before returning.
+        let prev_ns = match &config.gateway.netns {
+            Some(ns) => Some(neigh::enter_netns(ns)?),
+            None => None,
+        };
+        let result = Self::start_in_ns(config);
+        if let Some(prev) = prev_ns {
+            neigh::setns(&prev).context("returning to the original network namespace")?;
+        }
+        result
+    }
+
+    fn start_in_ns(config: &Config) -> anyhow::Result<Gateway> {
+        let ul = &config.underlay[0];
+        let queues = ul.queues.unwrap_or(1);
+        if queues != 1 {
+            bail!("underlay[0].queues: only 1 RX queue per underlay is supported so far (got {queues})");
+        }
+        let table = build_table(config)?;
+        tracing::info!(
+            peers = table.peers.len(),
+            pods = table.pods.len(),
+            pod_cidr = %table.local.pod_cidr,
+            "route table built"
+        );
+        let routes = RouteHandle::new(table);
+
+        let mut steering = Steering::load(&ul.vxlan_ports).context("loading the XDP program")?;
+        let mut xdp = vec![];
+        // XSK map slots: underlay queues first, then one per pod.
+        let ul_index = neigh::ifindex(&ul.interface).context("underlay[0].interface")?;
+        let mode = steering
+            .attach(ul_index, PortRole::Underlay, 0)
+            .with_context(|| format!("attaching XDP to {}", ul.interface))?;
+        xdp.push((ul.interface.clone(), mode));
+        for (i, pod) in config.pod.iter().enumerate() {
+            let idx = neigh::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
+            let mode = steering
+                .attach(idx, PortRole::Pod, queues + i as u32)
+                .with_context(|| format!("attaching XDP to {}", pod.interface))?;
+            xdp.push((pod.interface.clone(), mode));
+        }
+        for (ifname, mode) in &xdp {
+            tracing::info!(%ifname, ?mode, "XDP program attached (bpf_link)");
+        }
+
+        // Worker 0 serves the underlay queue and every pod veth (one UMEM).
+        let counters = Arc::new(WorkerCounters::default());
+        let mut specs = vec![PortSpec {
+            ifname: ul.interface.clone(),
+            queue: 0,
+            ring_size: UNDERLAY_RING,
+        }];
+        specs.extend(config.pod.iter().map(|p| PortSpec {
+            ifname: p.interface.clone(),
+            queue: 0,
+            ring_size: POD_RING,
+        }));
+        let io = XskIo::open(&specs, ul.bind_mode, counters.clone()).context("opening AF_XDP sockets")?;
+        for (slot, fd) in io.fds().into_iter().enumerate() {
+            steering
+                .register_xsk(slot as u32, fd)
+                .with_context(|| format!("registering socket {slot} in the XSK map"))?;
+        }
+        let xsk = io.modes();
+
+        let core = pick_cores(config.gateway.cores.as_deref(), 1)?[0];
+        tracing::info!(worker = 0, core, queue = 0, "pinning plan");
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let stop = stop.clone();
+            let routes = routes.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name("overpass-w0".into())
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!(core, "could not pin worker 0");
+                    }
+                    let mut w = Worker::new(io, Pipeline::new(0), routes, counters, false);
+                    w.run(&stop);
+                })
+                .context("spawning worker")?
+        };
+        let control = {
+            let stop = stop.clone();
+            let routes = routes.clone();
+            let ifname = ul.interface.clone();
+            std::thread::Builder::new()
+                .name("overpass-ctl".into())
+                .spawn(move || control_loop(&stop, &routes, &ifname))
+                .context("spawning control thread")?
+        };
+        Ok(Gateway {
+            stop,
+            workers: vec![worker],
+            control: Some(control),
+            steering: Some(steering),
+            routes,
+            counters: vec![counters],
+            info: DataplaneInfo {
+                xdp,
+                xsk,
+                pinning: vec![(0, core)],
+            },
+        })
+    }
+
+    /// Counters summed over workers.
+    pub fn counters(&self) -> Snapshot {
+        Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// XDP steering counters (summed over CPUs), by name.
+    pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
+        match self.steering.as_ref().map(|s| s.counters()) {
+            Some(Ok(values)) => overpass_xdp::SteerCounter::ALL
+                .iter()
+                .map(|c| (c.name(), values[*c as usize]))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    pub fn routes(&self) -> &RouteHandle {
+        &self.routes
+    }
+
+    /// Waits until every peer's next hop is resolved, or `timeout` passes.
+    pub fn wait_resolved(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.routes.load().peers.iter().all(|p| p.next_hop_mac.is_some()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops workers (they drain their TX rings), detaches XDP, closes sockets.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        if let Some(mut s) = self.steering.take() {
+            s.detach_all();
+        }
+        tracing::info!("gateway stopped; XDP programs detached");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() || self.steering.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Builds the route table a configuration describes (next hops unresolved).
+pub fn build_table(config: &Config) -> anyhow::Result<RouteTable> {
+    let ul = &config.underlay[0];
+    let underlay_mac = neigh::interface_mac(&ul.interface).context("underlay[0].interface")?;
+    let underlay_mtu = neigh::interface_mtu(&ul.interface).context("underlay[0].interface")?;
+    let local = LocalNode {
+        pod_cidr: config.gateway.pod_cidr,
+        underlay_ip: config.gateway.underlay_ip,
+        underlay_mac,
+        vtep_mac: config.gateway.vtep_mac,
+        outer_ttl: config.gateway.outer_ttl,
+    };
+    let mut peers = vec![];
+    for p in &config.peer {
+        let derived = (underlay_mtu.min(u16::MAX as u32) as u16).saturating_sub(encap_overhead(p.encap));
+        peers.push(Peer {
+            name: p.name.clone(),
+            pod_cidr: p.pod_cidr,
+            underlay_ip: p.underlay_ip,
+            encap: p.encap,
+            vni: p.vni,
+            port: p.port,
+            vtep_mac: p.vtep_mac.unwrap_or_default(),
+            mtu: p.mtu.unwrap_or(derived),
+            next_hop_mac: None,
+        });
+    }
+    let mut pods = vec![];
+    for (i, p) in config.pod.iter().enumerate() {
+        pods.push(Pod {
+            name: p.name.clone(),
+            ip: p.ip,
+            mac: p.mac,
+            host_mac: neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?,
+            port: (i + 1) as PortId,
+        });
+    }
+    Ok(RouteTable::build(local, peers, pods, 1)?)
+}
+
+/// Chooses `n` cores: the configured ones (each must exist), or by default
+/// the highest-numbered cores this process may run on, leaving core 0 to
+/// the kernel and the control plane when there is more than one.
+pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<usize>> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if let Some(cores) = configured {
+        for (i, c) in cores.iter().enumerate() {
+            if !available.contains(c) {
+                bail!("gateway.cores[{i}]: core {c} does not exist or is not allowed (available: {available:?})");
+            }
+        }
+        if cores.len() < n {
+            bail!("gateway.cores: {n} workers need {n} cores, {} listed", cores.len());
+        }
+        return Ok(cores[..n].to_vec());
+    }
+    if available.is_empty() {
+        bail!("no CPU cores available to pin workers to");
+    }
+    Ok((0..n).map(|i| available[(available.len() - 1 - i % available.len()) % available.len()]).collect())
+}
+
+/// Keeps every peer's underlay next-hop MAC in step with the kernel's
+/// neighbour table, republishing the route table when one changes.
+fn control_loop(stop: &AtomicBool, routes: &RouteHandle, ifname: &str) {
+    let mut last_probe: HashMap<Ipv4Addr, Instant> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let table = routes.current();
+        match neigh::arp_table(ifname) {
+            Ok(arp) => {
+                let macs: Vec<Option<MacAddr>> = table
+                    .peers
+                    .iter()
+                    .map(|p| arp.get(&p.underlay_ip).filter(|n| n.complete).map(|n| n.mac))
+                    .collect();
+                let current: Vec<Option<MacAddr>> = table.peers.iter().map(|p| p.next_hop_mac).collect();
+                if macs != current {
+                    for (p, (old, new)) in table.peers.iter().zip(current.iter().zip(&macs)) {
+                        if old != new {
+                            tracing::info!(peer = %p.name, ip = %p.underlay_ip, ?old, ?new, "underlay next hop changed");
+                        }
+                    }
+                    routes.publish(table.with_next_hops(&macs, table.generation + 1));
+                }
+                for (p, mac) in table.peers.iter().zip(&macs) {
+                    if mac.is_none() {
+                        let due = last_probe
+                            .get(&p.underlay_ip)
+                            .is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+                        if due {
+                            if let Err(e) = neigh::probe(p.underlay_ip) {
+                                tracing::debug!(ip = %p.underlay_ip, "neighbour probe failed: {e}");
+                            }
+                            last_probe.insert(p.underlay_ip, Instant::now());
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading the neighbour table: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

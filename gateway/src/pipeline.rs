@@ -1,0 +1,328 @@
+//! The per-packet pipeline: classify → decap → route lookup → rewrite/encap
+//! → verdict. Pure code over a byte buffer: no I/O, no allocation, no
+//! locks, no syscalls, so it runs unchanged in unit tests, the fuzzer, the
+//! benchmarks and the AF_XDP worker.
+//!
+//! The buffer handed to [`Pipeline::process`] is the whole frame capacity
+//! with the received packet at its start. Every rewrite happens in place:
+//! decapsulation moves the inner frame to the start of the buffer and
+//! encapsulation moves the inner IPv4 packet up to make room for the outer
+//! headers (one `copy_within` at most; none for VXLAN→VXLAN transit and
+//! pod→pod). Untrusted input only ever goes through `new_checked` views
+//! (see the contract in [`crate::wire`]), so no input can panic it.
+//!
+//! Offsets used below (no outer options are accepted, so they are fixed):
+//!
+//! ```text
+//! VXLAN: | eth 0..14 | ipv4 14..34 | udp 34..42 | vxlan 42..50 | inner eth 50..64 | inner ipv4 64.. |
+//! IPIP:  | eth 0..14 | ipv4 14..34 | inner ipv4 34.. |
+//! pod:   | eth 0..14 | ipv4 14.. |
+//! ```
+
+use crate::config::Encap;
+use crate::io::Verdict;
+use crate::route::{NextHop, PortId, RouteTable, UNDERLAY_PORT};
+use crate::stats::{Counters, DropReason, Event};
+use crate::wire::{ethernet, ipv4, udp, vxlan};
+
+/// Inner IPv4 offset in a VXLAN frame.
+pub const VXLAN_INNER_IP: usize = 64;
+/// Inner IPv4 offset in an IP-in-IP frame.
+pub const IPIP_INNER_IP: usize = 34;
+/// IPv4 offset in a plain Ethernet frame.
+pub const ETH_IP: usize = ethernet::HEADER_LEN;
+
+/// Lowest outer UDP source port (RFC 7348: 49152–65535 recommended).
+pub const SRC_PORT_MIN: u16 = 49152;
+
+/// Where a packet entered: used to refuse sending it back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Peer(u32),
+    Pod(PortId),
+}
+
+/// Per-worker pipeline state (only the outer IPv4 identification counter).
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    ident: u16,
+}
+
+type Step<T> = Result<T, DropReason>;
+
+impl Pipeline {
+    pub fn new(worker: u16) -> Pipeline {
+        // Spread identification sequences of different workers apart.
+        Pipeline {
+            ident: worker.wrapping_mul(0x1000),
+        }
+    }
+
+    /// Processes one received frame: `buf[..len]` is the packet, `buf` its
+    /// whole buffer. Returns where to send the (rewritten) buffer.
+    #[inline]
+    pub fn process(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Verdict {
+        let len = len.min(buf.len());
+        let r = if port == UNDERLAY_PORT {
+            c.event(Event::RxUnderlay);
+            self.from_underlay(t, c, buf, len)
+        } else {
+            c.event(Event::RxPod);
+            self.from_pod(t, c, port, buf, len)
+        };
+        match r {
+            Ok(v) => v,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    fn from_underlay(&mut self, t: &RouteTable, c: &Counters, buf: &mut [u8], len: usize) -> Step<Verdict> {
+        let frame = &buf[..len];
+        let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
+        if eth.ethertype() != ethernet::ethertype::IPV4 {
+            return Err(DropReason::NotIpv4);
+        }
+        let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|_| DropReason::Ipv4Malformed)?;
+        // Tunnel peers never send outer options; refusing them keeps every
+        // offset below fixed.
+        if ip.header_len() != ipv4::MIN_HEADER_LEN {
+            return Err(DropReason::OuterIpv4Options);
+        }
+        if !ip.verify_checksum() {
+            return Err(DropReason::Ipv4Checksum);
+        }
+        // VTEPs must not fragment (RFC 7348 §4.3) and we do not reassemble.
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            return Err(DropReason::OuterFragment);
+        }
+        if ip.dst_addr() != t.local.underlay_ip {
+            return Err(DropReason::OuterNotLocal);
+        }
+        // Like Calico's Felix: tunnel traffic only from configured peers.
+        let peer_idx = t.peer_by_underlay(u32::from(ip.src_addr())).ok_or(DropReason::UnknownPeer)?;
+        let peer = &t.peers[peer_idx as usize];
+        // End of the outer packet: Ethernet padding past it is ignored.
+        let outer_end = ETH_IP + ip.total_len() as usize;
+        let inner_off = match ip.protocol() {
+            ipv4::PROTO_UDP => {
+                if peer.encap != Encap::Vxlan {
+                    return Err(DropReason::EncapMismatch);
+                }
+                let udp = udp::Packet::new_checked(ip.payload()).map_err(|_| DropReason::UdpMalformed)?;
+                if udp.dst_port() != peer.port {
+                    return Err(DropReason::UnknownVni);
+                }
+                // Zero means "no checksum" over IPv4 (RFC 7348 senders use it).
+                if udp.checksum() != 0 && !udp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
+                    return Err(DropReason::UdpChecksum);
+                }
+                let vx = vxlan::Header::new_checked(udp.payload()).map_err(|_| DropReason::VxlanTruncated)?;
+                if !vx.has_vni_flag() {
+                    return Err(DropReason::VxlanNoIFlag);
+                }
+                if vx.reserved_bits_set() {
+                    // RFC 7348: ignored on receipt; counted so it is visible.
+                    c.event(Event::VxlanReservedBits);
+                }
+                if vx.vni() != peer.vni {
+                    return Err(DropReason::UnknownVni);
+                }
+                let inner_end = ETH_IP + ipv4::MIN_HEADER_LEN + udp.len() as usize;
+                let inner = frame.get(VXLAN_INNER_IP - ethernet::HEADER_LEN..inner_end).unwrap_or(&[]);
+                let ieth = ethernet::Frame::new_checked(inner).map_err(|_| DropReason::InnerTruncated)?;
+                // A kernel VTEP drops frames not addressed to it; so do we.
+                if ieth.dst_addr() != t.local.vtep_mac {
+                    return Err(DropReason::InnerDstMac);
+                }
+                match ieth.ethertype() {
+                    ethernet::ethertype::IPV4 => {}
+                    // RFC 7348 §6: discard tagged inner frames unless configured.
+                    ethernet::ethertype::VLAN | ethernet::ethertype::QINQ => return Err(DropReason::InnerVlan),
+                    _ => return Err(DropReason::InnerNotIpv4),
+                }
+                VXLAN_INNER_IP
+            }
+            ipv4::PROTO_IPIP => {
+                if peer.encap != Encap::Ipip {
+                    return Err(DropReason::EncapMismatch);
+                }
+                IPIP_INNER_IP
+            }
+            _ => return Err(DropReason::NotTunnel),
+        };
+        let inner = ipv4::Packet::new_checked(frame.get(inner_off..outer_end).unwrap_or(&[]))
+            .map_err(|_| DropReason::Ipv4Malformed)?;
+        if !inner.verify_checksum() {
+            return Err(DropReason::Ipv4Checksum);
+        }
+        let inner_len = inner.total_len() as usize;
+        self.forward(t, c, buf, inner_off, inner_len, Origin::Peer(peer_idx))
+    }
+
+    fn from_pod(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Step<Verdict> {
+        let frame = &buf[..len];
+        let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
+        if eth.ethertype() != ethernet::ethertype::IPV4 {
+            return Err(DropReason::NotIpv4);
+        }
+        let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|_| DropReason::Ipv4Malformed)?;
+        if !ip.verify_checksum() {
+            return Err(DropReason::Ipv4Checksum);
+        }
+        // Anti-spoofing: a pod may only send from its own address.
+        let pod = t.pod_on_port(port).ok_or(DropReason::PodSourceMismatch)?;
+        if ip.src_addr() != pod.ip {
+            return Err(DropReason::PodSourceMismatch);
+        }
+        let ip_len = ip.total_len() as usize;
+        self.forward(t, c, buf, ETH_IP, ip_len, Origin::Pod(port))
+    }
+
+    /// Routes the inner IPv4 packet at `buf[off..off + ip_len]` (already
+    /// validated) and rewrites the buffer for its next hop.
+    fn forward(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        buf: &mut [u8],
+        off: usize,
+        ip_len: usize,
+        from: Origin,
+    ) -> Step<Verdict> {
+        let (dst, ttl) = {
+            let ip = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]);
+            (ip.dst_addr(), ip.ttl())
+        };
+        let nh = t.lookup(u32::from(dst)).ok_or(DropReason::NoRoute)?;
+        // A router never forwards a packet whose TTL would reach zero.
+        if ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        match nh {
+            NextHop::Pod(i) => {
+                let pod = &t.pods[i as usize];
+                if from == Origin::Pod(pod.port) {
+                    return Err(DropReason::Hairpin);
+                }
+                ipv4::Packet::new_unchecked(&mut buf[off..off + ip_len]).decrement_ttl();
+                let eth_off = off - ethernet::HEADER_LEN;
+                ethernet::Repr {
+                    src_addr: pod.host_mac,
+                    dst_addr: pod.mac,
+                    ethertype: ethernet::ethertype::IPV4,
+                }
+                .emit(&mut ethernet::Frame::new_unchecked(&mut buf[eth_off..off]));
+                let len = ethernet::HEADER_LEN + ip_len;
+                if eth_off != 0 {
+                    buf.copy_within(eth_off..off + ip_len, 0);
+                }
+                c.event(match from {
+                    Origin::Peer(_) => Event::DecapToPod,
+                    Origin::Pod(_) => Event::PodToPod,
+                });
+                Ok(Verdict::Tx { port: pod.port, len })
+            }
+            NextHop::Peer(i) => {
+                if from == Origin::Peer(i) {
+                    return Err(DropReason::Hairpin);
+                }
+                let peer = &t.peers[i as usize];
+                let next_hop_mac = peer.next_hop_mac.ok_or(DropReason::NeighUnresolved)?;
+                // Route tables only hold 24-bit VNIs; checked anyway so no
+                // table can make us emit a wrong one.
+                let vx = vxlan::Repr::new(peer.vni).map_err(|_| DropReason::UnknownVni)?;
+                if ip_len > peer.mtu as usize {
+                    return Err(DropReason::TooBig);
+                }
+                let new_off = match peer.encap {
+                    Encap::Vxlan => VXLAN_INNER_IP,
+                    Encap::Ipip => IPIP_INNER_IP,
+                };
+                let total = new_off + ip_len;
+                if total > buf.len() {
+                    return Err(DropReason::TooBig);
+                }
+                if new_off != off {
+                    buf.copy_within(off..off + ip_len, new_off);
+                }
+                let (tos, dont_frag, hash) = {
+                    let mut inner = ipv4::Packet::new_unchecked(&mut buf[new_off..total]);
+                    inner.decrement_ttl();
+                    (inner.tos(), inner.dont_frag(), flow_hash(inner.into_inner()))
+                };
+                ethernet::Repr {
+                    src_addr: t.local.underlay_mac,
+                    dst_addr: next_hop_mac,
+                    ethertype: ethernet::ethertype::IPV4,
+                }
+                .emit(&mut ethernet::Frame::new_unchecked(&mut buf[..ETH_IP]));
+                self.ident = self.ident.wrapping_add(1);
+                let outer = ipv4::Repr {
+                    src_addr: t.local.underlay_ip,
+                    dst_addr: peer.underlay_ip,
+                    protocol: match peer.encap {
+                        Encap::Vxlan => ipv4::PROTO_UDP,
+                        Encap::Ipip => ipv4::PROTO_IPIP,
+                    },
+                    ttl: t.local.outer_ttl,
+                    // DSCP and ECN copied from the inner header (RFC 6040
+                    // normal mode; RFC 2003 for IP-in-IP).
+                    tos,
+                    // Inner DF ⇒ outer DF, so PMTU discovery works end to end.
+                    dont_frag,
+                    ident: self.ident,
+                    payload_len: total - IPIP_INNER_IP,
+                };
+                outer.emit(&mut ipv4::Packet::new_unchecked(&mut buf[ETH_IP..IPIP_INNER_IP]));
+                if peer.encap == Encap::Vxlan {
+                    udp::Repr {
+                        src_port: SRC_PORT_MIN | (hash as u16 & 0x3fff),
+                        dst_port: peer.port,
+                        payload_len: total - 42,
+                    }
+                    .emit(&mut udp::Packet::new_unchecked(&mut buf[34..42]));
+                    vx.emit(&mut vxlan::Header::new_unchecked(&mut buf[42..50]));
+                    ethernet::Repr {
+                        src_addr: t.local.vtep_mac,
+                        dst_addr: peer.vtep_mac,
+                        ethertype: ethernet::ethertype::IPV4,
+                    }
+                    .emit(&mut ethernet::Frame::new_unchecked(&mut buf[50..64]));
+                }
+                c.event(match from {
+                    Origin::Peer(_) => Event::Transit,
+                    Origin::Pod(_) => Event::EncapToPeer,
+                });
+                Ok(Verdict::Tx {
+                    port: UNDERLAY_PORT,
+                    len: total,
+                })
+            }
+        }
+    }
+}
+
+/// A hash of the inner flow (addresses, protocol, and ports for unfragmented
+/// TCP/UDP) for the outer UDP source port: the underlay's ECMP and RSS see
+/// one flow per inner flow (RFC 7348 §5).
+#[inline]
+fn flow_hash(ip: &[u8]) -> u32 {
+    let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+    let src = word(12);
+    let dst = word(16);
+    let proto = ip[9];
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    let ports = if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag == 0 && ip.len() >= ihl + 4 {
+        word(ihl)
+    } else {
+        0
+    };
+    // Multiply-xorshift mix (Murmur3 finaliser): cheap and well spread.
+    let mut h = src ^ dst.rotate_left(16) ^ ports ^ u32::from(proto);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}

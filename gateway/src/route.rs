@@ -1,0 +1,472 @@
+//! The route table: podCIDR → next hop, built for the hot path.
+//!
+//! A [`RouteTable`] is immutable once built. The control plane builds a new
+//! one, validates it as a whole, and publishes it through [`RouteHandle`]
+//! (an `ArcSwap`): workers load the current table once per RX batch, so a
+//! packet sees the old table or the new one, never a mix, and a reader never
+//! waits for a writer.
+//!
+//! Longest-prefix match is a three-level multibit trie with strides 16/8/8
+//! and controlled prefix expansion (the DIR-16-8-8 scheme): a lookup is at
+//! most three dependent array loads and no branches on prefix length.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::Ipv4Net;
+
+use crate::config::{Encap, MacAddr};
+
+/// Index of a worker port: 0 is the underlay queue, pods follow.
+pub type PortId = u16;
+
+/// The underlay port of every worker.
+pub const UNDERLAY_PORT: PortId = 0;
+
+/// A remote node: where and how to tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub pod_cidr: Ipv4Net,
+    pub underlay_ip: Ipv4Addr,
+    pub encap: Encap,
+    pub vni: u32,
+    pub port: u16,
+    /// The node's VTEP MAC (inner destination MAC on VXLAN).
+    pub vtep_mac: MacAddr,
+    /// Largest inner IPv4 packet the tunnel carries.
+    pub mtu: u16,
+    /// Underlay next-hop MAC, from the kernel's neighbour table; `None`
+    /// until resolved.
+    pub next_hop_mac: Option<MacAddr>,
+}
+
+/// A local pod behind a veth pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// MAC of the host end of the pod's veth (source MAC toward the pod).
+    pub host_mac: MacAddr,
+    pub port: PortId,
+}
+
+/// Where a matching packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// Index into [`RouteTable::peers`].
+    Peer(u32),
+    /// Index into [`RouteTable::pods`].
+    Pod(u32),
+}
+
+/// This node's identity on the underlay and the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    pub pod_cidr: Ipv4Net,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_mac: MacAddr,
+    pub vtep_mac: MacAddr,
+    pub outer_ttl: u8,
+}
+
+/// An immutable, validated route table.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub local: LocalNode,
+    pub peers: Vec<Peer>,
+    pub pods: Vec<Pod>,
+    /// Peers sorted by underlay address, for tunnel source checks.
+    peer_by_ip: Vec<(u32, u32)>,
+    /// Pods indexed by port.
+    pod_by_port: Vec<Option<u32>>,
+    lpm: Lpm,
+    /// Bumped by the control plane on every publish.
+    pub generation: u64,
+}
+
+/// Why a route set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}: podCIDR overlaps {1}")]
+    Overlap(Ipv4Net, Ipv4Net),
+    #[error("{0}: duplicate pod address")]
+    DuplicatePod(Ipv4Addr),
+    #[error("{0}: two peers share one underlay address")]
+    DuplicatePeerIp(Ipv4Addr),
+}
+
+impl RouteTable {
+    /// Builds and validates a table. Pods get /32 routes, peers their
+    /// podCIDR. Overlapping peer podCIDRs are refused: on an overlay each
+    /// node owns its podCIDR exclusively, so an overlap is a configuration
+    /// error, not something longest-prefix match should silently resolve.
+    pub fn build(
+        local: LocalNode,
+        peers: Vec<Peer>,
+        pods: Vec<Pod>,
+        generation: u64,
+    ) -> Result<RouteTable, RouteError> {
+        let mut prefixes: Vec<(Ipv4Net, NextHop)> = Vec::with_capacity(peers.len() + pods.len());
+        let mut sorted: Vec<&Peer> = peers.iter().collect();
+        sorted.sort_by_key(|p| (p.pod_cidr.network(), p.pod_cidr.prefix_len()));
+        for w in sorted.windows(2) {
+            if w[0].pod_cidr.contains(&w[1].pod_cidr) || w[1].pod_cidr.contains(&w[0].pod_cidr) {
+                return Err(RouteError::Overlap(w[1].pod_cidr, w[0].pod_cidr));
+            }
+        }
+        for p in &peers {
+            if p.pod_cidr.contains(&local.pod_cidr) || local.pod_cidr.contains(&p.pod_cidr) {
+                return Err(RouteError::Overlap(p.pod_cidr, local.pod_cidr));
+            }
+        }
+        for (i, p) in peers.iter().enumerate() {
+            prefixes.push((p.pod_cidr, NextHop::Peer(i as u32)));
+        }
+        let mut pod_by_port: Vec<Option<u32>> = vec![];
+        for (i, pod) in pods.iter().enumerate() {
+            if pods[..i].iter().any(|o| o.ip == pod.ip) {
+                return Err(RouteError::DuplicatePod(pod.ip));
+            }
+            let host = Ipv4Net::new(pod.ip, 32).expect("/32 is valid");
+            prefixes.push((host, NextHop::Pod(i as u32)));
+            let port = pod.port as usize;
+            if pod_by_port.len() <= port {
+                pod_by_port.resize(port + 1, None);
+            }
+            pod_by_port[port] = Some(i as u32);
+        }
+        let mut peer_by_ip: Vec<(u32, u32)> =
+            peers.iter().enumerate().map(|(i, p)| (u32::from(p.underlay_ip), i as u32)).collect();
+        peer_by_ip.sort_unstable();
+        for w in peer_by_ip.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err(RouteError::DuplicatePeerIp(Ipv4Addr::from(w[0].0)));
+            }
+        }
+        let lpm = Lpm::build(prefixes.iter().map(|(net, nh)| (*net, encode_nh(*nh))));
+        Ok(RouteTable {
+            local,
+            peers,
+            pods,
+            peer_by_ip,
+            pod_by_port,
+            lpm,
+            generation,
+        })
+    }
+
+    /// Longest-prefix match on an inner destination.
+    #[inline]
+    pub fn lookup(&self, dst: u32) -> Option<NextHop> {
+        self.lpm.lookup(dst).map(decode_nh)
+    }
+
+    /// The peer whose underlay address is `src`, if any.
+    #[inline]
+    pub fn peer_by_underlay(&self, src: u32) -> Option<u32> {
+        self.peer_by_ip
+            .binary_search_by_key(&src, |(ip, _)| *ip)
+            .ok()
+            .map(|i| self.peer_by_ip[i].1)
+    }
+
+    /// The pod attached to `port`, if any.
+    #[inline]
+    pub fn pod_on_port(&self, port: PortId) -> Option<&Pod> {
+        let idx = (*self.pod_by_port.get(port as usize)?)?;
+        self.pods.get(idx as usize)
+    }
+
+    /// The same routes with different neighbour resolutions.
+    pub fn with_next_hops(&self, macs: &[Option<MacAddr>], generation: u64) -> RouteTable {
+        let mut peers = self.peers.clone();
+        for (p, m) in peers.iter_mut().zip(macs) {
+            p.next_hop_mac = *m;
+        }
+        RouteTable::build(self.local.clone(), peers, self.pods.clone(), generation)
+            .expect("a table that validated once validates again")
+    }
+}
+
+// Next hops are stored in the trie as `kind << 31 | index` + 1 (0 = no route).
+fn encode_nh(nh: NextHop) -> u32 {
+    match nh {
+        NextHop::Peer(i) => i,
+        NextHop::Pod(i) => i | (1 << 30),
+    }
+}
+
+fn decode_nh(v: u32) -> NextHop {
+    if v & (1 << 30) != 0 {
+        NextHop::Pod(v & !(1 << 30))
+    } else {
+        NextHop::Peer(v)
+    }
+}
+
+/// Shared handle through which the control plane publishes tables.
+#[derive(Debug, Clone)]
+pub struct RouteHandle(Arc<ArcSwap<RouteTable>>);
+
+impl RouteHandle {
+    pub fn new(table: RouteTable) -> RouteHandle {
+        RouteHandle(Arc::new(ArcSwap::from_pointee(table)))
+    }
+
+    /// The current table; cheap, lock-free, never blocks.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.0.load()
+    }
+
+    /// A clone of the current table's `Arc`.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.0.load_full()
+    }
+
+    /// Publishes `table` atomically.
+    pub fn publish(&self, table: RouteTable) {
+        self.0.store(Arc::new(table));
+    }
+}
+
+/// Entry encoding in the trie arrays: 0 = no route; high bit = index of a
+/// child chunk; otherwise next-hop value + 1.
+const CHILD: u32 = 1 << 31;
+
+/// DIR-16-8-8 longest-prefix-match trie over IPv4 addresses.
+#[derive(Debug, Clone)]
+pub struct Lpm {
+    /// 65536 entries indexed by the top 16 bits.
+    l16: Box<[u32]>,
+    /// 256-entry chunks indexed by bits 15..8.
+    l24: Vec<[u32; 256]>,
+    /// 256-entry chunks indexed by bits 7..0.
+    l32: Vec<[u32; 256]>,
+}
+
+impl Lpm {
+    /// Builds a trie. Values must be below 2^31 - 1. When the same prefix
+    /// appears twice the later one wins.
+    pub fn build(prefixes: impl IntoIterator<Item = (Ipv4Net, u32)>) -> Lpm {
+        let mut v: Vec<(Ipv4Net, u32)> = prefixes.into_iter().map(|(n, x)| (n.trunc(), x)).collect();
+        // Shorter prefixes first: a longer one is then written over the
+        // expansion of every shorter one that covers it.
+        v.sort_by_key(|(n, _)| n.prefix_len());
+        let mut lpm = Lpm {
+            l16: vec![0u32; 1 << 16].into_boxed_slice(),
+            l24: Vec::new(),
+            l32: Vec::new(),
+        };
+        for (net, value) in v {
+            assert!(value < CHILD - 1, "next-hop value out of range");
+            let leaf = value + 1;
+            let addr = u32::from(net.network());
+            let len = net.prefix_len();
+            if len <= 16 {
+                let start = (addr >> 16) as usize;
+                let count = 1usize << (16 - len);
+                lpm.l16[start..start + count].fill(leaf);
+                continue;
+            }
+            let c24 = lpm.child24(addr);
+            if len <= 24 {
+                let start = ((addr >> 8) & 0xff) as usize;
+                let count = 1usize << (24 - len);
+                lpm.l24[c24][start..start + count].fill(leaf);
+                continue;
+            }
+            let c32 = lpm.child32(c24, addr);
+            let start = (addr & 0xff) as usize;
+            let count = 1usize << (32 - len);
+            lpm.l32[c32][start..start + count].fill(leaf);
+        }
+        lpm
+    }
+
+    /// The level-24 chunk under `addr`'s /16, created (inheriting the /16's
+    /// leaf) if needed.
+    fn child24(&mut self, addr: u32) -> usize {
+        let slot = &mut self.l16[(addr >> 16) as usize];
+        if *slot & CHILD != 0 {
+            return (*slot & !CHILD) as usize;
+        }
+        let idx = self.l24.len();
+        self.l24.push([*slot; 256]);
+        *slot = CHILD | idx as u32;
+        idx
+    }
+
+    fn child32(&mut self, c24: usize, addr: u32) -> usize {
+        let slot = &mut self.l24[c24][((addr >> 8) & 0xff) as usize];
+        if *slot & CHILD != 0 {
+            return (*slot & !CHILD) as usize;
+        }
+        let idx = self.l32.len();
+        self.l32.push([*slot; 256]);
+        *slot = CHILD | idx as u32;
+        idx
+    }
+
+    /// Longest-prefix match.
+    #[inline]
+    pub fn lookup(&self, addr: u32) -> Option<u32> {
+        let mut e = self.l16[(addr >> 16) as usize];
+        if e & CHILD != 0 {
+            e = self.l24[(e & !CHILD) as usize][((addr >> 8) & 0xff) as usize];
+            if e & CHILD != 0 {
+                e = self.l32[(e & !CHILD) as usize][(addr & 0xff) as usize];
+            }
+        }
+        e.checked_sub(1)
+    }
+
+    /// Bytes of memory the trie uses.
+    pub fn memory_bytes(&self) -> usize {
+        self.l16.len() * 4 + (self.l24.len() + self.l32.len()) * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    /// Reference LPM: linear scan, longest match, later wins on ties.
+    fn naive(prefixes: &[(Ipv4Net, u32)], addr: u32) -> Option<u32> {
+        let a = Ipv4Addr::from(addr);
+        let mut best: Option<(u8, u32)> = None;
+        for (n, v) in prefixes {
+            if n.contains(&a) && best.is_none_or(|(l, _)| n.prefix_len() >= l) {
+                best = Some((n.prefix_len(), *v));
+            }
+        }
+        best.map(|(_, v)| v)
+    }
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn lpm_basic() {
+        let p = [
+            (net("10.0.0.0/8"), 1),
+            (net("10.244.0.0/16"), 2),
+            (net("10.244.1.0/24"), 3),
+            (net("10.244.1.64/26"), 4),
+            (net("10.244.1.70/32"), 5),
+            (net("0.0.0.0/0"), 6),
+        ];
+        let lpm = Lpm::build(p);
+        let l = |s: &str| lpm.lookup(u32::from(s.parse::<Ipv4Addr>().unwrap()));
+        assert_eq!(l("10.1.1.1"), Some(1));
+        assert_eq!(l("10.244.2.1"), Some(2));
+        assert_eq!(l("10.244.1.1"), Some(3));
+        assert_eq!(l("10.244.1.65"), Some(4));
+        assert_eq!(l("10.244.1.70"), Some(5));
+        assert_eq!(l("10.244.1.71"), Some(4));
+        assert_eq!(l("192.168.1.1"), Some(6));
+        assert_eq!(Lpm::build([(net("10.244.1.0/24"), 0)]).lookup(0x0af40200), None);
+    }
+
+    #[test]
+    fn lpm_matches_naive_on_random_sets() {
+        let mut rng = XorShift(0x9e3779b97f4a7c15);
+        for round in 0..20 {
+            let n = 1 + (rng.next() % 300) as usize;
+            let prefixes: Vec<(Ipv4Net, u32)> = (0..n)
+                .map(|i| {
+                    // Cluster addresses so prefixes nest and overlap.
+                    let addr = 0x0af4_0000 | (rng.next() as u32 & 0x0003_ffff);
+                    let len = [8, 12, 16, 18, 20, 24, 26, 28, 30, 31, 32][(rng.next() % 11) as usize];
+                    (Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(), i as u32)
+                })
+                .collect();
+            // Ties on identical prefixes: keep the last (as Lpm::build does).
+            let lpm = Lpm::build(prefixes.iter().copied());
+            for _ in 0..2000 {
+                let addr = 0x0af4_0000 | (rng.next() as u32 & 0x0003_ffff);
+                assert_eq!(lpm.lookup(addr), naive(&prefixes, addr), "round {round} addr {}", Ipv4Addr::from(addr));
+            }
+        }
+    }
+
+    fn local() -> LocalNode {
+        LocalNode {
+            pod_cidr: net("10.244.0.0/24"),
+            underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
+            underlay_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            vtep_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            outer_ttl: 64,
+        }
+    }
+
+    fn peer(name: &str, cidr: &str, ip: [u8; 4]) -> Peer {
+        Peer {
+            name: name.into(),
+            pod_cidr: net(cidr),
+            underlay_ip: Ipv4Addr::from(ip),
+            encap: Encap::Vxlan,
+            vni: 1,
+            port: 8472,
+            vtep_mac: MacAddr([2, 0, 0, 0, 1, ip[3]]),
+            mtu: 1450,
+            next_hop_mac: None,
+        }
+    }
+
+    #[test]
+    fn table_validates_as_a_whole() {
+        let ok = RouteTable::build(
+            local(),
+            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.2.0/24", [198, 18, 0, 12])],
+            vec![],
+            1,
+        )
+        .unwrap();
+        assert_eq!(ok.lookup(0x0af4_0105), Some(NextHop::Peer(0)));
+        assert_eq!(ok.lookup(0x0af4_0205), Some(NextHop::Peer(1)));
+        assert_eq!(ok.lookup(0x0af4_0305), None);
+        assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 12))), Some(1));
+        assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 13))), None);
+
+        let overlap = RouteTable::build(
+            local(),
+            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.0.0/16", [198, 18, 0, 12])],
+            vec![],
+            1,
+        );
+        assert!(matches!(overlap, Err(RouteError::Overlap(..))), "{overlap:?}");
+        let dup_ip = RouteTable::build(
+            local(),
+            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.2.0/24", [198, 18, 0, 11])],
+            vec![],
+            1,
+        );
+        assert!(matches!(dup_ip, Err(RouteError::DuplicatePeerIp(_))));
+    }
+
+    #[test]
+    fn publish_is_atomic_swap() {
+        let h = RouteHandle::new(RouteTable::build(local(), vec![], vec![], 1).unwrap());
+        let old = h.current();
+        h.publish(RouteTable::build(local(), vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11])], vec![], 2).unwrap());
+        assert_eq!(old.generation, 1);
+        assert_eq!(old.lookup(0x0af4_0105), None, "a reader's snapshot never changes under it");
+        assert_eq!(h.load().generation, 2);
+        assert_eq!(h.load().lookup(0x0af4_0105), Some(NextHop::Peer(0)));
+    }
+}
