@@ -264,6 +264,9 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
                 if mode != modes[0] {
                     tracing::info!(ifname = %spec.ifname, queue = spec.queue, "zero-copy bind refused; using copy mode");
                 }
+                // A socket sharing the UMEM of another inherits that socket's
+                // mode whatever flags it asked for: report what the kernel says.
+                let mode = bound_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
                 tracing::info!(ifname = %spec.ifname, queue = spec.queue, ?mode, "AF_XDP socket bound");
                 return Ok(Port {
                     name: format!("{}/{}", spec.ifname, spec.queue),
@@ -294,6 +297,25 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
         }
     }
     Err(last_err.expect("at least one mode was tried"))
+}
+
+/// The mode the kernel actually bound a socket in (XDP_OPTIONS).
+fn bound_mode(fd: i32) -> io::Result<XskMode> {
+    let mut opts = libc::xdp_options { flags: 0 };
+    let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `opts`, a live
+    // xdp_options, and updates `len`; `fd` is an AF_XDP socket we own.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&mut opts as *mut libc::xdp_options).cast(), &mut len)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0 {
+        XskMode::ZeroCopy
+    } else {
+        XskMode::Copy
+    })
 }
 
 impl PacketIo for XskIo {

@@ -121,7 +121,11 @@ mod tests {
             0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
-        assert_eq!(fold(sum(&hdr)), 0xffff, "verifies with the checksum in place");
+        assert_eq!(
+            fold(sum(&hdr)),
+            0xffff,
+            "verifies with the checksum in place"
+        );
         hdr[10..12].fill(0);
         assert_eq!(finish(sum(&hdr)), 0xb861);
     }
@@ -159,12 +163,18 @@ mod tests {
 
     #[test]
     fn pseudo_header_matches_bytes() {
-        let (src, dst) = (Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(10, 255, 254, 2));
+        let (src, dst) = (
+            Ipv4Addr::new(192, 168, 0, 1),
+            Ipv4Addr::new(10, 255, 254, 2),
+        );
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&src.octets());
         bytes.extend_from_slice(&dst.octets());
         bytes.extend_from_slice(&[0, 17, 0x12, 0x34]);
-        assert_eq!(fold(ipv4_pseudo_header(src, dst, 17, 0x1234)), fold(sum(&bytes)));
+        assert_eq!(
+            fold(ipv4_pseudo_header(src, dst, 17, 0x1234)),
+            fold(sum(&bytes))
+        );
     }
 
     /// Builds an IPv4-like 20-byte header (version nibble set, so never all
@@ -225,7 +235,11 @@ mod tests {
             h[10..12].fill(0);
             h[18..20].fill(0);
             let rest = fold(sum(&h));
-            let w9 = if rest == 0xffff { 0xffff } else { 0xffff - rest };
+            let w9 = if rest == 0xffff {
+                0xffff
+            } else {
+                0xffff - rest
+            };
             h[18..20].copy_from_slice(&w9.to_be_bytes());
             let c = finish(sum(&h));
             h[10..12].copy_from_slice(&c.to_be_bytes());
@@ -244,10 +258,17 @@ mod tests {
             let mut without = h;
             without[8..12].fill(0);
             let rest = fold(sum(&without));
-            let target = if rest == 0xffff { 0xffff } else { 0xffff - rest };
+            let target = if rest == 0xffff {
+                0xffff
+            } else {
+                0xffff - rest
+            };
             check_update(h, 4, target);
         }
-        assert!(zero_checksums > 4_000, "the forced case must mostly hit: {zero_checksums}");
+        assert!(
+            zero_checksums > 4_000,
+            "the forced case must mostly hit: {zero_checksums}"
+        );
     }
 
     #[test]

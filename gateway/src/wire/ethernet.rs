@@ -317,7 +317,11 @@ mod tests {
     #[test]
     fn test_truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(Frame::new_checked(&FRAME_BYTES[..len]), Err(Error::Truncated), "len {len}");
+            assert_eq!(
+                Frame::new_checked(&FRAME_BYTES[..len]),
+                Err(Error::Truncated),
+                "len {len}"
+            );
         }
         // The bare header is a frame with an empty payload.
         let frame = Frame::new_checked(&FRAME_BYTES[..HEADER_LEN]).unwrap();
@@ -345,7 +349,10 @@ mod tests {
         assert!("02:00:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
         assert!("2:00:00:00:00:000".parse::<MacAddr>().is_err());
-        assert_eq!("0A:0b:00:00:00:ff".parse::<MacAddr>().unwrap().to_string(), "0a:0b:00:00:00:ff");
+        assert_eq!(
+            "0A:0b:00:00:00:ff".parse::<MacAddr>().unwrap().to_string(),
+            "0a:0b:00:00:00:ff"
+        );
         assert_eq!(format!("{:?}", MacAddr::BROADCAST), "ff:ff:ff:ff:ff:ff");
     }
 

@@ -105,7 +105,11 @@ mod tests {
         inner.set_ecn_incremental(ipv4::ecn::CE);
         let outer = outer_repr(&inner, GW, PEER, 1);
         assert!(!outer.dont_frag, "inner DF clear ⇒ outer DF clear");
-        assert_eq!(outer.tos & 0b11, ipv4::ecn::CE, "ECN copied (RFC 6040 normal mode)");
+        assert_eq!(
+            outer.tos & 0b11,
+            ipv4::ecn::CE,
+            "ECN copied (RFC 6040 normal mode)"
+        );
         assert_eq!(outer.tos >> 2, 46, "DSCP copied");
         assert_eq!(outer.ttl, 1, "the tunnel's TTL, not the inner one");
     }
@@ -143,7 +147,11 @@ mod tests {
         bytes[..20].copy_from_slice(&OUTER_BYTES);
         bytes[20..].copy_from_slice(&INNER_BYTES);
         for len in 0..bytes.len() {
-            assert_eq!(ipv4::Packet::new_checked(&bytes[..len]), Err(Error::Truncated), "len {len}");
+            assert_eq!(
+                ipv4::Packet::new_checked(&bytes[..len]),
+                Err(Error::Truncated),
+                "len {len}"
+            );
         }
     }
 

@@ -552,7 +552,10 @@ mod tests {
         let mut bytes = PACKET_BYTES;
         let mut p = Packet::new_unchecked(&mut bytes[..]);
         p.set_flags_frag(true, false, 13);
-        assert_eq!((p.dont_frag(), p.more_frags(), p.frag_offset()), (true, false, 8));
+        assert_eq!(
+            (p.dont_frag(), p.more_frags(), p.frag_offset()),
+            (true, false, 8)
+        );
         p.set_flags_frag(false, false, u16::MAX);
         assert_eq!(p.frag_offset(), 0xfff8);
         assert!(!p.dont_frag() && !p.more_frags());
@@ -583,10 +586,16 @@ mod tests {
         // IHL 15 = 60 bytes, more than the 24-byte buffer.
         assert_eq!(with(&|b| b[0] = 0x4f), Err(Error::Truncated));
         // Total length smaller than the header, or zero.
-        assert_eq!(with(&|b| b[2..4].copy_from_slice(&19u16.to_be_bytes())), Err(Error::BadLength));
+        assert_eq!(
+            with(&|b| b[2..4].copy_from_slice(&19u16.to_be_bytes())),
+            Err(Error::BadLength)
+        );
         assert_eq!(with(&|b| b[2..4].fill(0)), Err(Error::BadLength));
         // Total length exactly the header: an empty payload is fine.
-        assert_eq!(with(&|b| b[2..4].copy_from_slice(&20u16.to_be_bytes())), Ok(()));
+        assert_eq!(
+            with(&|b| b[2..4].copy_from_slice(&20u16.to_be_bytes())),
+            Ok(())
+        );
         // An IHL-6 header whose total length ends inside its options.
         let mut b = OPTIONS_BYTES;
         b[2..4].copy_from_slice(&22u16.to_be_bytes());
@@ -599,7 +608,11 @@ mod tests {
         for total in [25u16, 1500, u16::MAX] {
             let mut b = PACKET_BYTES;
             b[2..4].copy_from_slice(&total.to_be_bytes());
-            assert_eq!(Packet::new_checked(&b[..]), Err(Error::Truncated), "total {total}");
+            assert_eq!(
+                Packet::new_checked(&b[..]),
+                Err(Error::Truncated),
+                "total {total}"
+            );
         }
         // A buffer longer than total_len (Ethernet padding) is fine, and the
         // padding is not payload.
@@ -697,8 +710,15 @@ mod tests {
     #[test]
     fn test_emit_saturates_total_len() {
         let mut b = [0u8; 20];
-        for (payload_len, total) in [(MAX_PAYLOAD_LEN, 65535), (MAX_PAYLOAD_LEN + 1, 65535), (usize::MAX, 65535)] {
-            let r = Repr { payload_len, ..repr() };
+        for (payload_len, total) in [
+            (MAX_PAYLOAD_LEN, 65535),
+            (MAX_PAYLOAD_LEN + 1, 65535),
+            (usize::MAX, 65535),
+        ] {
+            let r = Repr {
+                payload_len,
+                ..repr()
+            };
             assert_eq!(r.total_len(), total);
             r.emit(&mut Packet::new_unchecked(&mut b[..]));
             assert_eq!(Packet::new_unchecked(&b[..]).total_len(), total);

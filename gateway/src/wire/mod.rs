@@ -78,7 +78,9 @@ impl Error {
             Error::BadHeaderLen => "IPv4 header length (IHL) below the 20-byte minimum",
             Error::BadLength => "length field smaller than the header it covers",
             Error::BadChecksum => "header checksum does not verify",
-            Error::Fragmented => "IPv4 fragment (not representable: the gateway does not reassemble)",
+            Error::Fragmented => {
+                "IPv4 fragment (not representable: the gateway does not reassemble)"
+            }
             Error::BadFlags => "VXLAN I flag (valid VNI) not set",
         }
     }
@@ -197,11 +199,40 @@ mod tests {
         }
         if let Ok(p) = ipv4::Packet::new_checked(buf) {
             accepted[1] += 1;
-            let _ = (p.version(), p.header_len(), p.tos(), p.dscp(), p.ecn(), p.total_len());
-            let _ = (p.ident(), p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
-            let _ = (p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr());
-            let _ = (p.src_addr_u32(), p.dst_addr_u32(), p.src_addr_bytes(), p.dst_addr_bytes());
-            let _ = (p.has_options(), p.header_bytes().len(), p.payload().len(), p.verify_checksum());
+            let _ = (
+                p.version(),
+                p.header_len(),
+                p.tos(),
+                p.dscp(),
+                p.ecn(),
+                p.total_len(),
+            );
+            let _ = (
+                p.ident(),
+                p.dont_frag(),
+                p.more_frags(),
+                p.frag_offset(),
+                p.is_fragment(),
+            );
+            let _ = (
+                p.ttl(),
+                p.protocol(),
+                p.checksum(),
+                p.src_addr(),
+                p.dst_addr(),
+            );
+            let _ = (
+                p.src_addr_u32(),
+                p.dst_addr_u32(),
+                p.src_addr_bytes(),
+                p.dst_addr_bytes(),
+            );
+            let _ = (
+                p.has_options(),
+                p.header_bytes().len(),
+                p.payload().len(),
+                p.verify_checksum(),
+            );
             let _ = ipv4::Repr::parse(&p);
             let _ = ipip::outer_repr(&p, [1, 1, 1, 1].into(), [2, 2, 2, 2].into(), 64);
             let mut copy = buf.to_vec();
@@ -216,7 +247,13 @@ mod tests {
         }
         if let Ok(u) = udp::Packet::new_checked(buf) {
             accepted[2] += 1;
-            let _ = (u.src_port(), u.dst_port(), u.len(), u.checksum(), u.payload().len());
+            let _ = (
+                u.src_port(),
+                u.dst_port(),
+                u.len(),
+                u.checksum(),
+                u.payload().len(),
+            );
             let (a, b) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
             let _ = (u.verify_checksum(a, b), udp::Repr::parse(&u));
             let mut copy = buf.to_vec();
@@ -261,6 +298,9 @@ mod tests {
             }
         }
         // The soup must reach every view's accept path, not only the rejects.
-        assert!(accepted.iter().all(|&n| n > 500), "accepted per view: {accepted:?}");
+        assert!(
+            accepted.iter().all(|&n| n > 500),
+            "accepted per view: {accepted:?}"
+        );
     }
 }

@@ -76,7 +76,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The length field: header plus payload, in bytes.
     #[inline]
-    #[expect(clippy::len_without_is_empty, reason = "the UDP length field, never empty")]
+    #[expect(
+        clippy::len_without_is_empty,
+        reason = "the UDP length field, never empty"
+    )]
     pub fn len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
@@ -191,7 +194,10 @@ impl Repr {
 
     /// The length field `emit` writes (saturating at 65535).
     #[inline]
-    #[expect(clippy::len_without_is_empty, reason = "the UDP length field, never empty")]
+    #[expect(
+        clippy::len_without_is_empty,
+        reason = "the UDP length field, never empty"
+    )]
     pub fn len(&self) -> u16 {
         u16::try_from(HEADER_LEN.saturating_add(self.payload_len)).unwrap_or(u16::MAX)
     }
@@ -273,7 +279,10 @@ mod tests {
         p.set_len(10);
         p.set_checksum(0x1234);
         let p = Packet::new_checked(&bytes[..]).unwrap();
-        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (1, 2, 10, 0x1234));
+        assert_eq!(
+            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
+            (1, 2, 10, 0x1234)
+        );
         assert_eq!(p.payload(), &PAYLOAD_BYTES[..2]);
         assert!(!p.verify_checksum(SRC, DST));
     }
@@ -281,7 +290,11 @@ mod tests {
     #[test]
     fn test_truncated() {
         for len in 0..PACKET_BYTES.len() {
-            assert_eq!(Packet::new_checked(&PACKET_BYTES[..len]), Err(Error::Truncated), "len {len}");
+            assert_eq!(
+                Packet::new_checked(&PACKET_BYTES[..len]),
+                Err(Error::Truncated),
+                "len {len}"
+            );
         }
         assert!(Packet::new_checked(&PACKET_BYTES[..]).is_ok());
     }
@@ -295,18 +308,29 @@ mod tests {
         };
         // Shorter than the header.
         for len in 0..8 {
-            assert_eq!(Packet::new_checked(&with_len(len)[..]), Err(Error::BadLength), "len {len}");
+            assert_eq!(
+                Packet::new_checked(&with_len(len)[..]),
+                Err(Error::BadLength),
+                "len {len}"
+            );
         }
         // Longer than the buffer.
         for len in [13, 1500, u16::MAX] {
-            assert_eq!(Packet::new_checked(&with_len(len)[..]), Err(Error::Truncated), "len {len}");
+            assert_eq!(
+                Packet::new_checked(&with_len(len)[..]),
+                Err(Error::Truncated),
+                "len {len}"
+            );
         }
         // Exactly the header: empty payload. Shorter than the buffer: the
         // rest is padding, outside payload().
         let b = with_len(8);
         assert!(Packet::new_checked(&b[..]).unwrap().payload().is_empty());
         let b = with_len(10);
-        assert_eq!(Packet::new_checked(&b[..]).unwrap().payload(), &PAYLOAD_BYTES[..2]);
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap().payload(),
+            &PAYLOAD_BYTES[..2]
+        );
     }
 
     #[test]
@@ -332,7 +356,10 @@ mod tests {
     fn test_emit_saturates_len() {
         let mut b = [0u8; 8];
         for (payload_len, len) in [(65527, 65535), (65528, 65535), (usize::MAX, 65535), (0, 8)] {
-            let r = Repr { payload_len, ..repr() };
+            let r = Repr {
+                payload_len,
+                ..repr()
+            };
             assert_eq!(r.len(), len);
             r.emit(&mut Packet::new_unchecked(&mut b[..]));
             assert_eq!(Packet::new_unchecked(&b[..]).len(), len);
@@ -383,7 +410,9 @@ mod tests {
             ours.payload_mut().copy_from_slice(&payload);
             ours.fill_checksum(src, dst);
             let (h, _) = etherparse::UdpHeader::from_slice(&out).unwrap();
-            let expected = h.calc_checksum_ipv4_raw(src.octets(), dst.octets(), &payload).unwrap();
+            let expected = h
+                .calc_checksum_ipv4_raw(src.octets(), dst.octets(), &payload)
+                .unwrap();
             assert_eq!(h.checksum, expected);
             assert_eq!(usize::from(h.length), 8 + payload.len());
         }

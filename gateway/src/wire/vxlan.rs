@@ -236,9 +236,18 @@ mod tests {
     #[test]
     fn test_truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(Header::new_checked(&HEADER_BYTES[..len]), Err(Error::Truncated), "len {len}");
+            assert_eq!(
+                Header::new_checked(&HEADER_BYTES[..len]),
+                Err(Error::Truncated),
+                "len {len}"
+            );
         }
-        assert!(Header::new_checked(&HEADER_BYTES[..HEADER_LEN]).unwrap().payload().is_empty());
+        assert!(
+            Header::new_checked(&HEADER_BYTES[..HEADER_LEN])
+                .unwrap()
+                .payload()
+                .is_empty()
+        );
         assert!(Header::new_checked(&HEADER_BYTES[..]).is_ok());
     }
 
@@ -254,7 +263,12 @@ mod tests {
         let mut h = Header::new_unchecked(&mut bytes[..]);
         h.set_vni(0xab00_1000);
         assert_eq!(h.vni(), 4096);
-        assert_eq!(bytes, [0x08, 0, 0, 0, 0x00, 0x10, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            bytes,
+            [
+                0x08, 0, 0, 0, 0x00, 0x10, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef
+            ]
+        );
         // A struct-literal Repr with an oversized VNI: emit masks it.
         let mut bytes = [0xa5u8; 8];
         Repr { vni: 0xff12_3456 }.emit(&mut Header::new_unchecked(&mut bytes[..]));
@@ -287,7 +301,9 @@ mod tests {
         }
         // emit clears them all again.
         let mut bytes = [0xffu8; 8];
-        Repr::new(1).unwrap().emit(&mut Header::new_unchecked(&mut bytes[..]));
+        Repr::new(1)
+            .unwrap()
+            .emit(&mut Header::new_unchecked(&mut bytes[..]));
         assert_eq!(bytes, [0x08, 0, 0, 0, 0, 0, 1, 0]);
         let h = Header::new_checked(&bytes[..]).unwrap();
         assert!(!h.reserved_bits_set());
@@ -314,7 +330,8 @@ mod tests {
             .write(&mut inner, b"overlay payload")
             .unwrap();
 
-        let (underlay_src, underlay_dst) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 11));
+        let (underlay_src, underlay_dst) =
+            (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 11));
         let vxlan = Repr::new(1).unwrap();
         let udp_repr = udp::Repr {
             src_port: 51000,

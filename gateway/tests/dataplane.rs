@@ -1,0 +1,213 @@
+//! End-to-end dataplane tests in network namespaces, against real kernel
+//! VXLAN devices configured exactly as Flannel configures them.
+//!
+//! Each test builds its own test bed (its own namespaces, torn down on
+//! drop) and runs the real gateway: XDP program, AF_XDP sockets, workers.
+//! They need root; under CI=true they fail rather than skip.
+//! They run one at a time (the machine has two cores, and the gateway's
+//! worker busy-polls one of them).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use overpass::gateway::Gateway;
+use overpass::stats::{DropReason, Event, Snapshot};
+use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bed(tag: &str) -> Testbed {
+    Testbed::create(&TestbedSpec {
+        tag: tag.to_string(),
+        underlay_queues: 1,
+    })
+    .expect("building the test bed")
+}
+
+fn start(bed: &Testbed) -> Gateway {
+    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
+    assert!(gw.wait_resolved(Duration::from_secs(5)), "underlay next hops never resolved");
+    gw
+}
+
+fn delta(after: &Snapshot, before: &Snapshot, e: Event) -> u64 {
+    after.event_count(e) - before.event_count(e)
+}
+
+#[test]
+fn ping_both_ways_and_counters_match() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("dataplane ping test (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("it1");
+    let gw = start(&bed);
+    let opts = PingOpts::default();
+    const N: u32 = 10;
+    // (from, to, what the gateway does with the request).
+    let flows = [
+        (bed.ns(Ns::LocalPod('a')), bed.remote_pod_ip(1), Event::EncapToPeer),
+        (bed.ns(Ns::LocalPod('b')), bed.remote_pod_ip(2), Event::EncapToPeer),
+        (bed.ns(Ns::NodePod(1)), bed.local_pod_ip('a'), Event::DecapToPod),
+        (bed.ns(Ns::NodePod(2)), bed.local_pod_ip('b'), Event::DecapToPod),
+    ];
+    for (ns, dst, _) in &flows {
+        let before = gw.counters();
+        let xdp_before = gw.xdp_counters();
+        let r = bed.ping(ns, *dst, N, &opts).expect("ping runs");
+        assert!(r.all_received(), "{ns} -> {dst}: {}", r.raw);
+        assert_eq!(r.transmitted, N);
+        let after = gw.counters();
+        // Every request and every reply crossed the gateway exactly once:
+        // one direction is encapsulated, the other decapsulated.
+        assert_eq!(delta(&after, &before, Event::EncapToPeer), N as u64, "{ns} -> {dst}\n{}", after.render());
+        assert_eq!(delta(&after, &before, Event::DecapToPod), N as u64, "{ns} -> {dst}\n{}", after.render());
+        assert_eq!(delta(&after, &before, Event::RxUnderlay), N as u64);
+        assert_eq!(delta(&after, &before, Event::RxPod), N as u64);
+        assert_eq!(after.total_drops(), before.total_drops(), "unexpected drops:\n{}", after.render());
+        // The XDP program steered the same packets.
+        let xdp_after = gw.xdp_counters();
+        let steered = |v: &[(&str, u64)], name: &str| v.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).unwrap();
+        assert_eq!(steered(&xdp_after, "steer_vxlan") - steered(&xdp_before, "steer_vxlan"), N as u64);
+        assert_eq!(steered(&xdp_after, "steer_pod") - steered(&xdp_before, "steer_pod"), N as u64);
+        assert_eq!(steered(&xdp_after, "no_socket"), 0);
+    }
+    // Pod to pod on the gateway itself.
+    let before = gw.counters();
+    let r = bed.ping(&bed.ns(Ns::LocalPod('a')), bed.local_pod_ip('b'), N, &opts).unwrap();
+    assert!(r.all_received(), "{}", r.raw);
+    assert_eq!(delta(&gw.counters(), &before, Event::PodToPod), 2 * N as u64);
+
+    // The kernel's own VXLAN device on node 1 decapsulated our packets: its
+    // RX counter moved, so they were well-formed VXLAN for a real VTEP.
+    let (rx, _) = bed.link_stats(&bed.ns(Ns::Node(1)), "flannel.1").unwrap();
+    assert!(rx >= N as u64, "flannel.1 on node 1 received {rx} packets");
+    gw.stop();
+    for dev in ["ul0", "gwp-a", "gwp-b"] {
+        assert!(
+            !bed.link_xdp_attached(&bed.ns(Ns::Gateway), dev).unwrap(),
+            "XDP still attached to {dev} after stop"
+        );
+    }
+}
+
+#[test]
+fn unrouted_traffic_is_dropped_with_a_named_counter() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("dataplane drop test") {
+        return;
+    }
+    let bed = bed("it2");
+    let gw = start(&bed);
+    let before = gw.counters();
+    // 10.244.9.0/24 belongs to no node: the pod's packets reach the gateway
+    // and must be counted as no_route, not vanish.
+    let r = bed
+        .ping(&bed.ns(Ns::LocalPod('a')), "10.244.9.9".parse().unwrap(), 3, &PingOpts::default())
+        .unwrap();
+    assert_eq!(r.received, 0);
+    let after = gw.counters();
+    assert_eq!(after.drop_count(DropReason::NoRoute) - before.drop_count(DropReason::NoRoute), 3);
+    gw.stop();
+}
+
+#[test]
+fn tcp_both_ways_without_checksum_errors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("dataplane iperf3 test") {
+        return;
+    }
+    let bed = bed("it3");
+    let gw = start(&bed);
+    let pod = bed.ns(Ns::LocalPod('a'));
+    let remote = bed.ns(Ns::NodePod(1));
+    let errs = |ns: &str| bed.nstat(ns, "TcpInCsumErrors").unwrap();
+    let (pod_err0, remote_err0) = (errs(&pod), errs(&remote));
+    for (server_ns, server_ip, client_ns) in [
+        (&remote, bed.remote_pod_ip(1), &pod), // local pod -> remote pod (encap)
+        (&pod, bed.local_pod_ip('a'), &remote), // remote pod -> local pod (decap)
+    ] {
+        for reverse in [false, true] {
+            let r = bed.iperf3(server_ns, server_ip, client_ns, 2, reverse).expect("iperf3 runs");
+            assert!(
+                r.bytes_received > 1_000_000,
+                "{client_ns} -> {server_ip} (reverse={reverse}): only {} bytes\n{}",
+                r.bytes_received,
+                r.raw
+            );
+            eprintln!(
+                "iperf3 {client_ns} -> {server_ip} reverse={reverse}: {:.1} Mbit/s, {} retransmits",
+                r.bits_per_second / 1e6,
+                r.retransmits
+            );
+        }
+    }
+    assert_eq!(errs(&pod), pod_err0, "TcpInCsumErrors moved in the local pod");
+    assert_eq!(errs(&remote), remote_err0, "TcpInCsumErrors moved in the remote pod");
+    let c = gw.counters();
+    assert!(c.event_count(Event::EncapToPeer) > 1000 && c.event_count(Event::DecapToPod) > 1000, "{}", c.render());
+    gw.stop();
+}
+
+/// The `overpass` binary as an operator runs it: `overpass run --config`.
+fn spawn_gateway(bed: &Testbed, dir: &std::path::Path) -> Child {
+    let path = dir.join("overpass.toml");
+    std::fs::write(&path, bed.gateway_config().to_toml()).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_overpass"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning overpass")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn binary_serves_traffic_and_leaves_no_xdp_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("overpass run test") {
+        return;
+    }
+    let bed = bed("it4");
+    let dir = std::env::temp_dir().join(format!("overpass-it4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gw_ns = bed.ns(Ns::Gateway);
+    let attached = |dev: &str| bed.link_xdp_attached(&gw_ns, dev).unwrap();
+
+    for signal in ["TERM", "KILL"] {
+        let mut child = spawn_gateway(&bed, &dir);
+        wait_until("XDP attached by overpass run", Duration::from_secs(10), || {
+            attached("ul0") && attached("gwp-a") && attached("gwp-b")
+        });
+        // Give the control thread a moment to resolve next hops, then
+        // prove traffic flows through the binary.
+        let ok = (0..20).any(|_| {
+            bed.ping(&bed.ns(Ns::LocalPod('a')), bed.remote_pod_ip(2), 1, &PingOpts::default())
+                .map(|r| r.all_received())
+                .unwrap_or(false)
+        });
+        assert!(ok, "no ping made it through `overpass run`");
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        if signal == "TERM" {
+            assert!(status.success(), "overpass run exited with {status} on SIGTERM");
+        }
+        // bpf_link: the programs go away with the process, even on SIGKILL.
+        wait_until(&format!("XDP detached after SIG{signal}"), Duration::from_secs(5), || {
+            !attached("ul0") && !attached("gwp-a") && !attached("gwp-b")
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
