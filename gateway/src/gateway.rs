@@ -17,24 +17,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
 use overpass_xdp::{PortRole, Steering, XdpMode};
 
-use crate::config::{Config, Encap, MacAddr};
+use crate::config::{Config, MacAddr};
 use crate::neigh;
 use crate::pipeline::Pipeline;
-use crate::route::{LocalNode, Peer, Pod, PortId, RouteHandle, RouteTable};
+use crate::rib::{NodeSpec, PodPort, PodSpec, Rib, RibContext, RouteSpec};
+use crate::route::{LocalNode, PortId};
 use crate::stats::{Snapshot, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{PortSpec, XskIo, XskMode};
-
-/// Encapsulation overhead in bytes (outer headers minus nothing: the inner
-/// Ethernet header travels inside VXLAN, not inside IP-in-IP).
-pub fn encap_overhead(encap: Encap) -> u16 {
-    match encap {
-        Encap::Vxlan => 50,
-        Encap::Ipip => 20,
-    }
-}
 
 /// RX/TX/fill ring size for the underlay queue sockets.
 const UNDERLAY_RING: u32 = 2048;
@@ -59,7 +52,7 @@ pub struct Gateway {
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     steering: Option<Steering>,
-    routes: RouteHandle,
+    rib: Rib,
     counters: Vec<Arc<WorkerCounters>>,
     pub info: DataplaneInfo,
 }
@@ -87,14 +80,18 @@ impl Gateway {
         if queues != 1 {
             bail!("underlay[0].queues: only 1 RX queue per underlay is supported so far (got {queues})");
         }
-        let table = build_table(config)?;
-        tracing::info!(
-            peers = table.peers.len(),
-            pods = table.pods.len(),
-            pod_cidr = %table.local.pod_cidr,
-            "route table built"
-        );
-        let routes = RouteHandle::new(table);
+        let rib = Rib::new(rib_context(config)?, config_routes(config), 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        {
+            let table = rib.fib().load();
+            tracing::info!(
+                peers = table.peers.len(),
+                pods = table.pods.len(),
+                routes = table.routes.len(),
+                pod_cidr = %table.local.pod_cidr,
+                "route table built"
+            );
+        }
+        let routes = rib.fib().clone();
 
         let mut steering = Steering::load(&ul.vxlan_ports).context("loading the XDP program")?;
         let mut xdp = vec![];
@@ -155,11 +152,11 @@ impl Gateway {
         };
         let control = {
             let stop = stop.clone();
-            let routes = routes.clone();
+            let rib = rib.clone();
             let ifname = ul.interface.clone();
             std::thread::Builder::new()
                 .name("overpass-ctl".into())
-                .spawn(move || control_loop(&stop, &routes, &ifname))
+                .spawn(move || control_loop(&stop, &rib, &ifname))
                 .context("spawning control thread")?
         };
         Ok(Gateway {
@@ -167,7 +164,7 @@ impl Gateway {
             workers: vec![worker],
             control: Some(control),
             steering: Some(steering),
-            routes,
+            rib,
             counters: vec![counters],
             info: DataplaneInfo {
                 xdp,
@@ -193,15 +190,16 @@ impl Gateway {
         }
     }
 
-    pub fn routes(&self) -> &RouteHandle {
-        &self.routes
+    /// The route set (read it, or change it hitlessly).
+    pub fn rib(&self) -> &Rib {
+        &self.rib
     }
 
     /// Waits until every peer's next hop is resolved, or `timeout` passes.
     pub fn wait_resolved(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.routes.load().peers.iter().all(|p| p.next_hop_mac.is_some()) {
+            if self.rib.fib().load().peers.iter().all(|p| p.next_hop_mac.is_some()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -237,44 +235,67 @@ impl Drop for Gateway {
     }
 }
 
-/// Builds the route table a configuration describes (next hops unresolved).
-pub fn build_table(config: &Config) -> anyhow::Result<RouteTable> {
+/// The route set a configuration describes: one route per `[[peer]]`
+/// podCIDR and one /32 per `[[pod]]`.
+pub fn config_routes(config: &Config) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = config
+        .peer
+        .iter()
+        .map(|p| RouteSpec {
+            prefix: p.pod_cidr,
+            node: Some(NodeSpec {
+                name: p.name.clone(),
+                underlay_ip: p.underlay_ip,
+                encap: p.encap,
+                vni: p.vni,
+                port: p.port,
+                vtep_mac: p.vtep_mac,
+                mtu: p.mtu,
+            }),
+            pod: None,
+        })
+        .collect();
+    routes.extend(config.pod.iter().map(|p| RouteSpec {
+        prefix: Ipv4Net::new(p.ip, 32).expect("/32 is a valid prefix length"),
+        node: None,
+        pod: Some(PodSpec {
+            name: p.name.clone(),
+            interface: p.interface.clone(),
+            mac: p.mac,
+        }),
+    }));
+    routes
+}
+
+/// What the RIB needs to know about this host: the underlay interface's
+/// MAC and MTU, and the worker port and host-end MAC of every pod veth.
+/// Reads the interfaces of the calling thread's network namespace.
+pub fn rib_context(config: &Config) -> anyhow::Result<RibContext> {
     let ul = &config.underlay[0];
     let underlay_mac = neigh::interface_mac(&ul.interface).context("underlay[0].interface")?;
     let underlay_mtu = neigh::interface_mtu(&ul.interface).context("underlay[0].interface")?;
-    let local = LocalNode {
-        pod_cidr: config.gateway.pod_cidr,
-        underlay_ip: config.gateway.underlay_ip,
-        underlay_mac,
-        vtep_mac: config.gateway.vtep_mac,
-        outer_ttl: config.gateway.outer_ttl,
-    };
-    let mut peers = vec![];
-    for p in &config.peer {
-        let derived = (underlay_mtu.min(u16::MAX as u32) as u16).saturating_sub(encap_overhead(p.encap));
-        peers.push(Peer {
-            name: p.name.clone(),
-            pod_cidr: p.pod_cidr,
-            underlay_ip: p.underlay_ip,
-            encap: p.encap,
-            vni: p.vni,
-            port: p.port,
-            vtep_mac: p.vtep_mac.unwrap_or_default(),
-            mtu: p.mtu.unwrap_or(derived),
-            next_hop_mac: None,
-        });
-    }
-    let mut pods = vec![];
+    let mut pod_ports = HashMap::new();
     for (i, p) in config.pod.iter().enumerate() {
-        pods.push(Pod {
-            name: p.name.clone(),
-            ip: p.ip,
-            mac: p.mac,
-            host_mac: neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?,
-            port: (i + 1) as PortId,
-        });
+        let host_mac = neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?;
+        pod_ports.insert(
+            p.interface.clone(),
+            PodPort {
+                port: (i + 1) as PortId,
+                host_mac,
+            },
+        );
     }
-    Ok(RouteTable::build(local, peers, pods, 1)?)
+    Ok(RibContext {
+        local: LocalNode {
+            pod_cidr: config.gateway.pod_cidr,
+            underlay_ip: config.gateway.underlay_ip,
+            underlay_mac,
+            vtep_mac: config.gateway.vtep_mac,
+            outer_ttl: config.gateway.outer_ttl,
+        },
+        underlay_mtu: underlay_mtu.min(u16::MAX as u32) as u16,
+        pod_ports,
+    })
 }
 
 /// Chooses `n` cores: the configured ones (each must exist), or by default
@@ -303,39 +324,36 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
     Ok((0..n).map(|i| available[(available.len() - 1 - i % available.len()) % available.len()]).collect())
 }
 
-/// Keeps every peer's underlay next-hop MAC in step with the kernel's
-/// neighbour table, republishing the route table when one changes.
-fn control_loop(stop: &AtomicBool, routes: &RouteHandle, ifname: &str) {
+/// Keeps every node's underlay next-hop MAC in step with the kernel's
+/// neighbour table; the RIB republishes the FIB when one changes.
+fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
     let mut last_probe: HashMap<Ipv4Addr, Instant> = HashMap::new();
+    let mut known: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let table = routes.current();
         match neigh::arp_table(ifname) {
             Ok(arp) => {
-                let macs: Vec<Option<MacAddr>> = table
-                    .peers
+                let nodes = rib.node_addresses();
+                let resolved: HashMap<Ipv4Addr, MacAddr> = nodes
                     .iter()
-                    .map(|p| arp.get(&p.underlay_ip).filter(|n| n.complete).map(|n| n.mac))
+                    .filter_map(|ip| arp.get(ip).filter(|n| n.complete).map(|n| (*ip, n.mac)))
                     .collect();
-                let current: Vec<Option<MacAddr>> = table.peers.iter().map(|p| p.next_hop_mac).collect();
-                if macs != current {
-                    for (p, (old, new)) in table.peers.iter().zip(current.iter().zip(&macs)) {
+                if resolved != known {
+                    for ip in &nodes {
+                        let (old, new) = (known.get(ip), resolved.get(ip));
                         if old != new {
-                            tracing::info!(peer = %p.name, ip = %p.underlay_ip, ?old, ?new, "underlay next hop changed");
+                            tracing::info!(node = %ip, ?old, ?new, "underlay next hop changed");
                         }
                     }
-                    routes.publish(table.with_next_hops(&macs, table.generation + 1));
+                    rib.set_neighbours(resolved.clone());
+                    known = resolved;
                 }
-                for (p, mac) in table.peers.iter().zip(&macs) {
-                    if mac.is_none() {
-                        let due = last_probe
-                            .get(&p.underlay_ip)
-                            .is_none_or(|t| t.elapsed() > Duration::from_millis(500));
-                        if due {
-                            if let Err(e) = neigh::probe(p.underlay_ip) {
-                                tracing::debug!(ip = %p.underlay_ip, "neighbour probe failed: {e}");
-                            }
-                            last_probe.insert(p.underlay_ip, Instant::now());
+                for ip in nodes.iter().filter(|ip| !known.contains_key(ip)) {
+                    let due = last_probe.get(ip).is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+                    if due {
+                        if let Err(e) = neigh::probe(*ip) {
+                            tracing::debug!(node = %ip, "neighbour probe failed: {e}");
                         }
+                        last_probe.insert(*ip, Instant::now());
                     }
                 }
             }

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod io;
 pub mod neigh;
 pub mod pipeline;
+pub mod rib;
 pub mod route;
 pub mod wire;
 pub mod worker;

@@ -65,10 +65,10 @@ impl Pipeline {
         let len = len.min(buf.len());
         let r = if port == UNDERLAY_PORT {
             c.event(Event::RxUnderlay);
-            self.from_underlay(t, c, buf, len)
+            self.rx_underlay(t, c, buf, len)
         } else {
             c.event(Event::RxPod);
-            self.from_pod(t, c, port, buf, len)
+            self.rx_pod(t, c, port, buf, len)
         };
         match r {
             Ok(v) => v,
@@ -76,7 +76,7 @@ impl Pipeline {
         }
     }
 
-    fn from_underlay(&mut self, t: &RouteTable, c: &Counters, buf: &mut [u8], len: usize) -> Step<Verdict> {
+    fn rx_underlay(&mut self, t: &RouteTable, c: &Counters, buf: &mut [u8], len: usize) -> Step<Verdict> {
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {
@@ -159,7 +159,7 @@ impl Pipeline {
         self.forward(t, c, buf, inner_off, inner_len, Origin::Peer(peer_idx))
     }
 
-    fn from_pod(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Step<Verdict> {
+    fn rx_pod(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Step<Verdict> {
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {

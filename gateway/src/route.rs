@@ -28,7 +28,6 @@ pub const UNDERLAY_PORT: PortId = 0;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub name: String,
-    pub pod_cidr: Ipv4Net,
     pub underlay_ip: Ipv4Addr,
     pub encap: Encap,
     pub vni: u32,
@@ -72,12 +71,20 @@ pub struct LocalNode {
     pub outer_ttl: u8,
 }
 
+/// One prefix and where it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: Ipv4Net,
+    pub next_hop: NextHop,
+}
+
 /// An immutable, validated route table.
 #[derive(Debug)]
 pub struct RouteTable {
     pub local: LocalNode,
     pub peers: Vec<Peer>,
     pub pods: Vec<Pod>,
+    pub routes: Vec<Route>,
     /// Peers sorted by underlay address, for tunnel source checks.
     peer_by_ip: Vec<(u32, u32)>,
     /// Pods indexed by port.
@@ -90,48 +97,67 @@ pub struct RouteTable {
 /// Why a route set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("{0}: podCIDR overlaps {1}")]
-    Overlap(Ipv4Net, Ipv4Net),
-    #[error("{0}: duplicate pod address")]
-    DuplicatePod(Ipv4Addr),
+    #[error("{0}: duplicate prefix")]
+    DuplicatePrefix(Ipv4Net),
+    #[error("{0}: overlaps the local podCIDR {1}")]
+    OverlapsLocal(Ipv4Net, Ipv4Net),
+    #[error("{0}: a pod route must be a /32 inside the local podCIDR")]
+    BadPodRoute(Ipv4Net),
     #[error("{0}: two peers share one underlay address")]
     DuplicatePeerIp(Ipv4Addr),
+    #[error("{0}: next hop index out of range")]
+    BadNextHop(Ipv4Net),
 }
 
 impl RouteTable {
-    /// Builds and validates a table. Pods get /32 routes, peers their
-    /// podCIDR. Overlapping peer podCIDRs are refused: on an overlay each
-    /// node owns its podCIDR exclusively, so an overlap is a configuration
-    /// error, not something longest-prefix match should silently resolve.
+    /// Builds and validates a table. Rules: prefixes are unique (host bits
+    /// are cleared); remote routes never overlap the local podCIDR (an
+    /// address there without a pod is unrouted, never sent away); pod
+    /// routes are /32s inside it; each peer has its own underlay address.
+    /// Overlapping remote prefixes are allowed: the longest match wins, as
+    /// on any router.
     pub fn build(
         local: LocalNode,
         peers: Vec<Peer>,
         pods: Vec<Pod>,
+        routes: Vec<Route>,
         generation: u64,
     ) -> Result<RouteTable, RouteError> {
-        let mut prefixes: Vec<(Ipv4Net, NextHop)> = Vec::with_capacity(peers.len() + pods.len());
-        let mut sorted: Vec<&Peer> = peers.iter().collect();
-        sorted.sort_by_key(|p| (p.pod_cidr.network(), p.pod_cidr.prefix_len()));
-        for w in sorted.windows(2) {
-            if w[0].pod_cidr.contains(&w[1].pod_cidr) || w[1].pod_cidr.contains(&w[0].pod_cidr) {
-                return Err(RouteError::Overlap(w[1].pod_cidr, w[0].pod_cidr));
+        let mut routes: Vec<Route> = routes
+            .into_iter()
+            .map(|r| Route {
+                prefix: r.prefix.trunc(),
+                ..r
+            })
+            .collect();
+        routes.sort_by_key(|r| (r.prefix.network(), r.prefix.prefix_len()));
+        for w in routes.windows(2) {
+            if w[0].prefix == w[1].prefix {
+                return Err(RouteError::DuplicatePrefix(w[0].prefix));
             }
         }
-        for p in &peers {
-            if p.pod_cidr.contains(&local.pod_cidr) || local.pod_cidr.contains(&p.pod_cidr) {
-                return Err(RouteError::Overlap(p.pod_cidr, local.pod_cidr));
+        for r in &routes {
+            match r.next_hop {
+                NextHop::Peer(i) => {
+                    if i as usize >= peers.len() {
+                        return Err(RouteError::BadNextHop(r.prefix));
+                    }
+                    if r.prefix.contains(&local.pod_cidr) || local.pod_cidr.contains(&r.prefix) {
+                        return Err(RouteError::OverlapsLocal(r.prefix, local.pod_cidr));
+                    }
+                }
+                NextHop::Pod(i) => {
+                    if i as usize >= pods.len() {
+                        return Err(RouteError::BadNextHop(r.prefix));
+                    }
+                    if r.prefix.prefix_len() != 32 || !local.pod_cidr.contains(&r.prefix) {
+                        return Err(RouteError::BadPodRoute(r.prefix));
+                    }
+                }
             }
-        }
-        for (i, p) in peers.iter().enumerate() {
-            prefixes.push((p.pod_cidr, NextHop::Peer(i as u32)));
         }
         let mut pod_by_port: Vec<Option<u32>> = vec![];
         for (i, pod) in pods.iter().enumerate() {
-            if pods[..i].iter().any(|o| o.ip == pod.ip) {
-                return Err(RouteError::DuplicatePod(pod.ip));
-            }
-            let host = Ipv4Net::new(pod.ip, 32).expect("/32 is valid");
-            prefixes.push((host, NextHop::Pod(i as u32)));
             let port = pod.port as usize;
             if pod_by_port.len() <= port {
                 pod_by_port.resize(port + 1, None);
@@ -146,11 +172,12 @@ impl RouteTable {
                 return Err(RouteError::DuplicatePeerIp(Ipv4Addr::from(w[0].0)));
             }
         }
-        let lpm = Lpm::build(prefixes.iter().map(|(net, nh)| (*net, encode_nh(*nh))));
+        let lpm = Lpm::build(routes.iter().map(|r| (r.prefix, encode_nh(r.next_hop))));
         Ok(RouteTable {
             local,
             peers,
             pods,
+            routes,
             peer_by_ip,
             pod_by_port,
             lpm,
@@ -186,12 +213,12 @@ impl RouteTable {
         for (p, m) in peers.iter_mut().zip(macs) {
             p.next_hop_mac = *m;
         }
-        RouteTable::build(self.local.clone(), peers, self.pods.clone(), generation)
+        RouteTable::build(self.local.clone(), peers, self.pods.clone(), self.routes.clone(), generation)
             .expect("a table that validated once validates again")
     }
 }
 
-// Next hops are stored in the trie as `kind << 31 | index` + 1 (0 = no route).
+// Next hops are stored in the trie as the index, with bit 30 set for pods.
 fn encode_nh(nh: NextHop) -> u32 {
     match nh {
         NextHop::Peer(i) => i,
@@ -414,10 +441,9 @@ mod tests {
         }
     }
 
-    fn peer(name: &str, cidr: &str, ip: [u8; 4]) -> Peer {
+    fn peer(name: &str, ip: [u8; 4]) -> Peer {
         Peer {
             name: name.into(),
-            pod_cidr: net(cidr),
             underlay_ip: Ipv4Addr::from(ip),
             encap: Encap::Vxlan,
             vni: 1,
@@ -428,42 +454,74 @@ mod tests {
         }
     }
 
+    fn via(prefix: &str, peer: u32) -> Route {
+        Route {
+            prefix: net(prefix),
+            next_hop: NextHop::Peer(peer),
+        }
+    }
+
+    fn two_peers() -> Vec<Peer> {
+        vec![peer("a", [198, 18, 0, 11]), peer("b", [198, 18, 0, 12])]
+    }
+
     #[test]
     fn table_validates_as_a_whole() {
         let ok = RouteTable::build(
             local(),
-            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.2.0/24", [198, 18, 0, 12])],
+            two_peers(),
             vec![],
+            vec![via("10.244.1.0/24", 0), via("10.244.2.0/24", 1), via("10.244.2.64/26", 0)],
             1,
         )
         .unwrap();
         assert_eq!(ok.lookup(0x0af4_0105), Some(NextHop::Peer(0)));
         assert_eq!(ok.lookup(0x0af4_0205), Some(NextHop::Peer(1)));
+        assert_eq!(ok.lookup(0x0af4_0245), Some(NextHop::Peer(0)), "longest match wins");
         assert_eq!(ok.lookup(0x0af4_0305), None);
         assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 12))), Some(1));
         assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 13))), None);
 
-        let overlap = RouteTable::build(
-            local(),
-            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.0.0/16", [198, 18, 0, 12])],
-            vec![],
-            1,
-        );
-        assert!(matches!(overlap, Err(RouteError::Overlap(..))), "{overlap:?}");
-        let dup_ip = RouteTable::build(
-            local(),
-            vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11]), peer("b", "10.244.2.0/24", [198, 18, 0, 11])],
-            vec![],
-            1,
-        );
-        assert!(matches!(dup_ip, Err(RouteError::DuplicatePeerIp(_))));
+        let build = |peers: Vec<Peer>, routes: Vec<Route>| RouteTable::build(local(), peers, vec![], routes, 1);
+        assert!(matches!(
+            build(two_peers(), vec![via("10.244.1.0/24", 0), via("10.244.1.0/24", 1)]),
+            Err(RouteError::DuplicatePrefix(_))
+        ));
+        assert!(matches!(
+            build(two_peers(), vec![via("10.244.0.0/16", 0)]),
+            Err(RouteError::OverlapsLocal(..))
+        ));
+        assert!(matches!(build(two_peers(), vec![via("10.244.1.0/24", 2)]), Err(RouteError::BadNextHop(_))));
+        assert!(matches!(
+            build(vec![peer("a", [198, 18, 0, 11]), peer("b", [198, 18, 0, 11])], vec![]),
+            Err(RouteError::DuplicatePeerIp(_))
+        ));
+        let pod = Pod {
+            name: "p".into(),
+            ip: Ipv4Addr::new(10, 244, 0, 2),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            host_mac: MacAddr([2, 0, 0, 0, 0, 8]),
+            port: 1,
+        };
+        let pod_route = |p: &str| Route {
+            prefix: net(p),
+            next_hop: NextHop::Pod(0),
+        };
+        let t = RouteTable::build(local(), vec![], vec![pod.clone()], vec![pod_route("10.244.0.2/32")], 1).unwrap();
+        assert_eq!(t.lookup(0x0af4_0002), Some(NextHop::Pod(0)));
+        assert_eq!(t.pod_on_port(1).map(|p| p.ip), Some(pod.ip));
+        assert!(t.pod_on_port(2).is_none());
+        assert!(matches!(
+            RouteTable::build(local(), vec![], vec![pod], vec![pod_route("10.244.0.0/31")], 1),
+            Err(RouteError::BadPodRoute(_))
+        ));
     }
 
     #[test]
     fn publish_is_atomic_swap() {
-        let h = RouteHandle::new(RouteTable::build(local(), vec![], vec![], 1).unwrap());
+        let h = RouteHandle::new(RouteTable::build(local(), vec![], vec![], vec![], 1).unwrap());
         let old = h.current();
-        h.publish(RouteTable::build(local(), vec![peer("a", "10.244.1.0/24", [198, 18, 0, 11])], vec![], 2).unwrap());
+        h.publish(RouteTable::build(local(), two_peers(), vec![], vec![via("10.244.1.0/24", 0)], 2).unwrap());
         assert_eq!(old.generation, 1);
         assert_eq!(old.lookup(0x0af4_0105), None, "a reader's snapshot never changes under it");
         assert_eq!(h.load().generation, 2);

@@ -36,10 +36,14 @@
 //! `ping`, `iperf3` and `nstat` command-line tools; it needs root.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -213,9 +217,19 @@ pub struct IperfResult {
 
 /// A built test bed. Owns its namespaces: dropping it kills every process
 /// left in them and deletes them (the veth pairs die with them).
+///
+/// A bed also holds an exclusive lock on its tag (`flock` on
+/// `/run/lock/overpass-testbed-{tag}.lock`) for its whole life, so two
+/// processes (say, two `cargo test` runs) building the same tag take turns
+/// instead of deleting each other's namespaces. Within one process the lock
+/// is shared: in-process users of one tag must serialise themselves.
 pub struct Testbed {
     spec: TestbedSpec,
     prefix: String,
+    /// Set once the namespaces are gone, so Drop does not clean up twice.
+    cleaned: bool,
+    /// Released after the namespaces are deleted (fields drop after `drop`).
+    _lock: Arc<TagLock>,
 }
 
 impl fmt::Debug for Testbed {
@@ -229,7 +243,10 @@ impl fmt::Debug for Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        if let Err(e) = Self::cleanup_stale(&self.spec.tag) {
+        if self.cleaned {
+            return;
+        }
+        if let Err(e) = remove_namespaces(&self.spec.tag) {
             eprintln!("overpass testbed: cleaning up {}: {e:#}", self.prefix);
         }
     }
@@ -238,6 +255,9 @@ impl Drop for Testbed {
 impl Testbed {
     /// Builds the bed, after removing namespaces a crashed earlier run with
     /// the same tag left behind. On failure, whatever was built is removed.
+    ///
+    /// Waits (up to 5 minutes) while another process holds a bed with the
+    /// same tag.
     pub fn create(spec: &TestbedSpec) -> anyhow::Result<Testbed> {
         check_tag(&spec.tag)?;
         if spec.underlay_queues == 0 || spec.underlay_queues > 64 {
@@ -246,7 +266,8 @@ impl Testbed {
                 spec.underlay_queues
             );
         }
-        let stale = Self::cleanup_stale(&spec.tag)?;
+        let lock = TagLock::acquire(&spec.tag, Duration::from_secs(300))?;
+        let stale = remove_namespaces(&spec.tag)?;
         if stale > 0 {
             tracing::info!(tag = %spec.tag, namespaces = stale, "removed a stale test bed");
         }
@@ -254,75 +275,30 @@ impl Testbed {
         let bed = Testbed {
             spec: spec.clone(),
             prefix: format!("ovp-{}", spec.tag),
+            cleaned: false,
+            _lock: lock,
         };
         bed.build()
             .with_context(|| format!("building test bed {}", bed.prefix))?;
         Ok(bed)
     }
 
-    /// Kills every process in the namespaces `ovp-{tag}-*` (as listed by
-    /// `ip netns pids`, never this process itself) and deletes them.
-    /// Returns how many namespaces were deleted.
+    /// Removes what a crashed run left: kills every process in the
+    /// namespaces `ovp-{tag}-*` (as listed by `ip netns pids`, never this
+    /// process itself) and deletes them. Returns how many were deleted.
+    /// Refuses (error) while another process holds a live bed with this tag.
     pub fn cleanup_stale(tag: &str) -> anyhow::Result<usize> {
-        let prefix = format!("ovp-{tag}-");
-        let names: Vec<String> = list_netns()?
-            .into_iter()
-            .filter(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('-'))
-            })
-            .collect();
-        if names.is_empty() {
-            return Ok(0);
-        }
-        let me = std::process::id();
-        let mut errors = vec![];
-        // Kill, then wait (bounded) for the processes to leave.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let mut alive = 0;
-            for ns in &names {
-                match netns_pids(ns) {
-                    Ok(pids) => {
-                        for pid in pids.into_iter().filter(|&p| p != me) {
-                            alive += 1;
-                            kill(pid);
-                        }
-                    }
-                    Err(e) if Instant::now() >= deadline => errors.push(format!("{e:#}")),
-                    Err(_) => alive += 1,
-                }
-            }
-            if alive == 0 || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut deleted = 0;
-        for ns in &names {
-            match run(Command::new("ip").args(["netns", "delete", ns])) {
-                Ok(_) => deleted += 1,
-                Err(e) => errors.push(format!("{e:#}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(deleted)
-        } else {
-            Err(anyhow!(
-                "deleted {deleted} of {} namespaces: {}",
-                names.len(),
-                errors.join("; ")
-            ))
-        }
+        check_tag(tag)?;
+        let _lock = TagLock::acquire(tag, Duration::ZERO)?;
+        remove_namespaces(tag)
     }
 
     /// Tears the bed down now, reporting errors (dropping does the same
     /// silently, printing errors to stderr). Returns how many namespaces were
     /// deleted.
-    pub fn destroy(self) -> anyhow::Result<usize> {
-        let tag = self.spec.tag.clone();
-        std::mem::forget(self);
-        Self::cleanup_stale(&tag)
+    pub fn destroy(mut self) -> anyhow::Result<usize> {
+        self.cleaned = true;
+        remove_namespaces(&self.spec.tag)
     }
 
     /// What this bed was built from.
@@ -929,8 +905,141 @@ pub fn require_root(what: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{what} needs root, and CI=true forbids skipping it: run the tests as root");
     }
-    eprintln!("\n######## SKIPPED (needs root): {what} ########\n");
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing
+    // tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n######## SKIPPED (needs root): {what} ########\n"
+    );
     false
+}
+
+/// Kills the processes in, and deletes, the namespaces `ovp-{tag}-{role}`.
+/// Namespaces that vanish meanwhile (someone else deleted them) are skipped.
+fn remove_namespaces(tag: &str) -> anyhow::Result<usize> {
+    let prefix = format!("ovp-{tag}-");
+    let names: Vec<String> = list_netns()?
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('-'))
+        })
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let me = std::process::id();
+    let mut errors = vec![];
+    // Kill, then wait (bounded) for the processes to leave.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut alive = 0;
+        for ns in &names {
+            match netns_pids(ns) {
+                Ok(_) if !netns_exists(ns) => {}
+                Ok(pids) => {
+                    for pid in pids.into_iter().filter(|&p| p != me) {
+                        alive += 1;
+                        kill(pid);
+                    }
+                }
+                Err(_) if !netns_exists(ns) => {}
+                Err(e) if Instant::now() >= deadline => errors.push(format!("{e:#}")),
+                Err(_) => alive += 1,
+            }
+        }
+        if alive == 0 || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut deleted = 0;
+    for ns in &names {
+        match run(Command::new("ip").args(["netns", "delete", ns])) {
+            Ok(_) => deleted += 1,
+            Err(_) if !netns_exists(ns) => {}
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(deleted)
+    } else {
+        Err(anyhow!(
+            "deleted {deleted} of {} namespaces: {}",
+            names.len(),
+            errors.join("; ")
+        ))
+    }
+}
+
+/// An exclusive `flock` on a tag, shared within this process (see [`Testbed`]).
+#[derive(Debug)]
+struct TagLock {
+    _file: File,
+}
+
+/// The tags this process holds, so a second bed of the same tag in this
+/// process (e.g. after `mem::forget` of the first, a simulated crash) does
+/// not wait for itself.
+static HELD: Mutex<Vec<(String, Weak<TagLock>)>> = Mutex::new(Vec::new());
+
+impl TagLock {
+    fn acquire(tag: &str, wait: Duration) -> anyhow::Result<Arc<TagLock>> {
+        if let Some(lock) = held(tag) {
+            return Ok(lock);
+        }
+        let path = format!("/run/lock/overpass-testbed-{tag}.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {path}"))?;
+        let deadline = Instant::now() + wait;
+        let mut told = false;
+        loop {
+            // SAFETY: flock(2) on a descriptor we own; it touches no memory of ours.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err).with_context(|| format!("locking {path}"));
+            }
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            if Instant::now() >= deadline {
+                bail!(
+                    "test bed tag {tag:?} is in use by another process (pid {holder}, lock {path})"
+                );
+            }
+            if !told {
+                eprintln!("overpass testbed: waiting for tag {tag:?}, in use by pid {holder}");
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Diagnostics only: who holds it.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        let lock = Arc::new(TagLock { _file: file });
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(_, w)| w.strong_count() > 0);
+        held.push((tag.to_string(), Arc::downgrade(&lock)));
+        Ok(lock)
+    }
+}
+
+fn held(tag: &str) -> Option<Arc<TagLock>> {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.iter()
+        .filter(|(t, _)| t == tag)
+        .find_map(|(_, w)| w.upgrade())
+}
+
+fn netns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
 }
 
 fn check_tag(tag: &str) -> anyhow::Result<()> {
@@ -1177,7 +1286,7 @@ fn parse_iperf(raw: &str) -> anyhow::Result<IperfResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Mutex, MutexGuard};
+    use std::sync::MutexGuard;
 
     /// The root tests share namespace names: one at a time.
     static SERIAL: Mutex<()> = Mutex::new(());

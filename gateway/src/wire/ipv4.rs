@@ -14,11 +14,13 @@ pub const MIN_HEADER_LEN: usize = 20;
 /// The largest payload an IPv4 datagram without options can carry.
 pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize - MIN_HEADER_LEN;
 
-/// IP protocol numbers the gateway handles.
+/// IP protocol number of ICMP.
 pub const PROTO_ICMP: u8 = 1;
-/// IP-in-IP (RFC 2003).
+/// IP protocol number of IP-in-IP (RFC 2003).
 pub const PROTO_IPIP: u8 = 4;
+/// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
 
 /// ECN codepoints (RFC 3168), the low 2 bits of the TOS byte.
@@ -446,7 +448,7 @@ mod tests {
     ];
     static PAYLOAD_BYTES: [u8; 4] = [0xaa, 0xbb, 0xcc, 0xdd];
 
-    // The same with IHL 6 and one option word (4 NOPs... here 0x01 × 4):
+    // The same with IHL 6 and one option word (four NOP options, 0x01):
     // total 28, checksum 0x10e0.
     static OPTIONS_BYTES: [u8; 28] = [
         0x46, 0xb9, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x10, 0xe0, 0x0a, 0x00, 0x00,
