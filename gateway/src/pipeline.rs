@@ -22,7 +22,7 @@
 use crate::config::Encap;
 use crate::io::Verdict;
 use crate::route::{NextHop, PortId, RouteTable, UNDERLAY_PORT};
-use crate::stats::{Counters, DropReason, Event};
+use crate::stats::{Counters, DropReason, Event, PeerStat};
 use crate::wire::{ethernet, ipv4, udp, vxlan};
 
 /// Inner IPv4 offset in a VXLAN frame.
@@ -42,10 +42,44 @@ enum Origin {
     Pod(PortId),
 }
 
-/// Per-worker pipeline state (only the outer IPv4 identification counter).
+/// What kind of forwarding a packet got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Dropped before it was classified.
+    #[default]
+    None,
+    /// Remote node → local pod.
+    Decap,
+    /// Local pod → remote node.
+    Encap,
+    /// Remote node → remote node (re-encapsulated).
+    Transit,
+    /// Local pod → local pod.
+    Local,
+}
+
+/// Number of [`Direction`] values.
+pub const DIRECTIONS: usize = 5;
+
+/// What [`Pipeline::process`] learnt about the last packet, for per-peer
+/// latency histograms: its direction and the counter slot of the remote
+/// node involved (the receiving one for decap, the sending-to one for encap
+/// and transit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowTag {
+    pub direction: Direction,
+    pub peer_slot: Option<u16>,
+}
+
+/// Per-worker pipeline state.
 #[derive(Debug, Default)]
 pub struct Pipeline {
+    /// Outer IPv4 identification counter.
     ident: u16,
+    last: FlowTag,
+    /// Slot of the peer the current packet came from, for drop attribution.
+    rx_peer: Option<u16>,
 }
 
 type Step<T> = Result<T, DropReason>;
@@ -63,6 +97,8 @@ impl Pipeline {
     #[inline]
     pub fn process(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
+        self.last = FlowTag::default();
+        self.rx_peer = None;
         let r = if port == UNDERLAY_PORT {
             c.event(Event::RxUnderlay);
             self.rx_underlay(t, c, buf, len)
@@ -72,8 +108,19 @@ impl Pipeline {
         };
         match r {
             Ok(v) => v,
-            Err(reason) => Verdict::Drop(reason),
+            Err(reason) => {
+                if let Some(slot) = self.rx_peer {
+                    c.peer(slot, PeerStat::Drops, 1);
+                }
+                Verdict::Drop(reason)
+            }
         }
+    }
+
+    /// Direction and peer of the packet [`Pipeline::process`] just handled.
+    #[inline]
+    pub fn last_flow(&self) -> FlowTag {
+        self.last
     }
 
     fn rx_underlay(&mut self, t: &RouteTable, c: &Counters, buf: &mut [u8], len: usize) -> Step<Verdict> {
@@ -101,6 +148,9 @@ impl Pipeline {
         // Like Calico's Felix: tunnel traffic only from configured peers.
         let peer_idx = t.peer_by_underlay(u32::from(ip.src_addr())).ok_or(DropReason::UnknownPeer)?;
         let peer = &t.peers[peer_idx as usize];
+        self.rx_peer = Some(peer.slot);
+        c.peer(peer.slot, PeerStat::RxPackets, 1);
+        c.peer(peer.slot, PeerStat::RxBytes, len as u64);
         // End of the outer packet: Ethernet padding past it is ignored.
         let outer_end = ETH_IP + ip.total_len() as usize;
         let inner_off = match ip.protocol() {
@@ -216,10 +266,15 @@ impl Pipeline {
                 if eth_off != 0 {
                     buf.copy_within(eth_off..off + ip_len, 0);
                 }
-                c.event(match from {
-                    Origin::Peer(_) => Event::DecapToPod,
-                    Origin::Pod(_) => Event::PodToPod,
-                });
+                let (event, direction) = match from {
+                    Origin::Peer(_) => (Event::DecapToPod, Direction::Decap),
+                    Origin::Pod(_) => (Event::PodToPod, Direction::Local),
+                };
+                c.event(event);
+                self.last = FlowTag {
+                    direction,
+                    peer_slot: self.rx_peer,
+                };
                 Ok(Verdict::Tx { port: pod.port, len })
             }
             NextHop::Peer(i) => {
@@ -289,10 +344,17 @@ impl Pipeline {
                     }
                     .emit(&mut ethernet::Frame::new_unchecked(&mut buf[50..64]));
                 }
-                c.event(match from {
-                    Origin::Peer(_) => Event::Transit,
-                    Origin::Pod(_) => Event::EncapToPeer,
-                });
+                let (event, direction) = match from {
+                    Origin::Peer(_) => (Event::Transit, Direction::Transit),
+                    Origin::Pod(_) => (Event::EncapToPeer, Direction::Encap),
+                };
+                c.event(event);
+                c.peer(peer.slot, PeerStat::TxPackets, 1);
+                c.peer(peer.slot, PeerStat::TxBytes, total as u64);
+                self.last = FlowTag {
+                    direction,
+                    peer_slot: Some(peer.slot),
+                };
                 Ok(Verdict::Tx {
                     port: UNDERLAY_PORT,
                     len: total,

@@ -19,6 +19,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Encap, MacAddr, VNI_MAX};
+use crate::stats::MAX_PEERS;
 use crate::route::{LocalNode, NextHop, Peer, Pod, PortId, Route, RouteHandle, RouteTable};
 
 /// One route: a prefix and either a remote node or a local pod.
@@ -248,6 +249,7 @@ pub fn build_fib(
     ctx: &RibContext,
     routes: &[RouteSpec],
     neigh: &HashMap<Ipv4Addr, MacAddr>,
+    slots: &mut PeerSlots,
     generation: u64,
 ) -> Result<RouteTable, RibError> {
     let mut peers: Vec<Peer> = vec![];
@@ -281,6 +283,9 @@ pub fn build_fib(
                     NextHop::Peer(idx)
                 }
                 None => {
+                    let slot = slots.get(node.underlay_ip).ok_or_else(|| {
+                        RibError::new(format!("{at}.node"), format!("more than {MAX_PEERS} distinct nodes"))
+                    })?;
                     let idx = peers.len() as u32;
                     peer_index.insert(node.underlay_ip, idx);
                     peer_specs.push(node);
@@ -293,6 +298,7 @@ pub fn build_fib(
                         vtep_mac: node.vtep_mac.unwrap_or_default(),
                         mtu: node.effective_mtu(ctx.underlay_mtu),
                         next_hop_mac: neigh.get(&node.underlay_ip).copied(),
+                        slot,
                     });
                     NextHop::Peer(idx)
                 }
@@ -326,11 +332,39 @@ pub fn build_fib(
         .map_err(|e| RibError::new("routes", e.to_string()))
 }
 
+/// Stable per-node counter slots: a node keeps its slot for the life of
+/// the process, so its counters survive route updates.
+#[derive(Debug, Default, Clone)]
+pub struct PeerSlots {
+    by_ip: HashMap<Ipv4Addr, u16>,
+}
+
+impl PeerSlots {
+    /// The slot of `ip`, assigning the next free one; `None` when full.
+    pub fn get(&mut self, ip: Ipv4Addr) -> Option<u16> {
+        if let Some(s) = self.by_ip.get(&ip) {
+            return Some(*s);
+        }
+        let next = self.by_ip.len();
+        if next >= MAX_PEERS {
+            return None;
+        }
+        self.by_ip.insert(ip, next as u16);
+        Some(next as u16)
+    }
+
+    /// The slot of `ip` if it has one.
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.by_ip.get(&ip).copied()
+    }
+}
+
 #[derive(Debug)]
 struct RibState {
     routes: Vec<RouteSpec>,
     generation: u64,
     neigh: HashMap<Ipv4Addr, MacAddr>,
+    slots: PeerSlots,
 }
 
 /// The route set and the single writer of the FIB.
@@ -345,13 +379,15 @@ impl Rib {
     /// Validates `routes` and publishes them as generation `generation`.
     pub fn new(ctx: RibContext, routes: Vec<RouteSpec>, generation: u64) -> Result<Rib, RibError> {
         let neigh = HashMap::new();
-        let table = build_fib(&ctx, &routes, &neigh, generation)?;
+        let mut slots = PeerSlots::default();
+        let table = build_fib(&ctx, &routes, &neigh, &mut slots, generation)?;
         Ok(Rib {
             ctx: Arc::new(ctx),
             state: Arc::new(Mutex::new(RibState {
                 routes,
                 generation,
                 neigh,
+                slots,
             })),
             fib: RouteHandle::new(table),
         })
@@ -381,7 +417,9 @@ impl Rib {
     /// Validates a candidate set without applying it.
     pub fn check(&self, routes: &[RouteSpec]) -> Result<(), RibError> {
         let s = self.lock();
-        build_fib(&self.ctx, routes, &s.neigh, s.generation + 1).map(|_| ())
+        // Slots assigned while checking are thrown away with the copy.
+        let mut slots = s.slots.clone();
+        build_fib(&self.ctx, routes, &s.neigh, &mut slots, s.generation + 1).map(|_| ())
     }
 
     /// Replaces the whole set, if the current generation is `expected`
@@ -404,8 +442,10 @@ impl Rib {
             ));
         }
         let generation = s.generation + 1;
-        let table = build_fib(&self.ctx, &routes, &s.neigh, generation)?;
+        let mut slots = s.slots.clone();
+        let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)?;
         commit(&routes, generation)?;
+        s.slots = slots;
         self.fib.publish(table);
         s.routes = routes;
         s.generation = generation;
@@ -424,11 +464,17 @@ impl Rib {
         if s.neigh == neigh {
             return false;
         }
-        let table = build_fib(&self.ctx, &s.routes, &neigh, s.generation)
+        let mut slots = s.slots.clone();
+        let table = build_fib(&self.ctx, &s.routes, &neigh, &mut slots, s.generation)
             .expect("a route set that validated once validates with other neighbour MACs");
         self.fib.publish(table);
         s.neigh = neigh;
         true
+    }
+
+    /// The counter slot of the node at `ip`, if it ever had routes.
+    pub fn peer_slot(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.lock().slots.lookup(ip)
     }
 
     /// Underlay addresses of every node the route set uses.
@@ -502,7 +548,7 @@ mod tests {
             node_route("10.244.2.0/24", [198, 18, 0, 12]),
             pod_route(),
         ];
-        let t = build_fib(&ctx(), &routes, &HashMap::new(), 1).unwrap();
+        let t = build_fib(&ctx(), &routes, &HashMap::new(), &mut PeerSlots::default(), 1).unwrap();
         assert_eq!(t.peers.len(), 2, "two routes to one node share a peer");
         assert_eq!(t.peers[0].mtu, 1450);
         assert_eq!(t.lookup(u32::from(Ipv4Addr::new(10, 245, 0, 9))), Some(NextHop::Peer(0)));
@@ -513,7 +559,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let c = ctx();
-        let check = |routes: Vec<RouteSpec>| build_fib(&c, &routes, &HashMap::new(), 1).unwrap_err().field;
+        let check = |routes: Vec<RouteSpec>| build_fib(&c, &routes, &HashMap::new(), &mut PeerSlots::default(), 1).unwrap_err().field;
         let mut r = node_route("10.244.1.0/24", [198, 18, 0, 11]);
         r.prefix = "10.244.1.1/24".parse().unwrap();
         assert_eq!(check(vec![r]), "routes[0].prefix");

@@ -39,6 +39,9 @@ pub struct Peer {
     /// Underlay next-hop MAC, from the kernel's neighbour table; `None`
     /// until resolved.
     pub next_hop_mac: Option<MacAddr>,
+    /// Stable index of this node's per-peer counters and histograms
+    /// (assigned by the RIB per underlay address, kept across updates).
+    pub slot: u16,
 }
 
 /// A local pod behind a veth pair.
@@ -451,6 +454,7 @@ mod tests {
             vtep_mac: MacAddr([2, 0, 0, 0, 1, ip[3]]),
             mtu: 1450,
             next_hop_mac: None,
+            slot: ip[3] as u16,
         }
     }
 

@@ -117,11 +117,31 @@ pub trait CounterKind: Copy + Into<&'static str> + EnumMessage + IntoEnumIterato
 impl CounterKind for DropReason {}
 impl CounterKind for Event {}
 
+/// Most remote nodes with their own counters (peer stat slots).
+pub const MAX_PEERS: usize = 1024;
+
+/// Per-peer counter kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PeerStat {
+    RxPackets,
+    RxBytes,
+    TxPackets,
+    TxBytes,
+    /// Frames from this peer that were dropped.
+    Drops,
+}
+
+/// Number of [`PeerStat`] kinds.
+pub const PEER_STATS: usize = 5;
+
 /// One worker's counters. Single writer (the worker), any number of readers.
 #[derive(Debug)]
 pub struct Counters {
     drops: [AtomicU64; DropReason::COUNT],
     events: [AtomicU64; Event::COUNT],
+    /// `peers[slot][PeerStat]`.
+    peers: Box<[[AtomicU64; PEER_STATS]]>,
 }
 
 impl Default for Counters {
@@ -129,6 +149,7 @@ impl Default for Counters {
         Counters {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
+            peers: (0..MAX_PEERS).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
         }
     }
 }
@@ -156,6 +177,19 @@ impl Counters {
     #[inline]
     pub fn event_n(&self, event: Event, n: u64) {
         bump(&self.events[event as usize], n);
+    }
+
+    /// Adds `n` to a per-peer counter; slots past [`MAX_PEERS`] are ignored.
+    #[inline]
+    pub fn peer(&self, slot: u16, stat: PeerStat, n: u64) {
+        if let Some(p) = self.peers.get(slot as usize) {
+            bump(&p[stat as usize], n);
+        }
+    }
+
+    /// A per-peer counter's value.
+    pub fn peer_stat(&self, slot: u16, stat: PeerStat) -> u64 {
+        self.peers.get(slot as usize).map_or(0, |p| p[stat as usize].load(Ordering::Relaxed))
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {
