@@ -195,7 +195,11 @@ impl Config {
         if gw.pod_cidr.trunc() != gw.pod_cidr {
             return Err(ConfigError::new(
                 "gateway.pod_cidr",
-                format!("host bits set in {} (did you mean {}?)", gw.pod_cidr, gw.pod_cidr.trunc()),
+                format!(
+                    "host bits set in {} (did you mean {}?)",
+                    gw.pod_cidr,
+                    gw.pod_cidr.trunc()
+                ),
             ));
         }
         if gw.outer_ttl == 0 {
@@ -203,7 +207,10 @@ impl Config {
         }
         if let Some(cores) = &gw.cores {
             if cores.is_empty() {
-                return Err(ConfigError::new("gateway.cores", "must not be empty when set"));
+                return Err(ConfigError::new(
+                    "gateway.cores",
+                    "must not be empty when set",
+                ));
             }
             let mut seen = HashSet::new();
             for (i, core) in cores.iter().enumerate() {
@@ -218,7 +225,10 @@ impl Config {
         if self.underlay.len() != 1 {
             return Err(ConfigError::new(
                 "underlay",
-                format!("exactly one [[underlay]] interface is supported, found {}", self.underlay.len()),
+                format!(
+                    "exactly one [[underlay]] interface is supported, found {}",
+                    self.underlay.len()
+                ),
             ));
         }
         let mut names = HashSet::new();
@@ -232,7 +242,10 @@ impl Config {
                 ));
             }
             if ul.queues == Some(0) {
-                return Err(ConfigError::new(format!("underlay[{i}].queues"), "must be at least 1"));
+                return Err(ConfigError::new(
+                    format!("underlay[{i}].queues"),
+                    "must be at least 1",
+                ));
             }
         }
         let mut pod_ips = HashSet::new();
@@ -251,10 +264,16 @@ impl Config {
                 ));
             }
             if !pod_ips.insert(pod.ip) {
-                return Err(ConfigError::new(format!("pod[{i}].ip"), format!("{} is used twice", pod.ip)));
+                return Err(ConfigError::new(
+                    format!("pod[{i}].ip"),
+                    format!("{} is used twice", pod.ip),
+                ));
             }
             if pod.mac.is_multicast() {
-                return Err(ConfigError::new(format!("pod[{i}].mac"), "must be a unicast MAC"));
+                return Err(ConfigError::new(
+                    format!("pod[{i}].mac"),
+                    "must be a unicast MAC",
+                ));
             }
         }
         let mut cidrs: Vec<(usize, Ipv4Net)> = vec![];
@@ -268,7 +287,10 @@ impl Config {
             if peer.pod_cidr.contains(&gw.pod_cidr) || gw.pod_cidr.contains(&peer.pod_cidr) {
                 return Err(ConfigError::new(
                     format!("peer[{i}].pod_cidr"),
-                    format!("{} overlaps the local podCIDR {}", peer.pod_cidr, gw.pod_cidr),
+                    format!(
+                        "{} overlaps the local podCIDR {}",
+                        peer.pod_cidr, gw.pod_cidr
+                    ),
                 ));
             }
             for (j, other) in &cidrs {
@@ -298,21 +320,34 @@ impl Config {
                         ));
                     }
                     Some(mac) if mac.is_multicast() => {
-                        return Err(ConfigError::new(format!("peer[{i}].vtep_mac"), "must be a unicast MAC"));
+                        return Err(ConfigError::new(
+                            format!("peer[{i}].vtep_mac"),
+                            "must be a unicast MAC",
+                        ));
                     }
                     Some(_) => {}
                 }
-                if !self.underlay.iter().any(|u| u.vxlan_ports.contains(&peer.port)) {
+                if !self
+                    .underlay
+                    .iter()
+                    .any(|u| u.vxlan_ports.contains(&peer.port))
+                {
                     return Err(ConfigError::new(
                         format!("peer[{i}].port"),
-                        format!("UDP port {} is not in any underlay's vxlan_ports", peer.port),
+                        format!(
+                            "UDP port {} is not in any underlay's vxlan_ports",
+                            peer.port
+                        ),
                     ));
                 }
             }
             if let Some(mtu) = peer.mtu
                 && mtu < 576
             {
-                return Err(ConfigError::new(format!("peer[{i}].mtu"), "must be at least 576"));
+                return Err(ConfigError::new(
+                    format!("peer[{i}].mtu"),
+                    "must be at least 576",
+                ));
             }
         }
         Ok(())
@@ -322,7 +357,10 @@ impl Config {
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
     // IFNAMSIZ is 16 including the NUL.
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-        return Err(ConfigError::new(key, format!("{name:?} is not a valid interface name")));
+        return Err(ConfigError::new(
+            key,
+            format!("{name:?} is not a valid interface name"),
+        ));
     }
     Ok(())
 }
@@ -379,12 +417,28 @@ vtep_mac = "02:0b:00:00:00:01"
     #[test]
     fn semantic_errors_name_the_key() {
         let cases = [
-            ("10.244.1.0/24\"\nunderlay_ip", "10.244.1.5/24\"\nunderlay_ip", "peer[0].pod_cidr"),
+            (
+                "10.244.1.0/24\"\nunderlay_ip",
+                "10.244.1.5/24\"\nunderlay_ip",
+                "peer[0].pod_cidr",
+            ),
             ("ip = \"10.244.0.2\"", "ip = \"10.245.0.2\"", "pod[0].ip"),
-            ("vtep_mac = \"02:0b:00:00:00:01\"", "vtep_mac = \"02:0b:00:00:00:01\"\nvni = 16777216", "peer[0].vni"),
-            ("vtep_mac = \"02:0b:00:00:00:01\"", "vtep_mac = \"02:0b:00:00:00:01\"\nport = 9999", "peer[0].port"),
+            (
+                "vtep_mac = \"02:0b:00:00:00:01\"",
+                "vtep_mac = \"02:0b:00:00:00:01\"\nvni = 16777216",
+                "peer[0].vni",
+            ),
+            (
+                "vtep_mac = \"02:0b:00:00:00:01\"",
+                "vtep_mac = \"02:0b:00:00:00:01\"\nport = 9999",
+                "peer[0].port",
+            ),
             ("10.244.1.0/24", "10.244.0.0/16", "peer[0].pod_cidr"),
-            ("mac = \"02:0a:00:00:00:02\"", "mac = \"03:0a:00:00:00:02\"", "pod[0].mac"),
+            (
+                "mac = \"02:0a:00:00:00:02\"",
+                "mac = \"03:0a:00:00:00:02\"",
+                "pod[0].mac",
+            ),
         ];
         for (from, to, key) in cases {
             let text = GOOD.replace(from, to);

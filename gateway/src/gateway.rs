@@ -78,9 +78,13 @@ impl Gateway {
         let ul = &config.underlay[0];
         let queues = ul.queues.unwrap_or(1);
         if queues != 1 {
-            bail!("underlay[0].queues: only 1 RX queue per underlay is supported so far (got {queues})");
+            bail!(
+                "underlay[0].queues: only 1 RX queue per underlay is supported so far (got {queues})"
+            );
         }
-        let rib = Rib::new(rib_context(config)?, config_routes(config), 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plan = port_plan(config)?;
+        let rib = Rib::new(rib_context(config, &plan)?, config_routes(config), 1)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         {
             let table = rib.fib().load();
             tracing::info!(
@@ -102,9 +106,10 @@ impl Gateway {
             .with_context(|| format!("attaching XDP to {}", ul.interface))?;
         xdp.push((ul.interface.clone(), mode));
         for (i, pod) in config.pod.iter().enumerate() {
-            let idx = neigh::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
+            let idx =
+                neigh::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
             let mode = steering
-                .attach(idx, PortRole::Pod, queues + i as u32)
+                .attach(idx, PortRole::Pod, plan.pods[i].0 as u32)
                 .with_context(|| format!("attaching XDP to {}", pod.interface))?;
             xdp.push((pod.interface.clone(), mode));
         }
@@ -114,17 +119,8 @@ impl Gateway {
 
         // Worker 0 serves the underlay queue and every pod veth (one UMEM).
         let counters = Arc::new(WorkerCounters::default());
-        let mut specs = vec![PortSpec {
-            ifname: ul.interface.clone(),
-            queue: 0,
-            ring_size: UNDERLAY_RING,
-        }];
-        specs.extend(config.pod.iter().map(|p| PortSpec {
-            ifname: p.interface.clone(),
-            queue: 0,
-            ring_size: POD_RING,
-        }));
-        let io = XskIo::open(&specs, ul.bind_mode, counters.clone()).context("opening AF_XDP sockets")?;
+        let io = XskIo::open(&plan.specs, ul.bind_mode, counters.clone())
+            .context("opening AF_XDP sockets")?;
         for (slot, fd) in io.fds().into_iter().enumerate() {
             steering
                 .register_xsk(slot as u32, fd)
@@ -199,7 +195,14 @@ impl Gateway {
     pub fn wait_resolved(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.rib.fib().load().peers.iter().all(|p| p.next_hop_mac.is_some()) {
+            if self
+                .rib
+                .fib()
+                .load()
+                .peers
+                .iter()
+                .all(|p| p.next_hop_mac.is_some())
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -270,17 +273,20 @@ pub fn config_routes(config: &Config) -> Vec<RouteSpec> {
 /// What the RIB needs to know about this host: the underlay interface's
 /// MAC and MTU, and the worker port and host-end MAC of every pod veth.
 /// Reads the interfaces of the calling thread's network namespace.
-pub fn rib_context(config: &Config) -> anyhow::Result<RibContext> {
+pub fn rib_context(config: &Config, plan: &PortPlan) -> anyhow::Result<RibContext> {
     let ul = &config.underlay[0];
     let underlay_mac = neigh::interface_mac(&ul.interface).context("underlay[0].interface")?;
     let underlay_mtu = neigh::interface_mtu(&ul.interface).context("underlay[0].interface")?;
     let mut pod_ports = HashMap::new();
     for (i, p) in config.pod.iter().enumerate() {
-        let host_mac = neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?;
+        let host_mac =
+            neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?;
+        let (first, queues) = plan.pods[i];
         pod_ports.insert(
             p.interface.clone(),
             PodPort {
-                port: (i + 1) as PortId,
+                port: first,
+                rx_ports: (first..first + queues as PortId).collect(),
                 host_mac,
             },
         );
@@ -298,6 +304,39 @@ pub fn rib_context(config: &Config) -> anyhow::Result<RibContext> {
     })
 }
 
+/// Which socket serves what. Port index = XSK map slot: the underlay
+/// queue is port 0, then every RX queue of every pod veth in turn (a veth
+/// has one queue per CPU by default, and a frame can only reach a socket
+/// bound to the queue it arrived on).
+#[derive(Debug, Clone)]
+pub struct PortPlan {
+    pub specs: Vec<PortSpec>,
+    /// Per `[[pod]]`: (first port, number of queues).
+    pub pods: Vec<(PortId, u32)>,
+}
+
+/// Plans the ports for `config` from the interfaces' queue counts.
+pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
+    let ul = &config.underlay[0];
+    let mut specs = vec![PortSpec {
+        ifname: ul.interface.clone(),
+        queue: 0,
+        ring_size: UNDERLAY_RING,
+    }];
+    let mut pods = vec![];
+    for (i, p) in config.pod.iter().enumerate() {
+        let queues = crate::xsk::rx_queue_count(&p.interface)
+            .with_context(|| format!("pod[{i}].interface"))?;
+        pods.push((specs.len() as PortId, queues));
+        specs.extend((0..queues).map(|q| PortSpec {
+            ifname: p.interface.clone(),
+            queue: q,
+            ring_size: POD_RING,
+        }));
+    }
+    Ok(PortPlan { specs, pods })
+}
+
 /// Chooses `n` cores: the configured ones (each must exist), or by default
 /// the highest-numbered cores this process may run on, leaving core 0 to
 /// the kernel and the control plane when there is more than one.
@@ -310,18 +349,25 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
     if let Some(cores) = configured {
         for (i, c) in cores.iter().enumerate() {
             if !available.contains(c) {
-                bail!("gateway.cores[{i}]: core {c} does not exist or is not allowed (available: {available:?})");
+                bail!(
+                    "gateway.cores[{i}]: core {c} does not exist or is not allowed (available: {available:?})"
+                );
             }
         }
         if cores.len() < n {
-            bail!("gateway.cores: {n} workers need {n} cores, {} listed", cores.len());
+            bail!(
+                "gateway.cores: {n} workers need {n} cores, {} listed",
+                cores.len()
+            );
         }
         return Ok(cores[..n].to_vec());
     }
     if available.is_empty() {
         bail!("no CPU cores available to pin workers to");
     }
-    Ok((0..n).map(|i| available[(available.len() - 1 - i % available.len()) % available.len()]).collect())
+    Ok((0..n)
+        .map(|i| available[(available.len() - 1 - i % available.len()) % available.len()])
+        .collect())
 }
 
 /// Keeps every node's underlay next-hop MAC in step with the kernel's
@@ -348,7 +394,9 @@ fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
                     known = resolved;
                 }
                 for ip in nodes.iter().filter(|ip| !known.contains_key(ip)) {
-                    let due = last_probe.get(ip).is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+                    let due = last_probe
+                        .get(ip)
+                        .is_none_or(|t| t.elapsed() > Duration::from_millis(500));
                     if due {
                         if let Err(e) = neigh::probe(*ip) {
                             tracing::debug!(node = %ip, "neighbour probe failed: {e}");

@@ -61,7 +61,10 @@ impl MemIo {
 
     /// Queues a received frame on `port`.
     pub fn push(&mut self, port: PortId, frame: &[u8]) {
-        assert!(frame.len() <= self.frame_size, "frame larger than the buffer");
+        assert!(
+            frame.len() <= self.frame_size,
+            "frame larger than the buffer"
+        );
         self.input[port as usize].push_back(frame.to_vec());
     }
 }
@@ -74,7 +77,9 @@ impl PacketIo for MemIo {
         let mut buf = vec![0xa5u8; self.frame_size];
         for port in 0..self.input.len() {
             for _ in 0..self.batch {
-                let Some(frame) = self.input[port].pop_front() else { break };
+                let Some(frame) = self.input[port].pop_front() else {
+                    break;
+                };
                 n += 1;
                 buf.fill(0xa5);
                 buf[..frame.len()].copy_from_slice(&frame);

@@ -19,7 +19,7 @@ pub mod neigh;
 pub mod pipeline;
 pub mod rib;
 pub mod route;
+pub mod testbed;
 pub mod wire;
 pub mod worker;
 pub mod xsk;
-pub mod testbed;

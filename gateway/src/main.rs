@@ -12,7 +12,11 @@ use overpass::gateway::Gateway;
 use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec};
 
 #[derive(Debug, Parser)]
-#[command(name = "overpass", version, about = "Kernel-bypass AF_XDP overlay gateway (VXLAN / IP-in-IP)")]
+#[command(
+    name = "overpass",
+    version,
+    about = "Kernel-bypass AF_XDP overlay gateway (VXLAN / IP-in-IP)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
     let stop = stop_flag()?;
-    println!("== Overpass demo: building a Flannel-style overlay in network namespaces (ovp-{tag}-*)");
+    println!(
+        "== Overpass demo: building a Flannel-style overlay in network namespaces (ovp-{tag}-*)"
+    );
     let bed = Testbed::create(&TestbedSpec {
         tag: tag.to_string(),
         underlay_queues: 1,
@@ -103,11 +109,31 @@ fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
     }
     let opts = PingOpts::default();
     let flows: Vec<(String, std::net::Ipv4Addr, &str)> = vec![
-        (bed.ns(Ns::LocalPod('a')), bed.remote_pod_ip(1), "local pod a -> node1 pod (encap VXLAN)"),
-        (bed.ns(Ns::LocalPod('b')), bed.remote_pod_ip(2), "local pod b -> node2 pod (encap VXLAN)"),
-        (bed.ns(Ns::NodePod(1)), bed.local_pod_ip('b'), "node1 pod -> local pod b (decap)"),
-        (bed.ns(Ns::NodePod(2)), bed.local_pod_ip('a'), "node2 pod -> local pod a (decap)"),
-        (bed.ns(Ns::LocalPod('a')), bed.local_pod_ip('b'), "local pod a -> local pod b"),
+        (
+            bed.ns(Ns::LocalPod('a')),
+            bed.remote_pod_ip(1),
+            "local pod a -> node1 pod (encap VXLAN)",
+        ),
+        (
+            bed.ns(Ns::LocalPod('b')),
+            bed.remote_pod_ip(2),
+            "local pod b -> node2 pod (encap VXLAN)",
+        ),
+        (
+            bed.ns(Ns::NodePod(1)),
+            bed.local_pod_ip('b'),
+            "node1 pod -> local pod b (decap)",
+        ),
+        (
+            bed.ns(Ns::NodePod(2)),
+            bed.local_pod_ip('a'),
+            "node2 pod -> local pod a (decap)",
+        ),
+        (
+            bed.ns(Ns::LocalPod('a')),
+            bed.local_pod_ip('b'),
+            "local pod a -> local pod b",
+        ),
     ];
     println!("== Traffic (ping, 5 probes each):");
     let mut all_ok = true;
@@ -121,7 +147,8 @@ fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
             "  {what:<42} {dst:<12} {}/{} received  avg {}",
             r.received,
             r.transmitted,
-            r.rtt_avg_ms.map_or("-".to_string(), |v| format!("{v:.3} ms"))
+            r.rtt_avg_ms
+                .map_or("-".to_string(), |v| format!("{v:.3} ms"))
         );
     }
     println!("== Gateway counters:\n{}", gw.counters().render());

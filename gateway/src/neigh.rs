@@ -68,16 +68,31 @@ pub fn interface_mac(ifname: &str) -> io::Result<MacAddr> {
         if ifa.interface_name != ifname {
             continue;
         }
-        if let Some(mac) = ifa.address.as_ref().and_then(|a| a.as_link_addr()).and_then(|l| l.addr()) {
+        if let Some(mac) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(|l| l.addr())
+        {
             return Ok(MacAddr(mac));
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, format!("no link address for {ifname:?}")))
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no link address for {ifname:?}"),
+    ))
 }
 
 /// The MTU of an interface, as iproute2 reports it. Startup only.
 pub fn interface_mtu(ifname: &str) -> io::Result<u32> {
-    let out = std::process::Command::new("ip").args(["-j", "link", "show", "dev", ifname]).output()?;
+    link_field(ifname, "mtu")
+}
+
+/// A numeric field of `ip -j -d link show dev IFNAME`.
+fn link_field(ifname: &str, field: &str) -> io::Result<u32> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", ifname])
+        .output()?;
     if !out.status.success() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -85,16 +100,20 @@ pub fn interface_mtu(ifname: &str) -> io::Result<u32> {
         ));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(io::Error::other)?;
-    v[0]["mtu"]
+    v[0][field]
         .as_u64()
         .map(|m| m as u32)
-        .ok_or_else(|| io::Error::other(format!("{ifname}: no mtu in ip -j link output")))
+        .ok_or_else(|| io::Error::other(format!("{ifname}: no {field} in `ip -j -d link` output")))
 }
 
 /// The index of an interface.
 pub fn ifindex(ifname: &str) -> io::Result<u32> {
-    nix::net::if_::if_nametoindex(ifname)
-        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname:?}: {e}")))
+    nix::net::if_::if_nametoindex(ifname).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {ifname:?}: {e}"),
+        )
+    })
 }
 
 /// Moves the calling thread into the network namespace `name`

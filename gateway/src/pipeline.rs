@@ -89,13 +89,21 @@ impl Pipeline {
         // Spread identification sequences of different workers apart.
         Pipeline {
             ident: worker.wrapping_mul(0x1000),
+            ..Pipeline::default()
         }
     }
 
     /// Processes one received frame: `buf[..len]` is the packet, `buf` its
     /// whole buffer. Returns where to send the (rewritten) buffer.
     #[inline]
-    pub fn process(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Verdict {
+    pub fn process(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        port: PortId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
         let len = len.min(buf.len());
         self.last = FlowTag::default();
         self.rx_peer = None;
@@ -123,7 +131,13 @@ impl Pipeline {
         self.last
     }
 
-    fn rx_underlay(&mut self, t: &RouteTable, c: &Counters, buf: &mut [u8], len: usize) -> Step<Verdict> {
+    fn rx_underlay(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Step<Verdict> {
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {
@@ -146,7 +160,9 @@ impl Pipeline {
             return Err(DropReason::OuterNotLocal);
         }
         // Like Calico's Felix: tunnel traffic only from configured peers.
-        let peer_idx = t.peer_by_underlay(u32::from(ip.src_addr())).ok_or(DropReason::UnknownPeer)?;
+        let peer_idx = t
+            .peer_by_underlay(u32::from(ip.src_addr()))
+            .ok_or(DropReason::UnknownPeer)?;
         let peer = &t.peers[peer_idx as usize];
         self.rx_peer = Some(peer.slot);
         c.peer(peer.slot, PeerStat::RxPackets, 1);
@@ -158,7 +174,8 @@ impl Pipeline {
                 if peer.encap != Encap::Vxlan {
                     return Err(DropReason::EncapMismatch);
                 }
-                let udp = udp::Packet::new_checked(ip.payload()).map_err(|_| DropReason::UdpMalformed)?;
+                let udp =
+                    udp::Packet::new_checked(ip.payload()).map_err(|_| DropReason::UdpMalformed)?;
                 if udp.dst_port() != peer.port {
                     return Err(DropReason::UnknownVni);
                 }
@@ -166,7 +183,8 @@ impl Pipeline {
                 if udp.checksum() != 0 && !udp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
                     return Err(DropReason::UdpChecksum);
                 }
-                let vx = vxlan::Header::new_checked(udp.payload()).map_err(|_| DropReason::VxlanTruncated)?;
+                let vx = vxlan::Header::new_checked(udp.payload())
+                    .map_err(|_| DropReason::VxlanTruncated)?;
                 if !vx.has_vni_flag() {
                     return Err(DropReason::VxlanNoIFlag);
                 }
@@ -178,8 +196,11 @@ impl Pipeline {
                     return Err(DropReason::UnknownVni);
                 }
                 let inner_end = ETH_IP + ipv4::MIN_HEADER_LEN + udp.len() as usize;
-                let inner = frame.get(VXLAN_INNER_IP - ethernet::HEADER_LEN..inner_end).unwrap_or(&[]);
-                let ieth = ethernet::Frame::new_checked(inner).map_err(|_| DropReason::InnerTruncated)?;
+                let inner = frame
+                    .get(VXLAN_INNER_IP - ethernet::HEADER_LEN..inner_end)
+                    .unwrap_or(&[]);
+                let ieth =
+                    ethernet::Frame::new_checked(inner).map_err(|_| DropReason::InnerTruncated)?;
                 // A kernel VTEP drops frames not addressed to it; so do we.
                 if ieth.dst_addr() != t.local.vtep_mac {
                     return Err(DropReason::InnerDstMac);
@@ -187,7 +208,9 @@ impl Pipeline {
                 match ieth.ethertype() {
                     ethernet::ethertype::IPV4 => {}
                     // RFC 7348 §6: discard tagged inner frames unless configured.
-                    ethernet::ethertype::VLAN | ethernet::ethertype::QINQ => return Err(DropReason::InnerVlan),
+                    ethernet::ethertype::VLAN | ethernet::ethertype::QINQ => {
+                        return Err(DropReason::InnerVlan);
+                    }
                     _ => return Err(DropReason::InnerNotIpv4),
                 }
                 VXLAN_INNER_IP
@@ -209,7 +232,14 @@ impl Pipeline {
         self.forward(t, c, buf, inner_off, inner_len, Origin::Peer(peer_idx))
     }
 
-    fn rx_pod(&mut self, t: &RouteTable, c: &Counters, port: PortId, buf: &mut [u8], len: usize) -> Step<Verdict> {
+    fn rx_pod(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        port: PortId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Step<Verdict> {
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {
@@ -275,7 +305,10 @@ impl Pipeline {
                     direction,
                     peer_slot: self.rx_peer,
                 };
-                Ok(Verdict::Tx { port: pod.port, len })
+                Ok(Verdict::Tx {
+                    port: pod.port,
+                    len,
+                })
             }
             NextHop::Peer(i) => {
                 if from == Origin::Peer(i) {
@@ -303,7 +336,11 @@ impl Pipeline {
                 let (tos, dont_frag, hash) = {
                     let mut inner = ipv4::Packet::new_unchecked(&mut buf[new_off..total]);
                     inner.decrement_ttl();
-                    (inner.tos(), inner.dont_frag(), flow_hash(inner.into_inner()))
+                    (
+                        inner.tos(),
+                        inner.dont_frag(),
+                        flow_hash(inner.into_inner()),
+                    )
                 };
                 ethernet::Repr {
                     src_addr: t.local.underlay_mac,
@@ -328,7 +365,9 @@ impl Pipeline {
                     ident: self.ident,
                     payload_len: total - IPIP_INNER_IP,
                 };
-                outer.emit(&mut ipv4::Packet::new_unchecked(&mut buf[ETH_IP..IPIP_INNER_IP]));
+                outer.emit(&mut ipv4::Packet::new_unchecked(
+                    &mut buf[ETH_IP..IPIP_INNER_IP],
+                ));
                 if peer.encap == Encap::Vxlan {
                     udp::Repr {
                         src_port: SRC_PORT_MIN | (hash as u16 & 0x3fff),
@@ -375,7 +414,10 @@ fn flow_hash(ip: &[u8]) -> u32 {
     let proto = ip[9];
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    let ports = if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag == 0 && ip.len() >= ihl + 4 {
+    let ports = if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP)
+        && frag == 0
+        && ip.len() >= ihl + 4
+    {
         word(ihl)
     } else {
         0

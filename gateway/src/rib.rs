@@ -19,8 +19,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Encap, MacAddr, VNI_MAX};
-use crate::stats::MAX_PEERS;
 use crate::route::{LocalNode, NextHop, Peer, Pod, PortId, Route, RouteHandle, RouteTable};
+use crate::stats::MAX_PEERS;
 
 /// One route: a prefix and either a remote node or a local pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,9 +116,12 @@ pub fn encap_overhead(encap: Encap) -> u16 {
 }
 
 /// A pod interface the gateway serves: its worker port and host-end MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodPort {
+    /// Port frames to the pod are sent on (the veth's queue 0 socket).
     pub port: PortId,
+    /// Ports frames from the pod arrive on, one per veth RX queue.
+    pub rx_ports: Vec<PortId>,
     pub host_mac: MacAddr,
 }
 
@@ -137,12 +140,19 @@ impl RouteSpec {
         if self.prefix.trunc() != self.prefix {
             return Err(RibError::new(
                 "prefix",
-                format!("host bits set in {} (did you mean {}?)", self.prefix, self.prefix.trunc()),
+                format!(
+                    "host bits set in {} (did you mean {}?)",
+                    self.prefix,
+                    self.prefix.trunc()
+                ),
             ));
         }
         match (&self.node, &self.pod) {
             (Some(_), Some(_)) => Err(RibError::new("node", "give either node or pod, not both")),
-            (None, None) => Err(RibError::new("node", "missing: give a node or a pod next hop")),
+            (None, None) => Err(RibError::new(
+                "node",
+                "missing: give a node or a pod next hop",
+            )),
             (Some(node), None) => {
                 let local = &ctx.local.pod_cidr;
                 if self.prefix.contains(local) || local.contains(&self.prefix) {
@@ -157,7 +167,10 @@ impl RouteSpec {
                 if self.prefix.prefix_len() != 32 || !ctx.local.pod_cidr.contains(&self.prefix) {
                     return Err(RibError::new(
                         "prefix",
-                        format!("a pod route is a /32 inside the local podCIDR {}", ctx.local.pod_cidr),
+                        format!(
+                            "a pod route is a /32 inside the local podCIDR {}",
+                            ctx.local.pod_cidr
+                        ),
                     ));
                 }
                 pod.validate(ctx).map_err(|e| e.under("pod"))
@@ -173,10 +186,16 @@ impl NodeSpec {
         }
         let ip = self.underlay_ip;
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
-            return Err(RibError::new("underlay_ip", format!("{ip} is not a unicast node address")));
+            return Err(RibError::new(
+                "underlay_ip",
+                format!("{ip} is not a unicast node address"),
+            ));
         }
         if ip == ctx.local.underlay_ip {
-            return Err(RibError::new("underlay_ip", format!("{ip} is this gateway's own address")));
+            return Err(RibError::new(
+                "underlay_ip",
+                format!("{ip} is this gateway's own address"),
+            ));
         }
         if self.vni > VNI_MAX {
             return Err(RibError::new(
@@ -191,7 +210,10 @@ impl NodeSpec {
             match self.vtep_mac {
                 None => return Err(RibError::new("vtep_mac", "required for a VXLAN node")),
                 Some(m) if !m.is_unicast() || m == MacAddr([0; 6]) => {
-                    return Err(RibError::new("vtep_mac", format!("{m} is not a unicast MAC")));
+                    return Err(RibError::new(
+                        "vtep_mac",
+                        format!("{m} is not a unicast MAC"),
+                    ));
                 }
                 Some(_) => {}
             }
@@ -201,7 +223,10 @@ impl NodeSpec {
             if !(576..=max).contains(&mtu) {
                 return Err(RibError::new(
                     "mtu",
-                    format!("{mtu} is outside 576..={max} (underlay MTU {} minus encap overhead)", ctx.underlay_mtu),
+                    format!(
+                        "{mtu} is outside 576..={max} (underlay MTU {} minus encap overhead)",
+                        ctx.underlay_mtu
+                    ),
                 ));
             }
         }
@@ -210,7 +235,8 @@ impl NodeSpec {
 
     /// The effective tunnel MTU.
     pub fn effective_mtu(&self, underlay_mtu: u16) -> u16 {
-        self.mtu.unwrap_or(underlay_mtu.saturating_sub(encap_overhead(self.encap)))
+        self.mtu
+            .unwrap_or(underlay_mtu.saturating_sub(encap_overhead(self.encap)))
     }
 
     /// Whether two routes may share this node (same underlay address).
@@ -233,11 +259,17 @@ impl PodSpec {
             served.sort_unstable();
             return Err(RibError::new(
                 "interface",
-                format!("{:?} is not a pod interface this gateway serves ({served:?})", self.interface),
+                format!(
+                    "{:?} is not a pod interface this gateway serves ({served:?})",
+                    self.interface
+                ),
             ));
         }
         if !self.mac.is_unicast() || self.mac == MacAddr([0; 6]) {
-            return Err(RibError::new("mac", format!("{} is not a unicast MAC", self.mac)));
+            return Err(RibError::new(
+                "mac",
+                format!("{} is not a unicast MAC", self.mac),
+            ));
         }
         Ok(())
     }
@@ -284,7 +316,10 @@ pub fn build_fib(
                 }
                 None => {
                     let slot = slots.get(node.underlay_ip).ok_or_else(|| {
-                        RibError::new(format!("{at}.node"), format!("more than {MAX_PEERS} distinct nodes"))
+                        RibError::new(
+                            format!("{at}.node"),
+                            format!("more than {MAX_PEERS} distinct nodes"),
+                        )
                     })?;
                     let idx = peers.len() as u32;
                     peer_index.insert(node.underlay_ip, idx);
@@ -311,7 +346,7 @@ pub fn build_fib(
                     format!("{} already carries routes[{j}]'s pod", pod.interface),
                 ));
             }
-            let port = ctx.pod_ports[&pod.interface];
+            let port = &ctx.pod_ports[&pod.interface];
             let idx = pods.len() as u32;
             pod_index.insert(&pod.interface, (idx, i));
             pods.push(Pod {
@@ -320,6 +355,7 @@ pub fn build_fib(
                 mac: pod.mac,
                 host_mac: port.host_mac,
                 port: port.port,
+                rx_ports: port.rx_ports.clone(),
             });
             NextHop::Pod(idx)
         };
@@ -479,7 +515,13 @@ impl Rib {
 
     /// Underlay addresses of every node the route set uses.
     pub fn node_addresses(&self) -> Vec<Ipv4Addr> {
-        let mut v: Vec<Ipv4Addr> = self.lock().routes.iter().filter_map(|r| r.node.as_ref()).map(|n| n.underlay_ip).collect();
+        let mut v: Vec<Ipv4Addr> = self
+            .lock()
+            .routes
+            .iter()
+            .filter_map(|r| r.node.as_ref())
+            .map(|n| n.underlay_ip)
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -496,6 +538,7 @@ mod tests {
             "gwp-a".to_string(),
             PodPort {
                 port: 1,
+                rx_ports: vec![1, 2],
                 host_mac: MacAddr([2, 0, 0, 0, 0, 0xa]),
             },
         );
@@ -548,18 +591,35 @@ mod tests {
             node_route("10.244.2.0/24", [198, 18, 0, 12]),
             pod_route(),
         ];
-        let t = build_fib(&ctx(), &routes, &HashMap::new(), &mut PeerSlots::default(), 1).unwrap();
+        let t = build_fib(
+            &ctx(),
+            &routes,
+            &HashMap::new(),
+            &mut PeerSlots::default(),
+            1,
+        )
+        .unwrap();
         assert_eq!(t.peers.len(), 2, "two routes to one node share a peer");
         assert_eq!(t.peers[0].mtu, 1450);
-        assert_eq!(t.lookup(u32::from(Ipv4Addr::new(10, 245, 0, 9))), Some(NextHop::Peer(0)));
-        assert_eq!(t.lookup(u32::from(Ipv4Addr::new(10, 244, 0, 2))), Some(NextHop::Pod(0)));
+        assert_eq!(
+            t.lookup(u32::from(Ipv4Addr::new(10, 245, 0, 9))),
+            Some(NextHop::Peer(0))
+        );
+        assert_eq!(
+            t.lookup(u32::from(Ipv4Addr::new(10, 244, 0, 2))),
+            Some(NextHop::Pod(0))
+        );
         assert_eq!(t.pods[0].host_mac, MacAddr([2, 0, 0, 0, 0, 0xa]));
     }
 
     #[test]
     fn errors_name_the_field() {
         let c = ctx();
-        let check = |routes: Vec<RouteSpec>| build_fib(&c, &routes, &HashMap::new(), &mut PeerSlots::default(), 1).unwrap_err().field;
+        let check = |routes: Vec<RouteSpec>| {
+            build_fib(&c, &routes, &HashMap::new(), &mut PeerSlots::default(), 1)
+                .unwrap_err()
+                .field
+        };
         let mut r = node_route("10.244.1.0/24", [198, 18, 0, 11]);
         r.prefix = "10.244.1.1/24".parse().unwrap();
         assert_eq!(check(vec![r]), "routes[0].prefix");
@@ -573,13 +633,22 @@ mod tests {
         r.node.as_mut().unwrap().mtu = Some(1480);
         assert_eq!(check(vec![r]), "routes[0].node.mtu");
         assert_eq!(
-            check(vec![node_route("10.244.1.0/24", [198, 18, 0, 11]), node_route("10.244.1.0/24", [198, 18, 0, 12])]),
+            check(vec![
+                node_route("10.244.1.0/24", [198, 18, 0, 11]),
+                node_route("10.244.1.0/24", [198, 18, 0, 12])
+            ]),
             "routes[1].prefix"
         );
-        assert_eq!(check(vec![node_route("10.244.0.0/16", [198, 18, 0, 11])]), "routes[0].prefix");
+        assert_eq!(
+            check(vec![node_route("10.244.0.0/16", [198, 18, 0, 11])]),
+            "routes[0].prefix"
+        );
         let mut other = node_route("10.244.2.0/24", [198, 18, 0, 11]);
         other.node.as_mut().unwrap().vni = 2;
-        assert_eq!(check(vec![node_route("10.244.1.0/24", [198, 18, 0, 11]), other]), "routes[1].node");
+        assert_eq!(
+            check(vec![node_route("10.244.1.0/24", [198, 18, 0, 11]), other]),
+            "routes[1].node"
+        );
         let mut p = pod_route();
         p.pod.as_mut().unwrap().interface = "eth9".into();
         assert_eq!(check(vec![p]), "routes[0].pod.interface");
@@ -593,20 +662,47 @@ mod tests {
 
     #[test]
     fn replace_is_all_or_nothing_and_generation_guarded() {
-        let rib = Rib::new(ctx(), vec![node_route("10.244.1.0/24", [198, 18, 0, 11])], 1).unwrap();
-        let bad = vec![node_route("10.244.2.0/24", [198, 18, 0, 12]), node_route("10.244.2.0/24", [198, 18, 0, 13])];
+        let rib = Rib::new(
+            ctx(),
+            vec![node_route("10.244.1.0/24", [198, 18, 0, 11])],
+            1,
+        )
+        .unwrap();
+        let bad = vec![
+            node_route("10.244.2.0/24", [198, 18, 0, 12]),
+            node_route("10.244.2.0/24", [198, 18, 0, 13]),
+        ];
         assert!(rib.replace(bad, None).is_err());
         assert_eq!(rib.routes().0, 1);
-        assert_eq!(rib.fib().load().routes.len(), 1, "a refused set changes nothing");
+        assert_eq!(
+            rib.fib().load().routes.len(),
+            1,
+            "a refused set changes nothing"
+        );
         let good = vec![node_route("10.244.2.0/24", [198, 18, 0, 12])];
-        assert_eq!(rib.replace(good.clone(), Some(0)).unwrap_err().field, "generation");
-        let failing_commit = rib.replace_with(good.clone(), Some(1), |_, _| Err(RibError::new("store", "disk full")));
+        assert_eq!(
+            rib.replace(good.clone(), Some(0)).unwrap_err().field,
+            "generation"
+        );
+        let failing_commit = rib.replace_with(good.clone(), Some(1), |_, _| {
+            Err(RibError::new("store", "disk full"))
+        });
         assert_eq!(failing_commit.unwrap_err().field, "store");
         assert_eq!(rib.routes().0, 1, "a failed commit changes nothing");
         assert_eq!(rib.replace(good, Some(1)).unwrap(), 2);
         assert_eq!(rib.fib().load().generation, 2);
-        assert!(rib.set_neighbours(HashMap::from([(Ipv4Addr::new(198, 18, 0, 12), MacAddr([2, 1, 1, 1, 1, 1]))])));
-        assert_eq!(rib.fib().load().peers[0].next_hop_mac, Some(MacAddr([2, 1, 1, 1, 1, 1])));
-        assert_eq!(rib.routes().0, 2, "neighbour changes keep the route generation");
+        assert!(rib.set_neighbours(HashMap::from([(
+            Ipv4Addr::new(198, 18, 0, 12),
+            MacAddr([2, 1, 1, 1, 1, 1])
+        )])));
+        assert_eq!(
+            rib.fib().load().peers[0].next_hop_mac,
+            Some(MacAddr([2, 1, 1, 1, 1, 1]))
+        );
+        assert_eq!(
+            rib.routes().0,
+            2,
+            "neighbour changes keep the route generation"
+        );
     }
 }

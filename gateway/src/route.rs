@@ -52,7 +52,10 @@ pub struct Pod {
     pub mac: MacAddr,
     /// MAC of the host end of the pod's veth (source MAC toward the pod).
     pub host_mac: MacAddr,
+    /// Port frames to the pod are sent on.
     pub port: PortId,
+    /// Ports frames from the pod arrive on (one per veth RX queue).
+    pub rx_ports: Vec<PortId>,
 }
 
 /// Where a matching packet goes.
@@ -161,14 +164,19 @@ impl RouteTable {
         }
         let mut pod_by_port: Vec<Option<u32>> = vec![];
         for (i, pod) in pods.iter().enumerate() {
-            let port = pod.port as usize;
-            if pod_by_port.len() <= port {
-                pod_by_port.resize(port + 1, None);
+            for &port in pod.rx_ports.iter().chain([&pod.port]) {
+                let port = port as usize;
+                if pod_by_port.len() <= port {
+                    pod_by_port.resize(port + 1, None);
+                }
+                pod_by_port[port] = Some(i as u32);
             }
-            pod_by_port[port] = Some(i as u32);
         }
-        let mut peer_by_ip: Vec<(u32, u32)> =
-            peers.iter().enumerate().map(|(i, p)| (u32::from(p.underlay_ip), i as u32)).collect();
+        let mut peer_by_ip: Vec<(u32, u32)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (u32::from(p.underlay_ip), i as u32))
+            .collect();
         peer_by_ip.sort_unstable();
         for w in peer_by_ip.windows(2) {
             if w[0].0 == w[1].0 {
@@ -216,8 +224,14 @@ impl RouteTable {
         for (p, m) in peers.iter_mut().zip(macs) {
             p.next_hop_mac = *m;
         }
-        RouteTable::build(self.local.clone(), peers, self.pods.clone(), self.routes.clone(), generation)
-            .expect("a table that validated once validates again")
+        RouteTable::build(
+            self.local.clone(),
+            peers,
+            self.pods.clone(),
+            self.routes.clone(),
+            generation,
+        )
+        .expect("a table that validated once validates again")
     }
 }
 
@@ -282,7 +296,8 @@ impl Lpm {
     /// Builds a trie. Values must be below 2^31 - 1. When the same prefix
     /// appears twice the later one wins.
     pub fn build(prefixes: impl IntoIterator<Item = (Ipv4Net, u32)>) -> Lpm {
-        let mut v: Vec<(Ipv4Net, u32)> = prefixes.into_iter().map(|(n, x)| (n.trunc(), x)).collect();
+        let mut v: Vec<(Ipv4Net, u32)> =
+            prefixes.into_iter().map(|(n, x)| (n.trunc(), x)).collect();
         // Shorter prefixes first: a longer one is then written over the
         // expansion of every shorter one that covers it.
         v.sort_by_key(|(n, _)| n.prefix_len());
@@ -409,7 +424,10 @@ mod tests {
         assert_eq!(l("10.244.1.70"), Some(5));
         assert_eq!(l("10.244.1.71"), Some(4));
         assert_eq!(l("192.168.1.1"), Some(6));
-        assert_eq!(Lpm::build([(net("10.244.1.0/24"), 0)]).lookup(0x0af40200), None);
+        assert_eq!(
+            Lpm::build([(net("10.244.1.0/24"), 0)]).lookup(0x0af40200),
+            None
+        );
     }
 
     #[test]
@@ -421,15 +439,24 @@ mod tests {
                 .map(|i| {
                     // Cluster addresses so prefixes nest and overlap.
                     let addr = 0x0af4_0000 | (rng.next() as u32 & 0x0003_ffff);
-                    let len = [8, 12, 16, 18, 20, 24, 26, 28, 30, 31, 32][(rng.next() % 11) as usize];
-                    (Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(), i as u32)
+                    let len =
+                        [8, 12, 16, 18, 20, 24, 26, 28, 30, 31, 32][(rng.next() % 11) as usize];
+                    (
+                        Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(),
+                        i as u32,
+                    )
                 })
                 .collect();
             // Ties on identical prefixes: keep the last (as Lpm::build does).
             let lpm = Lpm::build(prefixes.iter().copied());
             for _ in 0..2000 {
                 let addr = 0x0af4_0000 | (rng.next() as u32 & 0x0003_ffff);
-                assert_eq!(lpm.lookup(addr), naive(&prefixes, addr), "round {round} addr {}", Ipv4Addr::from(addr));
+                assert_eq!(
+                    lpm.lookup(addr),
+                    naive(&prefixes, addr),
+                    "round {round} addr {}",
+                    Ipv4Addr::from(addr)
+                );
             }
         }
     }
@@ -475,29 +502,54 @@ mod tests {
             local(),
             two_peers(),
             vec![],
-            vec![via("10.244.1.0/24", 0), via("10.244.2.0/24", 1), via("10.244.2.64/26", 0)],
+            vec![
+                via("10.244.1.0/24", 0),
+                via("10.244.2.0/24", 1),
+                via("10.244.2.64/26", 0),
+            ],
             1,
         )
         .unwrap();
         assert_eq!(ok.lookup(0x0af4_0105), Some(NextHop::Peer(0)));
         assert_eq!(ok.lookup(0x0af4_0205), Some(NextHop::Peer(1)));
-        assert_eq!(ok.lookup(0x0af4_0245), Some(NextHop::Peer(0)), "longest match wins");
+        assert_eq!(
+            ok.lookup(0x0af4_0245),
+            Some(NextHop::Peer(0)),
+            "longest match wins"
+        );
         assert_eq!(ok.lookup(0x0af4_0305), None);
-        assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 12))), Some(1));
-        assert_eq!(ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 13))), None);
+        assert_eq!(
+            ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 12))),
+            Some(1)
+        );
+        assert_eq!(
+            ok.peer_by_underlay(u32::from(Ipv4Addr::new(198, 18, 0, 13))),
+            None
+        );
 
-        let build = |peers: Vec<Peer>, routes: Vec<Route>| RouteTable::build(local(), peers, vec![], routes, 1);
+        let build = |peers: Vec<Peer>, routes: Vec<Route>| {
+            RouteTable::build(local(), peers, vec![], routes, 1)
+        };
         assert!(matches!(
-            build(two_peers(), vec![via("10.244.1.0/24", 0), via("10.244.1.0/24", 1)]),
+            build(
+                two_peers(),
+                vec![via("10.244.1.0/24", 0), via("10.244.1.0/24", 1)]
+            ),
             Err(RouteError::DuplicatePrefix(_))
         ));
         assert!(matches!(
             build(two_peers(), vec![via("10.244.0.0/16", 0)]),
             Err(RouteError::OverlapsLocal(..))
         ));
-        assert!(matches!(build(two_peers(), vec![via("10.244.1.0/24", 2)]), Err(RouteError::BadNextHop(_))));
         assert!(matches!(
-            build(vec![peer("a", [198, 18, 0, 11]), peer("b", [198, 18, 0, 11])], vec![]),
+            build(two_peers(), vec![via("10.244.1.0/24", 2)]),
+            Err(RouteError::BadNextHop(_))
+        ));
+        assert!(matches!(
+            build(
+                vec![peer("a", [198, 18, 0, 11]), peer("b", [198, 18, 0, 11])],
+                vec![]
+            ),
             Err(RouteError::DuplicatePeerIp(_))
         ));
         let pod = Pod {
@@ -506,17 +558,36 @@ mod tests {
             mac: MacAddr([2, 0, 0, 0, 0, 9]),
             host_mac: MacAddr([2, 0, 0, 0, 0, 8]),
             port: 1,
+            rx_ports: vec![1, 3],
         };
         let pod_route = |p: &str| Route {
             prefix: net(p),
             next_hop: NextHop::Pod(0),
         };
-        let t = RouteTable::build(local(), vec![], vec![pod.clone()], vec![pod_route("10.244.0.2/32")], 1).unwrap();
+        let t = RouteTable::build(
+            local(),
+            vec![],
+            vec![pod.clone()],
+            vec![pod_route("10.244.0.2/32")],
+            1,
+        )
+        .unwrap();
         assert_eq!(t.lookup(0x0af4_0002), Some(NextHop::Pod(0)));
         assert_eq!(t.pod_on_port(1).map(|p| p.ip), Some(pod.ip));
         assert!(t.pod_on_port(2).is_none());
+        assert_eq!(
+            t.pod_on_port(3).map(|p| p.ip),
+            Some(pod.ip),
+            "every RX queue's port maps to the pod"
+        );
         assert!(matches!(
-            RouteTable::build(local(), vec![], vec![pod], vec![pod_route("10.244.0.0/31")], 1),
+            RouteTable::build(
+                local(),
+                vec![],
+                vec![pod],
+                vec![pod_route("10.244.0.0/31")],
+                1
+            ),
             Err(RouteError::BadPodRoute(_))
         ));
     }
@@ -525,9 +596,22 @@ mod tests {
     fn publish_is_atomic_swap() {
         let h = RouteHandle::new(RouteTable::build(local(), vec![], vec![], vec![], 1).unwrap());
         let old = h.current();
-        h.publish(RouteTable::build(local(), two_peers(), vec![], vec![via("10.244.1.0/24", 0)], 2).unwrap());
+        h.publish(
+            RouteTable::build(
+                local(),
+                two_peers(),
+                vec![],
+                vec![via("10.244.1.0/24", 0)],
+                2,
+            )
+            .unwrap(),
+        );
         assert_eq!(old.generation, 1);
-        assert_eq!(old.lookup(0x0af4_0105), None, "a reader's snapshot never changes under it");
+        assert_eq!(
+            old.lookup(0x0af4_0105),
+            None,
+            "a reader's snapshot never changes under it"
+        );
         assert_eq!(h.load().generation, 2);
         assert_eq!(h.load().lookup(0x0af4_0105), Some(NextHop::Peer(0)));
     }

@@ -11,93 +11,97 @@ use crossbeam::utils::CachePadded;
 use strum::{EnumCount, EnumIter, EnumMessage, IntoEnumIterator, IntoStaticStr};
 
 /// Why a frame was dropped. One counter per variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr, EnumMessage)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr, EnumMessage,
+)]
 #[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum DropReason {
     /// Frame shorter than an Ethernet header.
-        EthTruncated,
+    EthTruncated,
     /// Non-IPv4 frame where only IPv4 is forwarded (ARP and the like belong to the kernel).
-        NotIpv4,
+    NotIpv4,
     /// IPv4 header truncated or inconsistent (version, IHL, total length).
-        Ipv4Malformed,
+    Ipv4Malformed,
     /// IPv4 header checksum does not verify.
-        Ipv4Checksum,
+    Ipv4Checksum,
     /// Outer IPv4 header carries options (tunnel peers never send them).
-        OuterIpv4Options,
+    OuterIpv4Options,
     /// Outer IPv4 packet is a fragment (VTEPs never fragment; we do not reassemble).
-        OuterFragment,
+    OuterFragment,
     /// Outer destination is not this gateway's underlay address.
-        OuterNotLocal,
+    OuterNotLocal,
     /// Tunnel packet from an underlay address that is not a configured peer.
-        UnknownPeer,
+    UnknownPeer,
     /// Underlay packet that is neither VXLAN on a configured port nor IP-in-IP.
-        NotTunnel,
+    NotTunnel,
     /// Encapsulation does not match the peer's configured encap.
-        EncapMismatch,
+    EncapMismatch,
     /// UDP header truncated or its length field inconsistent.
-        UdpMalformed,
+    UdpMalformed,
     /// Non-zero outer UDP checksum that does not verify.
-        UdpChecksum,
+    UdpChecksum,
     /// UDP payload shorter than a VXLAN header.
-        VxlanTruncated,
+    VxlanTruncated,
     /// VXLAN header without the I flag (RFC 7348: VNI not valid).
-        VxlanNoIFlag,
+    VxlanNoIFlag,
     /// VXLAN network identifier (or port) does not match the sending peer's.
-        UnknownVni,
+    UnknownVni,
     /// Inner frame shorter than an Ethernet header.
-        InnerTruncated,
+    InnerTruncated,
     /// Inner destination MAC is not this gateway's VTEP MAC.
-        InnerDstMac,
+    InnerDstMac,
     /// Inner frame carries a VLAN tag (RFC 7348: discard unless configured).
-        InnerVlan,
+    InnerVlan,
     /// Inner frame is not IPv4.
-        InnerNotIpv4,
+    InnerNotIpv4,
     /// A pod sent a packet whose source is not its own address (anti-spoofing).
-        PodSourceMismatch,
+    PodSourceMismatch,
     /// No route for the inner destination.
-        NoRoute,
+    NoRoute,
     /// Route leads back out of the port the packet came in on.
-        Hairpin,
+    Hairpin,
     /// Inner TTL would reach zero.
-        TtlExpired,
+    TtlExpired,
     /// Packet larger than the tunnel MTU or the frame buffer.
-        TooBig,
+    TooBig,
     /// Underlay next-hop MAC not resolved yet (resolution was triggered).
-        NeighUnresolved,
+    NeighUnresolved,
     /// TX ring of the output port was full.
-        TxRingFull,
+    TxRingFull,
 }
 
-
 /// What happened to frames that were not dropped, plus notable events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr, EnumMessage)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr, EnumMessage,
+)]
 #[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum Event {
     /// Frames received from the underlay.
-        RxUnderlay,
+    RxUnderlay,
     /// Frames received from local pods.
-        RxPod,
+    RxPod,
     /// Tunnel packets decapsulated and delivered to a local pod.
-        DecapToPod,
+    DecapToPod,
     /// Packets from a local pod encapsulated toward a remote node.
-        EncapToPeer,
+    EncapToPeer,
     /// Packets from one local pod to another.
-        PodToPod,
+    PodToPod,
     /// Tunnel packets re-encapsulated toward another remote node.
-        Transit,
+    Transit,
     /// VXLAN headers with reserved bits set (accepted, RFC 7348).
-        VxlanReservedBits,
+    VxlanReservedBits,
     /// Frames queued for transmission.
-        TxQueued,
+    TxQueued,
     /// Frames whose transmission completed.
-        TxCompleted,
+    TxCompleted,
 }
 
-
 /// Names, descriptions and iteration shared by [`DropReason`] and [`Event`].
-pub trait CounterKind: Copy + Into<&'static str> + EnumMessage + IntoEnumIterator + 'static {
+pub trait CounterKind:
+    Copy + Into<&'static str> + EnumMessage + IntoEnumIterator + 'static
+{
     /// Stable snake_case name (API, metrics, logs).
     fn name(self) -> &'static str {
         self.into()
@@ -149,7 +153,9 @@ impl Default for Counters {
         Counters {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
-            peers: (0..MAX_PEERS).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
+            peers: (0..MAX_PEERS)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
         }
     }
 }
@@ -189,7 +195,9 @@ impl Counters {
 
     /// A per-peer counter's value.
     pub fn peer_stat(&self, slot: u16, stat: PeerStat) -> u64 {
-        self.peers.get(slot as usize).map_or(0, |p| p[stat as usize].load(Ordering::Relaxed))
+        self.peers
+            .get(slot as usize)
+            .map_or(0, |p| p[stat as usize].load(Ordering::Relaxed))
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {
@@ -285,7 +293,10 @@ mod tests {
         for r in DropReason::all() {
             assert!(!r.description().is_empty());
         }
-        assert_eq!(DropReason::TooBig.description(), "Packet larger than the tunnel MTU or the frame buffer.");
+        assert_eq!(
+            DropReason::TooBig.description(),
+            "Packet larger than the tunnel MTU or the frame buffer."
+        );
     }
 
     #[test]

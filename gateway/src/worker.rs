@@ -44,7 +44,13 @@ pub struct Worker<I> {
 }
 
 impl<I: PacketIo + Wait> Worker<I> {
-    pub fn new(io: I, pipeline: Pipeline, routes: RouteHandle, counters: Arc<WorkerCounters>, busy_poll: bool) -> Self {
+    pub fn new(
+        io: I,
+        pipeline: Pipeline,
+        routes: RouteHandle,
+        counters: Arc<WorkerCounters>,
+        busy_poll: bool,
+    ) -> Self {
         Worker {
             io,
             pipeline,

@@ -107,7 +107,9 @@ pub enum XskError {
     Other(String),
 }
 
-fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error + Send + Sync> {
+fn boxed(
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }
 
@@ -119,7 +121,11 @@ impl XskIo {
     /// Opens one socket per port over a fresh UMEM, trying zero-copy first
     /// when `bind` is [`BindMode::Auto`]. Ports are numbered in `specs`
     /// order ([`PortId`] 0 is the first).
-    pub fn open(specs: &[PortSpec], bind: BindMode, counters: Arc<WorkerCounters>) -> Result<XskIo, XskError> {
+    pub fn open(
+        specs: &[PortSpec],
+        bind: BindMode,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<XskIo, XskError> {
         // Twice the fill rings' worth of frames: the rest covers frames in
         // RX rings, TX staging, TX rings and completion rings.
         let fill_total: u32 = specs.iter().map(|s| s.ring_size).sum();
@@ -132,8 +138,10 @@ impl XskIo {
             .build()
             .map_err(|e| XskError::Other(e.to_string()))?;
         let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Other("no ports".into()))?;
-        let (umem, descs) = Umem::new(umem_config, count, false)
-            .map_err(|e| XskError::Umem { frames, source: boxed(e) })?;
+        let (umem, descs) = Umem::new(umem_config, count, false).map_err(|e| XskError::Umem {
+            frames,
+            source: boxed(e),
+        })?;
 
         let mut ports = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -141,7 +149,11 @@ impl XskIo {
         }
         let pollfds = ports
             .iter()
-            .map(|p| libc::pollfd { fd: p.rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .map(|p| libc::pollfd {
+                fd: p.rx.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         let mut io = XskIo {
             umem,
@@ -162,7 +174,10 @@ impl XskIo {
 
     /// The bind mode of each port.
     pub fn modes(&self) -> Vec<(String, XskMode)> {
-        self.ports.iter().map(|p| (p.name.clone(), p.mode)).collect()
+        self.ports
+            .iter()
+            .map(|p| (p.name.clone(), p.mode))
+            .collect()
     }
 
     /// Kernel-side socket statistics per port: (rx_dropped, rx_ring_full,
@@ -172,7 +187,12 @@ impl XskIo {
             .iter()
             .map(|p| {
                 p.rx.fd().xdp_statistics().map(|s| {
-                    (s.rx_dropped(), s.rx_ring_full(), s.rx_fill_ring_empty_descs(), s.tx_invalid_descs())
+                    (
+                        s.rx_dropped(),
+                        s.rx_ring_full(),
+                        s.rx_fill_ring_empty_descs(),
+                        s.tx_invalid_descs(),
+                    )
                 })
             })
             .collect()
@@ -299,6 +319,61 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
     Err(last_err.expect("at least one mode was tried"))
 }
 
+/// The number of RX queues an AF_XDP socket can bind to on `ifname`: the
+/// device's current channel count (`ethtool -l`: rx + combined), which for
+/// a veth is usually 1 even though more queues are allocated. Devices that
+/// do not report channels have one queue.
+pub fn rx_queue_count(ifname: &str) -> io::Result<u32> {
+    /// `struct ethtool_channels` from linux/ethtool.h.
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {ifname:?}"),
+        ));
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL/ETHTOOL_GCHANNELS reads the NUL-terminated name in
+    // `req` and writes one ethtool_channels through `ifru_data`, which
+    // points at a live struct of exactly that layout.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => Ok(1),
+            _ => Err(io::Error::new(
+                e.kind(),
+                format!("{ifname}: ETHTOOL_GCHANNELS: {e}"),
+            )),
+        };
+    }
+    Ok((channels.rx_count + channels.combined_count).max(1))
+}
+
 /// The mode the kernel actually bound a socket in (XDP_OPTIONS).
 fn bound_mode(fd: i32) -> io::Result<XskMode> {
     let mut opts = libc::xdp_options { flags: 0 };
@@ -306,7 +381,13 @@ fn bound_mode(fd: i32) -> io::Result<XskMode> {
     // SAFETY: getsockopt writes at most `len` bytes into `opts`, a live
     // xdp_options, and updates `len`; `fd` is an AF_XDP socket we own.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&mut opts as *mut libc::xdp_options).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_OPTIONS,
+            (&mut opts as *mut libc::xdp_options).cast(),
+            &mut len,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -379,7 +460,23 @@ impl XskIo {
         // SAFETY: `pollfds` is a live array of valid pollfd structs whose
         // length we pass; the fds belong to sockets we own.
         unsafe {
-            libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout_ms);
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_count_of_loopback_and_missing_device() {
+        assert_eq!(rx_queue_count("lo").unwrap(), 1);
+        assert!(rx_queue_count("no-such-if0").is_err());
+        assert!(rx_queue_count("").is_err());
     }
 }

@@ -27,7 +27,10 @@ fn bed(tag: &str) -> Testbed {
 
 fn start(bed: &Testbed) -> Gateway {
     let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(gw.wait_resolved(Duration::from_secs(5)), "underlay next hops never resolved");
+    assert!(
+        gw.wait_resolved(Duration::from_secs(5)),
+        "underlay next hops never resolved"
+    );
     gw
 }
 
@@ -47,10 +50,26 @@ fn ping_both_ways_and_counters_match() {
     const N: u32 = 10;
     // (from, to, what the gateway does with the request).
     let flows = [
-        (bed.ns(Ns::LocalPod('a')), bed.remote_pod_ip(1), Event::EncapToPeer),
-        (bed.ns(Ns::LocalPod('b')), bed.remote_pod_ip(2), Event::EncapToPeer),
-        (bed.ns(Ns::NodePod(1)), bed.local_pod_ip('a'), Event::DecapToPod),
-        (bed.ns(Ns::NodePod(2)), bed.local_pod_ip('b'), Event::DecapToPod),
+        (
+            bed.ns(Ns::LocalPod('a')),
+            bed.remote_pod_ip(1),
+            Event::EncapToPeer,
+        ),
+        (
+            bed.ns(Ns::LocalPod('b')),
+            bed.remote_pod_ip(2),
+            Event::EncapToPeer,
+        ),
+        (
+            bed.ns(Ns::NodePod(1)),
+            bed.local_pod_ip('a'),
+            Event::DecapToPod,
+        ),
+        (
+            bed.ns(Ns::NodePod(2)),
+            bed.local_pod_ip('b'),
+            Event::DecapToPod,
+        ),
     ];
     for (ns, dst, _) in &flows {
         let before = gw.counters();
@@ -61,23 +80,51 @@ fn ping_both_ways_and_counters_match() {
         let after = gw.counters();
         // Every request and every reply crossed the gateway exactly once:
         // one direction is encapsulated, the other decapsulated.
-        assert_eq!(delta(&after, &before, Event::EncapToPeer), N as u64, "{ns} -> {dst}\n{}", after.render());
-        assert_eq!(delta(&after, &before, Event::DecapToPod), N as u64, "{ns} -> {dst}\n{}", after.render());
+        assert_eq!(
+            delta(&after, &before, Event::EncapToPeer),
+            N as u64,
+            "{ns} -> {dst}\n{}",
+            after.render()
+        );
+        assert_eq!(
+            delta(&after, &before, Event::DecapToPod),
+            N as u64,
+            "{ns} -> {dst}\n{}",
+            after.render()
+        );
         assert_eq!(delta(&after, &before, Event::RxUnderlay), N as u64);
         assert_eq!(delta(&after, &before, Event::RxPod), N as u64);
-        assert_eq!(after.total_drops(), before.total_drops(), "unexpected drops:\n{}", after.render());
+        assert_eq!(
+            after.total_drops(),
+            before.total_drops(),
+            "unexpected drops:\n{}",
+            after.render()
+        );
         // The XDP program steered the same packets.
         let xdp_after = gw.xdp_counters();
-        let steered = |v: &[(&str, u64)], name: &str| v.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).unwrap();
-        assert_eq!(steered(&xdp_after, "steer_vxlan") - steered(&xdp_before, "steer_vxlan"), N as u64);
-        assert_eq!(steered(&xdp_after, "steer_pod") - steered(&xdp_before, "steer_pod"), N as u64);
+        let steered = |v: &[(&str, u64)], name: &str| {
+            v.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).unwrap()
+        };
+        assert_eq!(
+            steered(&xdp_after, "steer_vxlan") - steered(&xdp_before, "steer_vxlan"),
+            N as u64
+        );
+        assert_eq!(
+            steered(&xdp_after, "steer_pod") - steered(&xdp_before, "steer_pod"),
+            N as u64
+        );
         assert_eq!(steered(&xdp_after, "no_socket"), 0);
     }
     // Pod to pod on the gateway itself.
     let before = gw.counters();
-    let r = bed.ping(&bed.ns(Ns::LocalPod('a')), bed.local_pod_ip('b'), N, &opts).unwrap();
+    let r = bed
+        .ping(&bed.ns(Ns::LocalPod('a')), bed.local_pod_ip('b'), N, &opts)
+        .unwrap();
     assert!(r.all_received(), "{}", r.raw);
-    assert_eq!(delta(&gw.counters(), &before, Event::PodToPod), 2 * N as u64);
+    assert_eq!(
+        delta(&gw.counters(), &before, Event::PodToPod),
+        2 * N as u64
+    );
 
     // The kernel's own VXLAN device on node 1 decapsulated our packets: its
     // RX counter moved, so they were well-formed VXLAN for a real VTEP.
@@ -104,11 +151,19 @@ fn unrouted_traffic_is_dropped_with_a_named_counter() {
     // 10.244.9.0/24 belongs to no node: the pod's packets reach the gateway
     // and must be counted as no_route, not vanish.
     let r = bed
-        .ping(&bed.ns(Ns::LocalPod('a')), "10.244.9.9".parse().unwrap(), 3, &PingOpts::default())
+        .ping(
+            &bed.ns(Ns::LocalPod('a')),
+            "10.244.9.9".parse().unwrap(),
+            3,
+            &PingOpts::default(),
+        )
         .unwrap();
     assert_eq!(r.received, 0);
     let after = gw.counters();
-    assert_eq!(after.drop_count(DropReason::NoRoute) - before.drop_count(DropReason::NoRoute), 3);
+    assert_eq!(
+        after.drop_count(DropReason::NoRoute) - before.drop_count(DropReason::NoRoute),
+        3
+    );
     gw.stop();
 }
 
@@ -129,7 +184,9 @@ fn tcp_both_ways_without_checksum_errors() {
         (&pod, bed.local_pod_ip('a'), &remote), // remote pod -> local pod (decap)
     ] {
         for reverse in [false, true] {
-            let r = bed.iperf3(server_ns, server_ip, client_ns, 2, reverse).expect("iperf3 runs");
+            let r = bed
+                .iperf3(server_ns, server_ip, client_ns, 2, reverse)
+                .expect("iperf3 runs");
             assert!(
                 r.bytes_received > 1_000_000,
                 "{client_ns} -> {server_ip} (reverse={reverse}): only {} bytes\n{}",
@@ -143,10 +200,22 @@ fn tcp_both_ways_without_checksum_errors() {
             );
         }
     }
-    assert_eq!(errs(&pod), pod_err0, "TcpInCsumErrors moved in the local pod");
-    assert_eq!(errs(&remote), remote_err0, "TcpInCsumErrors moved in the remote pod");
+    assert_eq!(
+        errs(&pod),
+        pod_err0,
+        "TcpInCsumErrors moved in the local pod"
+    );
+    assert_eq!(
+        errs(&remote),
+        remote_err0,
+        "TcpInCsumErrors moved in the remote pod"
+    );
     let c = gw.counters();
-    assert!(c.event_count(Event::EncapToPeer) > 1000 && c.event_count(Event::DecapToPod) > 1000, "{}", c.render());
+    assert!(
+        c.event_count(Event::EncapToPeer) > 1000 && c.event_count(Event::DecapToPod) > 1000,
+        "{}",
+        c.render()
+    );
     gw.stop();
 }
 
@@ -188,26 +257,41 @@ fn binary_serves_traffic_and_leaves_no_xdp_behind() {
 
     for signal in ["TERM", "KILL"] {
         let mut child = spawn_gateway(&bed, &dir);
-        wait_until("XDP attached by overpass run", Duration::from_secs(10), || {
-            attached("ul0") && attached("gwp-a") && attached("gwp-b")
-        });
+        wait_until(
+            "XDP attached by overpass run",
+            Duration::from_secs(10),
+            || attached("ul0") && attached("gwp-a") && attached("gwp-b"),
+        );
         // Give the control thread a moment to resolve next hops, then
         // prove traffic flows through the binary.
         let ok = (0..20).any(|_| {
-            bed.ping(&bed.ns(Ns::LocalPod('a')), bed.remote_pod_ip(2), 1, &PingOpts::default())
-                .map(|r| r.all_received())
-                .unwrap_or(false)
+            bed.ping(
+                &bed.ns(Ns::LocalPod('a')),
+                bed.remote_pod_ip(2),
+                1,
+                &PingOpts::default(),
+            )
+            .map(|r| r.all_received())
+            .unwrap_or(false)
         });
         assert!(ok, "no ping made it through `overpass run`");
-        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         if signal == "TERM" {
-            assert!(status.success(), "overpass run exited with {status} on SIGTERM");
+            assert!(
+                status.success(),
+                "overpass run exited with {status} on SIGTERM"
+            );
         }
         // bpf_link: the programs go away with the process, even on SIGKILL.
-        wait_until(&format!("XDP detached after SIG{signal}"), Duration::from_secs(5), || {
-            !attached("ul0") && !attached("gwp-a") && !attached("gwp-b")
-        });
+        wait_until(
+            &format!("XDP detached after SIG{signal}"),
+            Duration::from_secs(5),
+            || !attached("ul0") && !attached("gwp-a") && !attached("gwp-b"),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
