@@ -11,6 +11,7 @@
 //! - [`config`], [`stats`], [`gateway`] (start/stop of the whole dataplane), [`testbed`].
 
 pub mod config;
+pub mod fixtures;
 pub mod stats;
 
 pub mod gateway;

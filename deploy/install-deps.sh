@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Overpass needs on Debian 12 (run as root).
+# Idempotent: packages already present are skipped quickly.
+set -euo pipefail
+
+packages=(
+  # build: the XDP program (clang/llvm), libbpf-sys and libxdp-sys from source
+  clang llvm m4 libelf-dev zlib1g-dev pkg-config make gcc
+  # dataplane tests and demo: namespaces, veth, VXLAN peers, traffic
+  iproute2 ethtool iputils-ping iputils-tracepath traceroute iperf3 tcpdump
+  # packet crafting / dissection by a tool no one here wrote
+  python3 python3-venv python3-scapy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo (Rust toolchain) not found; install rustup first" >&2; exit 1; }
+echo "install-deps: ok"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite. `.ci/run` runs exactly this. Run as root: the dataplane
+# tests attach XDP programs, bind AF_XDP sockets and build network namespaces
+# (under CI=true they fail instead of skipping when they cannot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./deploy/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

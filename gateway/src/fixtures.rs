@@ -1,0 +1,620 @@
+//! Packet fixtures: one table of {input frame, expected verdict, expected
+//! output bytes, expected counter, expected XDP steering decision}, shared
+//! by the pipeline's unit tests, the XDP program's BPF_PROG_TEST_RUN tests,
+//! the benchmarks and the fuzzer's seed corpus.
+//!
+//! Frames are built with `etherparse` (headers, checksums), never with the
+//! gateway's own `wire` code, so an expected output is an independent
+//! statement of what the wire must carry.
+
+use std::net::Ipv4Addr;
+
+use etherparse::{EtherType, Ethernet2Header, IpDscp, IpEcn, IpNumber, Ipv4Header, UdpHeader};
+use ipnet::Ipv4Net;
+
+use crate::config::{Encap, MacAddr};
+use crate::rib::{NodeSpec, PodPort, PodSpec, RibContext, RouteSpec};
+use crate::route::{LocalNode, PortId, RouteTable, UNDERLAY_PORT};
+use crate::stats::{DropReason, Event};
+
+// ---- The fixture world: this gateway, four remote nodes, two local pods.
+
+pub const GW_UL_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x01]);
+pub const GW_UL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const GW_VTEP_MAC: MacAddr = MacAddr([0x02, 0, 0xc6, 0x12, 0, 0x01]);
+pub const LOCAL_CIDR: &str = "10.244.0.0/24";
+
+/// A remote node of the fixture world.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    pub name: &'static str,
+    pub ip: Ipv4Addr,
+    /// Underlay next-hop MAC (what the kernel's neighbour table says);
+    /// `None`: unresolved.
+    pub mac: Option<MacAddr>,
+    pub vtep: MacAddr,
+    pub encap: Encap,
+    pub vni: u32,
+    pub port: u16,
+    pub cidr: &'static str,
+    /// An address of a pod behind it.
+    pub pod: Ipv4Addr,
+}
+
+/// Flannel-style VXLAN node (VNI 1, port 8472).
+pub const N1: Node = Node {
+    name: "n1",
+    ip: Ipv4Addr::new(198, 18, 0, 11),
+    mac: Some(MacAddr([0x02, 0x01, 0xc6, 0x12, 0, 0x0b])),
+    vtep: MacAddr([0x02, 0, 0xc6, 0x12, 0, 0x0b]),
+    encap: Encap::Vxlan,
+    vni: 1,
+    port: 8472,
+    cidr: "10.244.1.0/24",
+    pod: Ipv4Addr::new(10, 244, 1, 2),
+};
+/// Calico-style VXLAN node (VNI 4096, port 4789).
+pub const N2: Node = Node {
+    name: "n2",
+    ip: Ipv4Addr::new(198, 18, 0, 12),
+    mac: Some(MacAddr([0x02, 0x01, 0xc6, 0x12, 0, 0x0c])),
+    vtep: MacAddr([0x02, 0, 0xc6, 0x12, 0, 0x0c]),
+    encap: Encap::Vxlan,
+    vni: 4096,
+    port: 4789,
+    cidr: "10.244.2.0/24",
+    pod: Ipv4Addr::new(10, 244, 2, 2),
+};
+/// Calico-style IP-in-IP node.
+pub const N3: Node = Node {
+    name: "n3",
+    ip: Ipv4Addr::new(198, 18, 0, 13),
+    mac: Some(MacAddr([0x02, 0x01, 0xc6, 0x12, 0, 0x0d])),
+    vtep: MacAddr([0; 6]),
+    encap: Encap::Ipip,
+    vni: 1,
+    port: 8472,
+    cidr: "10.244.3.0/24",
+    pod: Ipv4Addr::new(10, 244, 3, 2),
+};
+/// A VXLAN node whose underlay MAC is not resolved.
+pub const N4: Node = Node {
+    name: "n4",
+    ip: Ipv4Addr::new(198, 18, 0, 14),
+    mac: None,
+    vtep: MacAddr([0x02, 0, 0xc6, 0x12, 0, 0x0e]),
+    encap: Encap::Vxlan,
+    vni: 1,
+    port: 8472,
+    cidr: "10.244.4.0/24",
+    pod: Ipv4Addr::new(10, 244, 4, 2),
+};
+pub const NODES: [Node; 4] = [N1, N2, N3, N4];
+
+/// A local pod of the fixture world.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPod {
+    pub name: &'static str,
+    pub port: PortId,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub host_mac: MacAddr,
+}
+
+pub const PA: LocalPod = LocalPod {
+    name: "a",
+    port: 1,
+    ip: Ipv4Addr::new(10, 244, 0, 2),
+    mac: MacAddr([0x02, 0x0a, 0xf4, 0, 0, 0x02]),
+    host_mac: MacAddr([0x02, 0x0b, 0xf4, 0, 0, 0x02]),
+};
+pub const PB: LocalPod = LocalPod {
+    name: "b",
+    port: 2,
+    ip: Ipv4Addr::new(10, 244, 0, 3),
+    mac: MacAddr([0x02, 0x0a, 0xf4, 0, 0, 0x03]),
+    host_mac: MacAddr([0x02, 0x0b, 0xf4, 0, 0, 0x03]),
+};
+
+/// The RIB context of the fixture world.
+pub fn context() -> RibContext {
+    let mut pod_ports = std::collections::HashMap::new();
+    for p in [PA, PB] {
+        pod_ports.insert(
+            format!("gwp-{}", p.name),
+            PodPort {
+                port: p.port,
+                rx_ports: vec![p.port],
+                host_mac: p.host_mac,
+            },
+        );
+    }
+    RibContext {
+        local: LocalNode {
+            pod_cidr: LOCAL_CIDR.parse().expect("valid"),
+            underlay_ip: GW_UL_IP,
+            underlay_mac: GW_UL_MAC,
+            vtep_mac: GW_VTEP_MAC,
+            outer_ttl: 64,
+        },
+        underlay_mtu: 1500,
+        pod_ports,
+    }
+}
+
+/// The route set of the fixture world.
+pub fn routes() -> Vec<RouteSpec> {
+    let mut v: Vec<RouteSpec> = NODES
+        .iter()
+        .map(|n| RouteSpec {
+            prefix: n.cidr.parse().expect("valid"),
+            node: Some(NodeSpec {
+                name: n.name.into(),
+                underlay_ip: n.ip,
+                encap: n.encap,
+                vni: n.vni,
+                port: n.port,
+                vtep_mac: (n.encap == Encap::Vxlan).then_some(n.vtep),
+                mtu: None,
+            }),
+            pod: None,
+        })
+        .collect();
+    v.extend([PA, PB].iter().map(|p| RouteSpec {
+        prefix: Ipv4Net::new(p.ip, 32).expect("valid"),
+        node: None,
+        pod: Some(PodSpec {
+            name: p.name.into(),
+            interface: format!("gwp-{}", p.name),
+            mac: p.mac,
+        }),
+    }));
+    v
+}
+
+/// The FIB of the fixture world, neighbours resolved as [`NODES`] say.
+pub fn table() -> RouteTable {
+    let neigh = NODES.iter().filter_map(|n| n.mac.map(|m| (n.ip, m))).collect();
+    crate::rib::build_fib(&context(), &routes(), &neigh, &mut Default::default(), 1)
+        .expect("the fixture world is valid")
+}
+
+// ---- Frame builders (etherparse).
+
+/// Fields of an IPv4 header a fixture sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Ip {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub df: bool,
+    pub ident: u16,
+}
+
+impl Ip {
+    /// A UDP packet between pods, TTL 64, DF set, TOS 0.
+    pub fn pods(src: Ipv4Addr, dst: Ipv4Addr) -> Ip {
+        Ip {
+            src,
+            dst,
+            proto: 17,
+            ttl: 64,
+            tos: 0,
+            df: true,
+            ident: 0x1234,
+        }
+    }
+
+    pub fn ttl(self, ttl: u8) -> Ip {
+        Ip { ttl, ..self }
+    }
+
+    pub fn tos(self, tos: u8) -> Ip {
+        Ip { tos, ..self }
+    }
+
+    pub fn df(self, df: bool) -> Ip {
+        Ip { df, ..self }
+    }
+
+    pub fn header(&self, payload_len: usize) -> Ipv4Header {
+        let mut h = Ipv4Header::new(payload_len as u16, self.ttl, IpNumber(self.proto), self.src.octets(), self.dst.octets())
+            .expect("payload fits");
+        h.dscp = IpDscp::try_new(self.tos >> 2).expect("6 bits");
+        h.ecn = IpEcn::try_new(self.tos & 3).expect("2 bits");
+        h.dont_fragment = self.df;
+        h.identification = self.ident;
+        h.header_checksum = h.calc_header_checksum();
+        h
+    }
+
+    /// Header + payload.
+    pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
+        let mut v = self.header(payload.len()).to_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+}
+
+/// A UDP datagram (ports 40000 → 7777) with a recognisable payload: what
+/// pods send each other in the fixtures.
+pub fn pod_payload(len: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..len.saturating_sub(8)).map(|i| (i * 7 + 3) as u8).collect();
+    let mut v = UdpHeader::without_ipv4_checksum(40000, 7777, body.len()).expect("fits").to_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+pub fn eth(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Ethernet2Header {
+        source: src.0,
+        destination: dst.0,
+        ether_type: EtherType(ethertype),
+    }
+    .to_bytes()
+    .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+pub fn vxlan_header(flags: u8, vni: u32) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [flags, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// UDP header + payload, checksum 0 or computed over `csum_ips`.
+pub fn udp(sport: u16, dport: u16, payload: &[u8], csum_ips: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
+    let mut h = UdpHeader::without_ipv4_checksum(sport, dport, payload.len()).expect("fits");
+    if let Some((s, d)) = csum_ips {
+        h.checksum = h.calc_checksum_ipv4_raw(s.octets(), d.octets(), payload).expect("fits");
+    }
+    let mut v = h.to_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A VXLAN frame from `node` to this gateway carrying `inner` (an
+/// Ethernet frame).
+pub fn vxlan_from(node: &Node, vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
+    let mut vx = vxlan_header(flags, vni).to_vec();
+    vx.extend_from_slice(inner);
+    let u = udp(50123, node.port, &vx, None);
+    let outer = Ip {
+        src: node.ip,
+        dst: GW_UL_IP,
+        proto: 17,
+        ttl: 64,
+        tos: 0,
+        df: false,
+        ident: 7,
+    };
+    eth(GW_UL_MAC, node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])), 0x0800, &outer.packet(&u))
+}
+
+/// The inner Ethernet frame a Flannel node sends us.
+pub fn inner_eth_from(node: &Node, ip_packet: &[u8]) -> Vec<u8> {
+    eth(GW_VTEP_MAC, node.vtep, 0x0800, ip_packet)
+}
+
+/// An IP-in-IP frame from `node`.
+pub fn ipip_from(node: &Node, inner: &[u8]) -> Vec<u8> {
+    let outer = Ip {
+        src: node.ip,
+        dst: GW_UL_IP,
+        proto: 4,
+        ttl: 64,
+        tos: 0,
+        df: false,
+        ident: 9,
+    };
+    eth(GW_UL_MAC, node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])), 0x0800, &outer.packet(inner))
+}
+
+/// A frame a local pod sends (to its default gateway's MAC, the host end).
+pub fn from_pod(pod: &LocalPod, ip_packet: &[u8]) -> Vec<u8> {
+    eth(pod.host_mac, pod.mac, 0x0800, ip_packet)
+}
+
+/// What the gateway delivers to a local pod.
+pub fn to_pod(pod: &LocalPod, ip_packet: &[u8]) -> Vec<u8> {
+    eth(pod.mac, pod.host_mac, 0x0800, ip_packet)
+}
+
+/// What the gateway sends to `node`: outer headers per the encapsulation
+/// rules (outer TOS and DF copied from the inner header, TTL 64, ident 1
+/// for a fresh pipeline); the UDP source port is written as 0 (it is a
+/// flow hash: [`Expect::Tx::sport_is_hash`] makes the comparison accept
+/// any value in 49152–65535).
+pub fn to_node(node: &Node, inner: &Ip, inner_packet: &[u8]) -> Vec<u8> {
+    let (proto, payload) = match node.encap {
+        Encap::Vxlan => {
+            let mut vx = vxlan_header(0x08, node.vni).to_vec();
+            vx.extend(eth(node.vtep, GW_VTEP_MAC, 0x0800, inner_packet));
+            (17, udp(0, node.port, &vx, None))
+        }
+        Encap::Ipip => (4, inner_packet.to_vec()),
+    };
+    let outer = Ip {
+        src: GW_UL_IP,
+        dst: node.ip,
+        proto,
+        ttl: 64,
+        tos: inner.tos,
+        df: inner.df,
+        ident: 1,
+    };
+    eth(node.mac.expect("resolved"), GW_UL_MAC, 0x0800, &outer.packet(&payload))
+}
+
+// ---- The table.
+
+/// What a fixture expects of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Transmitted on `port` as exactly `frame`; `event` counted once.
+    Tx {
+        port: PortId,
+        frame: Vec<u8>,
+        event: Event,
+        /// Bytes 34..36 (outer UDP source port) are a flow hash: any value
+        /// in 49152–65535 is accepted there.
+        sport_is_hash: bool,
+    },
+    /// Dropped, counted once under this reason.
+    Drop(DropReason),
+}
+
+/// One case.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: &'static str,
+    pub port: PortId,
+    pub input: Vec<u8>,
+    pub expect: Expect,
+    /// The XDP counter the steering program increments for this frame on
+    /// this port's role (`steer_*` or `pass_*`).
+    pub xdp: &'static str,
+}
+
+fn tx_pod(pod: &LocalPod, frame: Vec<u8>, event: Event) -> Expect {
+    Expect::Tx {
+        port: pod.port,
+        frame,
+        event,
+        sport_is_hash: false,
+    }
+}
+
+fn tx_node(node: &Node, frame: Vec<u8>, event: Event) -> Expect {
+    Expect::Tx {
+        port: UNDERLAY_PORT,
+        frame,
+        event,
+        sport_is_hash: node.encap == Encap::Vxlan,
+    }
+}
+
+fn set(frame: &mut [u8], at: usize, bytes: &[u8]) {
+    frame[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Recomputes the IPv4 header checksum of the header at `at`.
+fn fix_ip_checksum(frame: &mut [u8], at: usize) {
+    let ihl = ((frame[at] & 0x0f) as usize) * 4;
+    frame[at + 10..at + 12].copy_from_slice(&[0, 0]);
+    let mut sum = 0u32;
+    for c in frame[at..at + ihl].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[at + 10..at + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Every fixture.
+pub fn all() -> Vec<Fixture> {
+    let payload = pod_payload(40);
+    let mut v = vec![];
+    let drop = |name, port, input, reason, xdp| Fixture {
+        name,
+        port,
+        input,
+        expect: Expect::Drop(reason),
+        xdp,
+    };
+
+    // -- Decapsulation to local pods.
+    let ip = Ip::pods(N1.pod, PA.ip);
+    let inner = ip.packet(&payload);
+    v.push(Fixture {
+        name: "vxlan n1 (vni 1, 8472) decap to pod a",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner)),
+        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        xdp: "steer_vxlan",
+    });
+    let ip = Ip::pods(N2.pod, PB.ip).tos(0xb8).ttl(9);
+    v.push(Fixture {
+        name: "vxlan n2 (vni 4096, 4789) decap to pod b, TOS kept",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N2, 4096, 0x08, &inner_eth_from(&N2, &ip.packet(&payload))),
+        expect: tx_pod(&PB, to_pod(&PB, &ip.ttl(8).packet(&payload)), Event::DecapToPod),
+        xdp: "steer_vxlan",
+    });
+    // A Linux VTEP fills the outer UDP checksum by default: it must verify.
+    let ip = Ip::pods(N1.pod, PA.ip);
+    let mut input = vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &ip.packet(&payload)));
+    {
+        let udp_end = input.len();
+        let dgram = udp(50123, 8472, &input[42..udp_end].to_vec(), Some((N1.ip, GW_UL_IP)));
+        set(&mut input, 34, &dgram[..8]);
+    }
+    let good_csum = input.clone();
+    v.push(Fixture {
+        name: "vxlan with a valid outer UDP checksum",
+        port: UNDERLAY_PORT,
+        input: good_csum.clone(),
+        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        xdp: "steer_vxlan",
+    });
+    let mut bad_csum = good_csum;
+    bad_csum[40] ^= 0x55;
+    v.push(drop("vxlan with a wrong outer UDP checksum", UNDERLAY_PORT, bad_csum, DropReason::UdpChecksum, "steer_vxlan"));
+    v.push(Fixture {
+        name: "vxlan reserved bits set are ignored (RFC 7348)",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N1, 1, 0x08 | 0x40, &inner_eth_from(&N1, &ip.packet(&payload))),
+        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        xdp: "steer_vxlan",
+    });
+    // Ethernet padding after a short outer packet is not part of the inner.
+    let mut padded = vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &ip.packet(&payload)));
+    padded.extend_from_slice(&[0xee; 6]);
+    v.push(Fixture {
+        name: "vxlan frame with trailing Ethernet padding",
+        port: UNDERLAY_PORT,
+        input: padded,
+        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        xdp: "steer_vxlan",
+    });
+
+    // -- Encapsulation toward remote nodes.
+    let ip = Ip::pods(PA.ip, N1.pod);
+    v.push(Fixture {
+        name: "pod a encap to n1 (flannel vxlan)",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(&payload)),
+        expect: tx_node(&N1, to_node(&N1, &ip, &ip.ttl(63).packet(&payload)), Event::EncapToPeer),
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(PB.ip, N2.pod).tos(0xb9).df(false);
+    v.push(Fixture {
+        name: "pod b encap to n2 (calico vxlan), DSCP+ECN copied, DF clear",
+        port: PB.port,
+        input: from_pod(&PB, &ip.packet(&payload)),
+        expect: tx_node(&N2, to_node(&N2, &ip, &ip.ttl(63).packet(&payload)), Event::EncapToPeer),
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(PA.ip, N1.pod);
+    let big = pod_payload(1450 - 20);
+    v.push(Fixture {
+        name: "pod a encap to n1 at exactly the tunnel MTU (1450)",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(&big)),
+        expect: tx_node(&N1, to_node(&N1, &ip, &ip.ttl(63).packet(&big)), Event::EncapToPeer),
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(PA.ip, PB.ip);
+    v.push(Fixture {
+        name: "pod a to pod b on this node",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(&payload)),
+        expect: tx_pod(&PB, to_pod(&PB, &ip.ttl(63).packet(&payload)), Event::PodToPod),
+        xdp: "steer_pod",
+    });
+
+    // -- Drops: outer headers.
+    let good = vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, PA.ip).packet(&payload)));
+    v.push(drop("truncated outer Ethernet", UNDERLAY_PORT, good[..10].to_vec(), DropReason::EthTruncated, "pass_malformed"));
+    v.push(drop("truncated outer IPv4", UNDERLAY_PORT, good[..24].to_vec(), DropReason::Ipv4Malformed, "pass_malformed"));
+    let mut t = good.clone();
+    let too_long = (t.len() - 14 + 40) as u16;
+    set(&mut t, 16, &too_long.to_be_bytes());
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer IPv4 total length past the frame", UNDERLAY_PORT, t, DropReason::Ipv4Malformed, "steer_vxlan"));
+    let mut t = good.clone();
+    t[24] ^= 1;
+    v.push(drop("outer IPv4 bad header checksum", UNDERLAY_PORT, t, DropReason::Ipv4Checksum, "steer_vxlan"));
+    // Outer header with 4 bytes of options (NOP NOP NOP EOL).
+    let mut t = good[..34].to_vec();
+    t.extend_from_slice(&[1, 1, 1, 0]);
+    t.extend_from_slice(&good[34..]);
+    t[14] = 0x46;
+    let tl = u16::from_be_bytes([t[16], t[17]]) + 4;
+    set(&mut t, 16, &tl.to_be_bytes());
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer IPv4 with options", UNDERLAY_PORT, t, DropReason::OuterIpv4Options, "steer_vxlan"));
+    let mut t = good.clone();
+    t[20] |= 0x20; // MF
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer first fragment (MF)", UNDERLAY_PORT, t, DropReason::OuterFragment, "steer_vxlan"));
+    let mut t = good.clone();
+    set(&mut t, 20, &[0x00, 0x10]); // offset 128 bytes
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer non-first fragment", UNDERLAY_PORT, t, DropReason::OuterFragment, "pass_fragment"));
+    let mut t = good.clone();
+    set(&mut t, 30, &[198, 18, 0, 2]);
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer destination is not this gateway", UNDERLAY_PORT, t, DropReason::OuterNotLocal, "steer_vxlan"));
+    let mut t = good.clone();
+    set(&mut t, 26, &[198, 18, 0, 99]);
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("tunnel from an unknown underlay address", UNDERLAY_PORT, t, DropReason::UnknownPeer, "steer_vxlan"));
+    let mut t = good.clone();
+    t[23] = 6; // TCP
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("outer TCP from a peer", UNDERLAY_PORT, t, DropReason::NotTunnel, "pass_not_tunnel"));
+    let mut t = good.clone();
+    t[23] = 4; // IP-in-IP from a VXLAN node
+    fix_ip_checksum(&mut t, 14);
+    v.push(drop("ip-in-ip from a vxlan node", UNDERLAY_PORT, t, DropReason::EncapMismatch, "steer_ipip"));
+    let mut t = good.clone();
+    set(&mut t, 38, &[0, 4]); // UDP length 4 < 8
+    v.push(drop("outer UDP length below its header", UNDERLAY_PORT, t, DropReason::UdpMalformed, "steer_vxlan"));
+    let mut t = good.clone();
+    set(&mut t, 36, &4789u16.to_be_bytes());
+    v.push(drop("vxlan to 4789 from an 8472 node", UNDERLAY_PORT, t, DropReason::UnknownVni, "steer_vxlan"));
+    v.push(drop("vxlan without the I flag", UNDERLAY_PORT, {
+        let mut t = good.clone();
+        t[42] = 0x00;
+        t
+    }, DropReason::VxlanNoIFlag, "steer_vxlan"));
+    v.push(drop("vxlan with an unknown VNI", UNDERLAY_PORT, {
+        let mut t = good.clone();
+        set(&mut t, 46, &[0, 0, 2]);
+        t
+    }, DropReason::UnknownVni, "steer_vxlan"));
+    // UDP payload of 4 bytes: shorter than a VXLAN header.
+    let short = {
+        let u = udp(50123, 8472, &[0x08, 0, 0, 0], None);
+        let outer = Ip { src: N1.ip, dst: GW_UL_IP, proto: 17, ttl: 64, tos: 0, df: false, ident: 7 };
+        eth(GW_UL_MAC, N1.mac.unwrap(), 0x0800, &outer.packet(&u))
+    };
+    v.push(drop("truncated VXLAN header", UNDERLAY_PORT, short, DropReason::VxlanTruncated, "steer_vxlan"));
+    v.push(drop("non-IPv4 on the underlay", UNDERLAY_PORT, eth(GW_UL_MAC, N1.mac.unwrap(), 0x86dd, &[0u8; 60]), DropReason::NotIpv4, "pass_non_ipv4"));
+
+    // -- Drops: inner headers.
+    let inner_ok = Ip::pods(N1.pod, PA.ip).packet(&payload);
+    v.push(drop("truncated inner Ethernet", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok)[..10]), DropReason::InnerTruncated, "steer_vxlan"));
+    v.push(drop("inner destination MAC is not our VTEP", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(MacAddr([2, 3, 4, 5, 6, 7]), N1.vtep, 0x0800, &inner_ok)), DropReason::InnerDstMac, "steer_vxlan"));
+    let mut tagged = eth(GW_VTEP_MAC, N1.vtep, 0x8100, &[0, 5, 0x08, 0x00]);
+    tagged.extend_from_slice(&inner_ok);
+    v.push(drop("inner VLAN tag", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &tagged), DropReason::InnerVlan, "steer_vxlan"));
+    v.push(drop("inner IPv6", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(GW_VTEP_MAC, N1.vtep, 0x86dd, &[0x60; 48])), DropReason::InnerNotIpv4, "steer_vxlan"));
+    v.push(drop("inner ARP", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(GW_VTEP_MAC, N1.vtep, 0x0806, &[0; 28])), DropReason::InnerNotIpv4, "steer_vxlan"));
+    v.push(drop("truncated inner IPv4", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok[..12])), DropReason::Ipv4Malformed, "steer_vxlan"));
+    let mut bad_inner = inner_ok.clone();
+    bad_inner[10] ^= 0xff;
+    v.push(drop("inner IPv4 bad header checksum", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &bad_inner)), DropReason::Ipv4Checksum, "steer_vxlan"));
+
+    // -- Drops: routing.
+    v.push(drop("no route for the inner destination", PA.port, from_pod(&PA, &Ip::pods(PA.ip, Ipv4Addr::new(10, 244, 9, 9)).packet(&payload)), DropReason::NoRoute, "steer_pod"));
+    v.push(drop("unused address in the local podCIDR", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, Ipv4Addr::new(10, 244, 0, 77)).packet(&payload))), DropReason::NoRoute, "steer_vxlan"));
+    v.push(drop("inner TTL 1 from a remote node", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, PA.ip).ttl(1).packet(&payload))), DropReason::TtlExpired, "steer_vxlan"));
+    v.push(drop("inner TTL 0 from a pod is never encapsulated", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N1.pod).ttl(0).packet(&payload)), DropReason::TtlExpired, "steer_pod"));
+    v.push(drop("pod sends from an address not its own", PA.port, from_pod(&PA, &Ip::pods(Ipv4Addr::new(10, 244, 0, 66), N1.pod).packet(&payload)), DropReason::PodSourceMismatch, "steer_pod"));
+    v.push(drop("remote node's packet routed back to it", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N2.pod, Ipv4Addr::new(10, 244, 1, 9)).packet(&payload))), DropReason::Hairpin, "steer_vxlan"));
+    v.push(drop("next hop MAC unresolved", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N4.pod).packet(&payload)), DropReason::NeighUnresolved, "steer_pod"));
+    v.push(drop("larger than the tunnel MTU", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N1.pod).packet(&pod_payload(1451 - 20))), DropReason::TooBig, "steer_pod"));
+    v.push(drop("ARP from a pod reaching the pipeline", PA.port, eth(PA.host_mac, PA.mac, 0x0806, &[0; 28]), DropReason::NotIpv4, "pass_arp"));
+    v
+}
+
+/// Drop reasons no fixture can produce, with why.
+pub const UNREACHABLE_IN_FIXTURES: &[(DropReason, &str)] = &[(
+    DropReason::TxRingFull,
+    "counted by the AF_XDP layer when a TX ring is full, not by the pipeline",
+)];
