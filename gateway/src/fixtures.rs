@@ -9,7 +9,11 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{EtherType, Ethernet2Header, IpDscp, IpEcn, IpNumber, Ipv4Header, UdpHeader};
+use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
+use etherparse::{
+    EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpEcn, IpNumber, Ipv4Header,
+    UdpHeader,
+};
 use ipnet::Ipv4Net;
 
 use crate::config::{Encap, MacAddr};
@@ -174,7 +178,10 @@ pub fn routes() -> Vec<RouteSpec> {
 
 /// The FIB of the fixture world, neighbours resolved as [`NODES`] say.
 pub fn table() -> RouteTable {
-    let neigh = NODES.iter().filter_map(|n| n.mac.map(|m| (n.ip, m))).collect();
+    let neigh = NODES
+        .iter()
+        .filter_map(|n| n.mac.map(|m| (n.ip, m)))
+        .collect();
     crate::rib::build_fib(&context(), &routes(), &neigh, &mut Default::default(), 1)
         .expect("the fixture world is valid")
 }
@@ -220,8 +227,14 @@ impl Ip {
     }
 
     pub fn header(&self, payload_len: usize) -> Ipv4Header {
-        let mut h = Ipv4Header::new(payload_len as u16, self.ttl, IpNumber(self.proto), self.src.octets(), self.dst.octets())
-            .expect("payload fits");
+        let mut h = Ipv4Header::new(
+            payload_len as u16,
+            self.ttl,
+            IpNumber(self.proto),
+            self.src.octets(),
+            self.dst.octets(),
+        )
+        .expect("payload fits");
         h.dscp = IpDscp::try_new(self.tos >> 2).expect("6 bits");
         h.ecn = IpEcn::try_new(self.tos & 3).expect("2 bits");
         h.dont_fragment = self.df;
@@ -241,8 +254,13 @@ impl Ip {
 /// A UDP datagram (ports 40000 → 7777) with a recognisable payload: what
 /// pods send each other in the fixtures.
 pub fn pod_payload(len: usize) -> Vec<u8> {
-    let body: Vec<u8> = (0..len.saturating_sub(8)).map(|i| (i * 7 + 3) as u8).collect();
-    let mut v = UdpHeader::without_ipv4_checksum(40000, 7777, body.len()).expect("fits").to_bytes().to_vec();
+    let body: Vec<u8> = (0..len.saturating_sub(8))
+        .map(|i| (i * 7 + 3) as u8)
+        .collect();
+    let mut v = UdpHeader::without_ipv4_checksum(40000, 7777, body.len())
+        .expect("fits")
+        .to_bytes()
+        .to_vec();
     v.extend(body);
     v
 }
@@ -265,10 +283,17 @@ pub fn vxlan_header(flags: u8, vni: u32) -> [u8; 8] {
 }
 
 /// UDP header + payload, checksum 0 or computed over `csum_ips`.
-pub fn udp(sport: u16, dport: u16, payload: &[u8], csum_ips: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
+pub fn udp(
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+    csum_ips: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> Vec<u8> {
     let mut h = UdpHeader::without_ipv4_checksum(sport, dport, payload.len()).expect("fits");
     if let Some((s, d)) = csum_ips {
-        h.checksum = h.calc_checksum_ipv4_raw(s.octets(), d.octets(), payload).expect("fits");
+        h.checksum = h
+            .calc_checksum_ipv4_raw(s.octets(), d.octets(), payload)
+            .expect("fits");
     }
     let mut v = h.to_bytes().to_vec();
     v.extend_from_slice(payload);
@@ -278,6 +303,11 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8], csum_ips: Option<(Ipv4Addr, I
 /// A VXLAN frame from `node` to this gateway carrying `inner` (an
 /// Ethernet frame).
 pub fn vxlan_from(node: &Node, vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
+    vxlan_from_tos(node, vni, flags, 0, inner)
+}
+
+/// [`vxlan_from`] with an outer TOS byte (DSCP + ECN).
+pub fn vxlan_from_tos(node: &Node, vni: u32, flags: u8, tos: u8, inner: &[u8]) -> Vec<u8> {
     let mut vx = vxlan_header(flags, vni).to_vec();
     vx.extend_from_slice(inner);
     let u = udp(50123, node.port, &vx, None);
@@ -286,11 +316,16 @@ pub fn vxlan_from(node: &Node, vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
         dst: GW_UL_IP,
         proto: 17,
         ttl: 64,
-        tos: 0,
+        tos,
         df: false,
         ident: 7,
     };
-    eth(GW_UL_MAC, node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])), 0x0800, &outer.packet(&u))
+    eth(
+        GW_UL_MAC,
+        node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])),
+        0x0800,
+        &outer.packet(&u),
+    )
 }
 
 /// The inner Ethernet frame a Flannel node sends us.
@@ -309,7 +344,12 @@ pub fn ipip_from(node: &Node, inner: &[u8]) -> Vec<u8> {
         df: false,
         ident: 9,
     };
-    eth(GW_UL_MAC, node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])), 0x0800, &outer.packet(inner))
+    eth(
+        GW_UL_MAC,
+        node.mac.unwrap_or(MacAddr([2, 9, 9, 9, 9, 9])),
+        0x0800,
+        &outer.packet(inner),
+    )
 }
 
 /// A frame a local pod sends (to its default gateway's MAC, the host end).
@@ -328,6 +368,11 @@ pub fn to_pod(pod: &LocalPod, ip_packet: &[u8]) -> Vec<u8> {
 /// flow hash: [`Expect::Tx::sport_is_hash`] makes the comparison accept
 /// any value in 49152–65535).
 pub fn to_node(node: &Node, inner: &Ip, inner_packet: &[u8]) -> Vec<u8> {
+    to_node_ident(node, inner, inner_packet, 1)
+}
+
+/// [`to_node`] with the outer identification the pipeline will use.
+pub fn to_node_ident(node: &Node, inner: &Ip, inner_packet: &[u8], ident: u16) -> Vec<u8> {
     let (proto, payload) = match node.encap {
         Encap::Vxlan => {
             let mut vx = vxlan_header(0x08, node.vni).to_vec();
@@ -343,9 +388,50 @@ pub fn to_node(node: &Node, inner: &Ip, inner_packet: &[u8]) -> Vec<u8> {
         ttl: 64,
         tos: inner.tos,
         df: inner.df,
-        ident: 1,
+        ident,
     };
-    eth(node.mac.expect("resolved"), GW_UL_MAC, 0x0800, &outer.packet(&payload))
+    eth(
+        node.mac.expect("resolved"),
+        GW_UL_MAC,
+        0x0800,
+        &outer.packet(&payload),
+    )
+}
+
+/// The IPv4 packet of an ICMP error this gateway sends to `dst` about
+/// `offending` (quoted up to 548 bytes), with identification `ident`.
+pub fn icmp_error(
+    icmp_type: Icmpv4Type,
+    dst: Ipv4Addr,
+    offending: &[u8],
+    ident: u16,
+) -> (Ip, Vec<u8>) {
+    let quote = &offending[..offending.len().min(548)];
+    let mut msg = Icmpv4Header::with_checksum(icmp_type, quote)
+        .to_bytes()
+        .to_vec();
+    msg.extend_from_slice(quote);
+    let ip = Ip {
+        src: LOCAL_CIDR.parse::<Ipv4Net>().expect("valid").network(),
+        dst,
+        proto: 1,
+        ttl: 64,
+        tos: 0xc0,
+        df: false,
+        ident,
+    };
+    let packet = ip.packet(&msg);
+    (ip, packet)
+}
+
+pub fn time_exceeded() -> Icmpv4Type {
+    Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
+}
+
+pub fn frag_needed(mtu: u16) -> Icmpv4Type {
+    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: mtu,
+    })
 }
 
 // ---- The table.
@@ -361,6 +447,9 @@ pub enum Expect {
         /// Bytes 34..36 (outer UDP source port) are a flow hash: any value
         /// in 49152–65535 is accepted there.
         sport_is_hash: bool,
+        /// An ICMP error answers a dropped packet: its drop reason is
+        /// counted too.
+        also_dropped: Option<DropReason>,
     },
     /// Dropped, counted once under this reason.
     Drop(DropReason),
@@ -384,6 +473,7 @@ fn tx_pod(pod: &LocalPod, frame: Vec<u8>, event: Event) -> Expect {
         frame,
         event,
         sport_is_hash: false,
+        also_dropped: None,
     }
 }
 
@@ -393,6 +483,7 @@ fn tx_node(node: &Node, frame: Vec<u8>, event: Event) -> Expect {
         frame,
         event,
         sport_is_hash: node.encap == Encap::Vxlan,
+        also_dropped: None,
     }
 }
 
@@ -433,7 +524,11 @@ pub fn all() -> Vec<Fixture> {
         name: "vxlan n1 (vni 1, 8472) decap to pod a",
         port: UNDERLAY_PORT,
         input: vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner)),
-        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        expect: tx_pod(
+            &PA,
+            to_pod(&PA, &ip.ttl(63).packet(&payload)),
+            Event::DecapToPod,
+        ),
         xdp: "steer_vxlan",
     });
     let ip = Ip::pods(N2.pod, PB.ip).tos(0xb8).ttl(9);
@@ -441,7 +536,11 @@ pub fn all() -> Vec<Fixture> {
         name: "vxlan n2 (vni 4096, 4789) decap to pod b, TOS kept",
         port: UNDERLAY_PORT,
         input: vxlan_from(&N2, 4096, 0x08, &inner_eth_from(&N2, &ip.packet(&payload))),
-        expect: tx_pod(&PB, to_pod(&PB, &ip.ttl(8).packet(&payload)), Event::DecapToPod),
+        expect: tx_pod(
+            &PB,
+            to_pod(&PB, &ip.ttl(8).packet(&payload)),
+            Event::DecapToPod,
+        ),
         xdp: "steer_vxlan",
     });
     // A Linux VTEP fills the outer UDP checksum by default: it must verify.
@@ -449,7 +548,7 @@ pub fn all() -> Vec<Fixture> {
     let mut input = vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &ip.packet(&payload)));
     {
         let udp_end = input.len();
-        let dgram = udp(50123, 8472, &input[42..udp_end].to_vec(), Some((N1.ip, GW_UL_IP)));
+        let dgram = udp(50123, 8472, &input[42..udp_end], Some((N1.ip, GW_UL_IP)));
         set(&mut input, 34, &dgram[..8]);
     }
     let good_csum = input.clone();
@@ -457,17 +556,36 @@ pub fn all() -> Vec<Fixture> {
         name: "vxlan with a valid outer UDP checksum",
         port: UNDERLAY_PORT,
         input: good_csum.clone(),
-        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        expect: tx_pod(
+            &PA,
+            to_pod(&PA, &ip.ttl(63).packet(&payload)),
+            Event::DecapToPod,
+        ),
         xdp: "steer_vxlan",
     });
     let mut bad_csum = good_csum;
     bad_csum[40] ^= 0x55;
-    v.push(drop("vxlan with a wrong outer UDP checksum", UNDERLAY_PORT, bad_csum, DropReason::UdpChecksum, "steer_vxlan"));
+    v.push(drop(
+        "vxlan with a wrong outer UDP checksum",
+        UNDERLAY_PORT,
+        bad_csum,
+        DropReason::UdpChecksum,
+        "steer_vxlan",
+    ));
     v.push(Fixture {
         name: "vxlan reserved bits set are ignored (RFC 7348)",
         port: UNDERLAY_PORT,
-        input: vxlan_from(&N1, 1, 0x08 | 0x40, &inner_eth_from(&N1, &ip.packet(&payload))),
-        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        input: vxlan_from(
+            &N1,
+            1,
+            0x08 | 0x40,
+            &inner_eth_from(&N1, &ip.packet(&payload)),
+        ),
+        expect: tx_pod(
+            &PA,
+            to_pod(&PA, &ip.ttl(63).packet(&payload)),
+            Event::DecapToPod,
+        ),
         xdp: "steer_vxlan",
     });
     // Ethernet padding after a short outer packet is not part of the inner.
@@ -477,7 +595,11 @@ pub fn all() -> Vec<Fixture> {
         name: "vxlan frame with trailing Ethernet padding",
         port: UNDERLAY_PORT,
         input: padded,
-        expect: tx_pod(&PA, to_pod(&PA, &ip.ttl(63).packet(&payload)), Event::DecapToPod),
+        expect: tx_pod(
+            &PA,
+            to_pod(&PA, &ip.ttl(63).packet(&payload)),
+            Event::DecapToPod,
+        ),
         xdp: "steer_vxlan",
     });
 
@@ -487,7 +609,11 @@ pub fn all() -> Vec<Fixture> {
         name: "pod a encap to n1 (flannel vxlan)",
         port: PA.port,
         input: from_pod(&PA, &ip.packet(&payload)),
-        expect: tx_node(&N1, to_node(&N1, &ip, &ip.ttl(63).packet(&payload)), Event::EncapToPeer),
+        expect: tx_node(
+            &N1,
+            to_node(&N1, &ip, &ip.ttl(63).packet(&payload)),
+            Event::EncapToPeer,
+        ),
         xdp: "steer_pod",
     });
     let ip = Ip::pods(PB.ip, N2.pod).tos(0xb9).df(false);
@@ -495,7 +621,11 @@ pub fn all() -> Vec<Fixture> {
         name: "pod b encap to n2 (calico vxlan), DSCP+ECN copied, DF clear",
         port: PB.port,
         input: from_pod(&PB, &ip.packet(&payload)),
-        expect: tx_node(&N2, to_node(&N2, &ip, &ip.ttl(63).packet(&payload)), Event::EncapToPeer),
+        expect: tx_node(
+            &N2,
+            to_node(&N2, &ip, &ip.ttl(63).packet(&payload)),
+            Event::EncapToPeer,
+        ),
         xdp: "steer_pod",
     });
     let ip = Ip::pods(PA.ip, N1.pod);
@@ -504,7 +634,11 @@ pub fn all() -> Vec<Fixture> {
         name: "pod a encap to n1 at exactly the tunnel MTU (1450)",
         port: PA.port,
         input: from_pod(&PA, &ip.packet(&big)),
-        expect: tx_node(&N1, to_node(&N1, &ip, &ip.ttl(63).packet(&big)), Event::EncapToPeer),
+        expect: tx_node(
+            &N1,
+            to_node(&N1, &ip, &ip.ttl(63).packet(&big)),
+            Event::EncapToPeer,
+        ),
         xdp: "steer_pod",
     });
     let ip = Ip::pods(PA.ip, PB.ip);
@@ -512,22 +646,55 @@ pub fn all() -> Vec<Fixture> {
         name: "pod a to pod b on this node",
         port: PA.port,
         input: from_pod(&PA, &ip.packet(&payload)),
-        expect: tx_pod(&PB, to_pod(&PB, &ip.ttl(63).packet(&payload)), Event::PodToPod),
+        expect: tx_pod(
+            &PB,
+            to_pod(&PB, &ip.ttl(63).packet(&payload)),
+            Event::PodToPod,
+        ),
         xdp: "steer_pod",
     });
 
     // -- Drops: outer headers.
-    let good = vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, PA.ip).packet(&payload)));
-    v.push(drop("truncated outer Ethernet", UNDERLAY_PORT, good[..10].to_vec(), DropReason::EthTruncated, "pass_malformed"));
-    v.push(drop("truncated outer IPv4", UNDERLAY_PORT, good[..24].to_vec(), DropReason::Ipv4Malformed, "pass_malformed"));
+    let good = vxlan_from(
+        &N1,
+        1,
+        0x08,
+        &inner_eth_from(&N1, &Ip::pods(N1.pod, PA.ip).packet(&payload)),
+    );
+    v.push(drop(
+        "truncated outer Ethernet",
+        UNDERLAY_PORT,
+        good[..10].to_vec(),
+        DropReason::EthTruncated,
+        "pass_malformed",
+    ));
+    v.push(drop(
+        "truncated outer IPv4",
+        UNDERLAY_PORT,
+        good[..24].to_vec(),
+        DropReason::Ipv4Malformed,
+        "pass_malformed",
+    ));
     let mut t = good.clone();
     let too_long = (t.len() - 14 + 40) as u16;
     set(&mut t, 16, &too_long.to_be_bytes());
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer IPv4 total length past the frame", UNDERLAY_PORT, t, DropReason::Ipv4Malformed, "steer_vxlan"));
+    v.push(drop(
+        "outer IPv4 total length past the frame",
+        UNDERLAY_PORT,
+        t,
+        DropReason::Ipv4Malformed,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     t[24] ^= 1;
-    v.push(drop("outer IPv4 bad header checksum", UNDERLAY_PORT, t, DropReason::Ipv4Checksum, "steer_vxlan"));
+    v.push(drop(
+        "outer IPv4 bad header checksum",
+        UNDERLAY_PORT,
+        t,
+        DropReason::Ipv4Checksum,
+        "steer_vxlan",
+    ));
     // Outer header with 4 bytes of options (NOP NOP NOP EOL).
     let mut t = good[..34].to_vec();
     t.extend_from_slice(&[1, 1, 1, 0]);
@@ -536,80 +703,607 @@ pub fn all() -> Vec<Fixture> {
     let tl = u16::from_be_bytes([t[16], t[17]]) + 4;
     set(&mut t, 16, &tl.to_be_bytes());
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer IPv4 with options", UNDERLAY_PORT, t, DropReason::OuterIpv4Options, "steer_vxlan"));
+    v.push(drop(
+        "outer IPv4 with options",
+        UNDERLAY_PORT,
+        t,
+        DropReason::OuterIpv4Options,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     t[20] |= 0x20; // MF
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer first fragment (MF)", UNDERLAY_PORT, t, DropReason::OuterFragment, "steer_vxlan"));
+    v.push(drop(
+        "outer first fragment (MF)",
+        UNDERLAY_PORT,
+        t,
+        DropReason::OuterFragment,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     set(&mut t, 20, &[0x00, 0x10]); // offset 128 bytes
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer non-first fragment", UNDERLAY_PORT, t, DropReason::OuterFragment, "pass_fragment"));
+    v.push(drop(
+        "outer non-first fragment",
+        UNDERLAY_PORT,
+        t,
+        DropReason::OuterFragment,
+        "pass_fragment",
+    ));
     let mut t = good.clone();
     set(&mut t, 30, &[198, 18, 0, 2]);
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer destination is not this gateway", UNDERLAY_PORT, t, DropReason::OuterNotLocal, "steer_vxlan"));
+    v.push(drop(
+        "outer destination is not this gateway",
+        UNDERLAY_PORT,
+        t,
+        DropReason::OuterNotLocal,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     set(&mut t, 26, &[198, 18, 0, 99]);
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("tunnel from an unknown underlay address", UNDERLAY_PORT, t, DropReason::UnknownPeer, "steer_vxlan"));
+    v.push(drop(
+        "tunnel from an unknown underlay address",
+        UNDERLAY_PORT,
+        t,
+        DropReason::UnknownPeer,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     t[23] = 6; // TCP
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("outer TCP from a peer", UNDERLAY_PORT, t, DropReason::NotTunnel, "pass_not_tunnel"));
+    v.push(drop(
+        "outer TCP from a peer",
+        UNDERLAY_PORT,
+        t,
+        DropReason::NotTunnel,
+        "pass_not_tunnel",
+    ));
     let mut t = good.clone();
     t[23] = 4; // IP-in-IP from a VXLAN node
     fix_ip_checksum(&mut t, 14);
-    v.push(drop("ip-in-ip from a vxlan node", UNDERLAY_PORT, t, DropReason::EncapMismatch, "steer_ipip"));
+    v.push(drop(
+        "ip-in-ip from a vxlan node",
+        UNDERLAY_PORT,
+        t,
+        DropReason::EncapMismatch,
+        "steer_ipip",
+    ));
     let mut t = good.clone();
     set(&mut t, 38, &[0, 4]); // UDP length 4 < 8
-    v.push(drop("outer UDP length below its header", UNDERLAY_PORT, t, DropReason::UdpMalformed, "steer_vxlan"));
+    v.push(drop(
+        "outer UDP length below its header",
+        UNDERLAY_PORT,
+        t,
+        DropReason::UdpMalformed,
+        "steer_vxlan",
+    ));
     let mut t = good.clone();
     set(&mut t, 36, &4789u16.to_be_bytes());
-    v.push(drop("vxlan to 4789 from an 8472 node", UNDERLAY_PORT, t, DropReason::UnknownVni, "steer_vxlan"));
-    v.push(drop("vxlan without the I flag", UNDERLAY_PORT, {
-        let mut t = good.clone();
-        t[42] = 0x00;
-        t
-    }, DropReason::VxlanNoIFlag, "steer_vxlan"));
-    v.push(drop("vxlan with an unknown VNI", UNDERLAY_PORT, {
-        let mut t = good.clone();
-        set(&mut t, 46, &[0, 0, 2]);
-        t
-    }, DropReason::UnknownVni, "steer_vxlan"));
+    v.push(drop(
+        "vxlan to 4789 from an 8472 node",
+        UNDERLAY_PORT,
+        t,
+        DropReason::UnknownVni,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "vxlan without the I flag",
+        UNDERLAY_PORT,
+        {
+            let mut t = good.clone();
+            t[42] = 0x00;
+            t
+        },
+        DropReason::VxlanNoIFlag,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "vxlan with an unknown VNI",
+        UNDERLAY_PORT,
+        {
+            let mut t = good.clone();
+            set(&mut t, 46, &[0, 0, 2]);
+            t
+        },
+        DropReason::UnknownVni,
+        "steer_vxlan",
+    ));
     // UDP payload of 4 bytes: shorter than a VXLAN header.
     let short = {
         let u = udp(50123, 8472, &[0x08, 0, 0, 0], None);
-        let outer = Ip { src: N1.ip, dst: GW_UL_IP, proto: 17, ttl: 64, tos: 0, df: false, ident: 7 };
+        let outer = Ip {
+            src: N1.ip,
+            dst: GW_UL_IP,
+            proto: 17,
+            ttl: 64,
+            tos: 0,
+            df: false,
+            ident: 7,
+        };
         eth(GW_UL_MAC, N1.mac.unwrap(), 0x0800, &outer.packet(&u))
     };
-    v.push(drop("truncated VXLAN header", UNDERLAY_PORT, short, DropReason::VxlanTruncated, "steer_vxlan"));
-    v.push(drop("non-IPv4 on the underlay", UNDERLAY_PORT, eth(GW_UL_MAC, N1.mac.unwrap(), 0x86dd, &[0u8; 60]), DropReason::NotIpv4, "pass_non_ipv4"));
+    v.push(drop(
+        "truncated VXLAN header",
+        UNDERLAY_PORT,
+        short,
+        DropReason::VxlanTruncated,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "non-IPv4 on the underlay",
+        UNDERLAY_PORT,
+        eth(GW_UL_MAC, N1.mac.unwrap(), 0x86dd, &[0u8; 60]),
+        DropReason::NotIpv4,
+        "pass_non_ipv4",
+    ));
 
     // -- Drops: inner headers.
     let inner_ok = Ip::pods(N1.pod, PA.ip).packet(&payload);
-    v.push(drop("truncated inner Ethernet", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok)[..10]), DropReason::InnerTruncated, "steer_vxlan"));
-    v.push(drop("inner destination MAC is not our VTEP", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(MacAddr([2, 3, 4, 5, 6, 7]), N1.vtep, 0x0800, &inner_ok)), DropReason::InnerDstMac, "steer_vxlan"));
+    v.push(drop(
+        "truncated inner Ethernet",
+        UNDERLAY_PORT,
+        vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok)[..10]),
+        DropReason::InnerTruncated,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "inner destination MAC is not our VTEP",
+        UNDERLAY_PORT,
+        vxlan_from(
+            &N1,
+            1,
+            0x08,
+            &eth(MacAddr([2, 3, 4, 5, 6, 7]), N1.vtep, 0x0800, &inner_ok),
+        ),
+        DropReason::InnerDstMac,
+        "steer_vxlan",
+    ));
     let mut tagged = eth(GW_VTEP_MAC, N1.vtep, 0x8100, &[0, 5, 0x08, 0x00]);
     tagged.extend_from_slice(&inner_ok);
-    v.push(drop("inner VLAN tag", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &tagged), DropReason::InnerVlan, "steer_vxlan"));
-    v.push(drop("inner IPv6", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(GW_VTEP_MAC, N1.vtep, 0x86dd, &[0x60; 48])), DropReason::InnerNotIpv4, "steer_vxlan"));
-    v.push(drop("inner ARP", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &eth(GW_VTEP_MAC, N1.vtep, 0x0806, &[0; 28])), DropReason::InnerNotIpv4, "steer_vxlan"));
-    v.push(drop("truncated inner IPv4", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok[..12])), DropReason::Ipv4Malformed, "steer_vxlan"));
+    v.push(drop(
+        "inner VLAN tag",
+        UNDERLAY_PORT,
+        vxlan_from(&N1, 1, 0x08, &tagged),
+        DropReason::InnerVlan,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "inner IPv6",
+        UNDERLAY_PORT,
+        vxlan_from(
+            &N1,
+            1,
+            0x08,
+            &eth(GW_VTEP_MAC, N1.vtep, 0x86dd, &[0x60; 48]),
+        ),
+        DropReason::InnerNotIpv4,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "inner ARP",
+        UNDERLAY_PORT,
+        vxlan_from(&N1, 1, 0x08, &eth(GW_VTEP_MAC, N1.vtep, 0x0806, &[0; 28])),
+        DropReason::InnerNotIpv4,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "truncated inner IPv4",
+        UNDERLAY_PORT,
+        vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &inner_ok[..12])),
+        DropReason::Ipv4Malformed,
+        "steer_vxlan",
+    ));
     let mut bad_inner = inner_ok.clone();
     bad_inner[10] ^= 0xff;
-    v.push(drop("inner IPv4 bad header checksum", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &bad_inner)), DropReason::Ipv4Checksum, "steer_vxlan"));
+    v.push(drop(
+        "inner IPv4 bad header checksum",
+        UNDERLAY_PORT,
+        vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &bad_inner)),
+        DropReason::Ipv4Checksum,
+        "steer_vxlan",
+    ));
 
     // -- Drops: routing.
-    v.push(drop("no route for the inner destination", PA.port, from_pod(&PA, &Ip::pods(PA.ip, Ipv4Addr::new(10, 244, 9, 9)).packet(&payload)), DropReason::NoRoute, "steer_pod"));
-    v.push(drop("unused address in the local podCIDR", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, Ipv4Addr::new(10, 244, 0, 77)).packet(&payload))), DropReason::NoRoute, "steer_vxlan"));
-    v.push(drop("inner TTL 1 from a remote node", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N1.pod, PA.ip).ttl(1).packet(&payload))), DropReason::TtlExpired, "steer_vxlan"));
-    v.push(drop("inner TTL 0 from a pod is never encapsulated", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N1.pod).ttl(0).packet(&payload)), DropReason::TtlExpired, "steer_pod"));
-    v.push(drop("pod sends from an address not its own", PA.port, from_pod(&PA, &Ip::pods(Ipv4Addr::new(10, 244, 0, 66), N1.pod).packet(&payload)), DropReason::PodSourceMismatch, "steer_pod"));
-    v.push(drop("remote node's packet routed back to it", UNDERLAY_PORT, vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &Ip::pods(N2.pod, Ipv4Addr::new(10, 244, 1, 9)).packet(&payload))), DropReason::Hairpin, "steer_vxlan"));
-    v.push(drop("next hop MAC unresolved", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N4.pod).packet(&payload)), DropReason::NeighUnresolved, "steer_pod"));
-    v.push(drop("larger than the tunnel MTU", PA.port, from_pod(&PA, &Ip::pods(PA.ip, N1.pod).packet(&pod_payload(1451 - 20))), DropReason::TooBig, "steer_pod"));
-    v.push(drop("ARP from a pod reaching the pipeline", PA.port, eth(PA.host_mac, PA.mac, 0x0806, &[0; 28]), DropReason::NotIpv4, "pass_arp"));
+    v.push(drop(
+        "no route for the inner destination",
+        PA.port,
+        from_pod(
+            &PA,
+            &Ip::pods(PA.ip, Ipv4Addr::new(10, 244, 9, 9)).packet(&payload),
+        ),
+        DropReason::NoRoute,
+        "steer_pod",
+    ));
+    v.push(drop(
+        "unused address in the local podCIDR",
+        UNDERLAY_PORT,
+        vxlan_from(
+            &N1,
+            1,
+            0x08,
+            &inner_eth_from(
+                &N1,
+                &Ip::pods(N1.pod, Ipv4Addr::new(10, 244, 0, 77)).packet(&payload),
+            ),
+        ),
+        DropReason::NoRoute,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "pod sends from an address not its own",
+        PA.port,
+        from_pod(
+            &PA,
+            &Ip::pods(Ipv4Addr::new(10, 244, 0, 66), N1.pod).packet(&payload),
+        ),
+        DropReason::PodSourceMismatch,
+        "steer_pod",
+    ));
+    v.push(drop(
+        "remote node's packet routed back to it",
+        UNDERLAY_PORT,
+        vxlan_from(
+            &N1,
+            1,
+            0x08,
+            &inner_eth_from(
+                &N1,
+                &Ip::pods(N2.pod, Ipv4Addr::new(10, 244, 1, 9)).packet(&payload),
+            ),
+        ),
+        DropReason::Hairpin,
+        "steer_vxlan",
+    ));
+    v.push(drop(
+        "next hop MAC unresolved",
+        PA.port,
+        from_pod(&PA, &Ip::pods(PA.ip, N4.pod).packet(&payload)),
+        DropReason::NeighUnresolved,
+        "steer_pod",
+    ));
+    v.push(drop(
+        "larger than the tunnel MTU without DF (not fragmented)",
+        PA.port,
+        from_pod(
+            &PA,
+            &Ip::pods(PA.ip, N1.pod)
+                .df(false)
+                .packet(&pod_payload(1451 - 20)),
+        ),
+        DropReason::TooBig,
+        "steer_pod",
+    ));
+    v.push(drop(
+        "ARP from a pod reaching the pipeline",
+        PA.port,
+        eth(PA.host_mac, PA.mac, 0x0806, &[0; 28]),
+        DropReason::NotIpv4,
+        "pass_arp",
+    ));
+    v.extend(issue3(&payload));
+    v
+}
+
+/// IP-in-IP, transit, ICMP and ECN cases.
+fn issue3(payload: &[u8]) -> Vec<Fixture> {
+    let mut v = vec![];
+    let icmp_tx = |port, frame, event, reason, sport_is_hash| Expect::Tx {
+        port,
+        frame,
+        event,
+        sport_is_hash,
+        also_dropped: Some(reason),
+    };
+
+    // -- IP-in-IP (RFC 2003, Calico's tunl0 conventions).
+    let ip = Ip::pods(N3.pod, PA.ip).tos(0x28);
+    v.push(Fixture {
+        name: "ip-in-ip n3 decap to pod a",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &ip.packet(payload)),
+        expect: tx_pod(
+            &PA,
+            to_pod(&PA, &ip.ttl(63).packet(payload)),
+            Event::DecapToPod,
+        ),
+        xdp: "steer_ipip",
+    });
+    let ip = Ip::pods(PB.ip, N3.pod).tos(0x2a);
+    v.push(Fixture {
+        name: "pod b encap to n3 (ip-in-ip): TOS and DF copied",
+        port: PB.port,
+        input: from_pod(&PB, &ip.packet(payload)),
+        expect: tx_node(
+            &N3,
+            to_node(&N3, &ip, &ip.ttl(63).packet(payload)),
+            Event::EncapToPeer,
+        ),
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(PA.ip, N3.pod).df(false);
+    v.push(Fixture {
+        name: "pod a encap to n3 (ip-in-ip), DF clear stays clear",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(payload)),
+        expect: tx_node(
+            &N3,
+            to_node(&N3, &ip, &ip.ttl(63).packet(payload)),
+            Event::EncapToPeer,
+        ),
+        xdp: "steer_pod",
+    });
+    v.push(Fixture {
+        name: "vxlan packet from the ip-in-ip node",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(
+            &N3,
+            1,
+            0x08,
+            &inner_eth_from(&N3, &Ip::pods(N3.pod, PA.ip).packet(payload)),
+        ),
+        expect: Expect::Drop(DropReason::EncapMismatch),
+        xdp: "steer_vxlan",
+    });
+    v.push(Fixture {
+        name: "truncated ip-in-ip inner header",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &Ip::pods(N3.pod, PA.ip).packet(payload)[..12]),
+        expect: Expect::Drop(DropReason::Ipv4Malformed),
+        xdp: "steer_ipip",
+    });
+
+    // -- Transit: one remote node to another, re-encapsulated.
+    let ip = Ip::pods(N1.pod, N3.pod);
+    v.push(Fixture {
+        name: "transit vxlan n1 -> ip-in-ip n3",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &ip.packet(payload))),
+        expect: tx_node(
+            &N3,
+            to_node(&N3, &ip, &ip.ttl(63).packet(payload)),
+            Event::Transit,
+        ),
+        xdp: "steer_vxlan",
+    });
+    let ip = Ip::pods(N3.pod, N1.pod).tos(0x10);
+    v.push(Fixture {
+        name: "transit ip-in-ip n3 -> vxlan n1",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &ip.packet(payload)),
+        expect: tx_node(
+            &N1,
+            to_node(&N1, &ip, &ip.ttl(63).packet(payload)),
+            Event::Transit,
+        ),
+        xdp: "steer_ipip",
+    });
+    let ip = Ip::pods(N1.pod, N2.pod);
+    v.push(Fixture {
+        name: "transit vxlan n1 (flannel vni 1) -> vxlan n2 (calico vni 4096)",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &ip.packet(payload))),
+        expect: tx_node(
+            &N2,
+            to_node(&N2, &ip, &ip.ttl(63).packet(payload)),
+            Event::Transit,
+        ),
+        xdp: "steer_vxlan",
+    });
+
+    // -- TTL expiry answered with ICMP time exceeded (RFC 1812).
+    let offending = Ip::pods(PA.ip, N1.pod).ttl(1).packet(payload);
+    let (_, icmp) = icmp_error(time_exceeded(), PA.ip, &offending, 1);
+    v.push(Fixture {
+        name: "pod TTL 1 answered with time exceeded",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: icmp_tx(
+            PA.port,
+            to_pod(&PA, &icmp),
+            Event::IcmpTimeExceeded,
+            DropReason::TtlExpired,
+            false,
+        ),
+        xdp: "steer_pod",
+    });
+    let offending = Ip::pods(PA.ip, N1.pod).ttl(0).packet(payload);
+    let (_, icmp) = icmp_error(time_exceeded(), PA.ip, &offending, 1);
+    v.push(Fixture {
+        name: "pod TTL 0 is never encapsulated: time exceeded",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: icmp_tx(
+            PA.port,
+            to_pod(&PA, &icmp),
+            Event::IcmpTimeExceeded,
+            DropReason::TtlExpired,
+            false,
+        ),
+        xdp: "steer_pod",
+    });
+    let offending = Ip::pods(N1.pod, PA.ip).ttl(1).packet(payload);
+    let (icmp_ip, icmp) = icmp_error(time_exceeded(), N1.pod, &offending, 1);
+    v.push(Fixture {
+        name: "remote TTL 1: time exceeded encapsulated back to n1",
+        port: UNDERLAY_PORT,
+        input: vxlan_from(&N1, 1, 0x08, &inner_eth_from(&N1, &offending)),
+        expect: icmp_tx(
+            UNDERLAY_PORT,
+            to_node_ident(&N1, &icmp_ip, &icmp, 2),
+            Event::IcmpTimeExceeded,
+            DropReason::TtlExpired,
+            true,
+        ),
+        xdp: "steer_vxlan",
+    });
+    let offending = Ip::pods(N3.pod, N1.pod).ttl(1).packet(payload);
+    let (icmp_ip, icmp) = icmp_error(time_exceeded(), N3.pod, &offending, 1);
+    v.push(Fixture {
+        name: "transit TTL 1 from ip-in-ip n3: time exceeded back over ip-in-ip",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &offending),
+        expect: icmp_tx(
+            UNDERLAY_PORT,
+            to_node_ident(&N3, &icmp_ip, &icmp, 2),
+            Event::IcmpTimeExceeded,
+            DropReason::TtlExpired,
+            false,
+        ),
+        xdp: "steer_ipip",
+    });
+    // No ICMP error about an ICMP error.
+    let mut err_msg = Icmpv4Header::with_checksum(time_exceeded(), &[0u8; 28])
+        .to_bytes()
+        .to_vec();
+    err_msg.extend_from_slice(&[0u8; 28]);
+    let offending = Ip {
+        proto: 1,
+        ..Ip::pods(PA.ip, N1.pod).ttl(1)
+    }
+    .packet(&err_msg);
+    v.push(Fixture {
+        name: "no time exceeded about an ICMP error",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: Expect::Drop(DropReason::TtlExpired),
+        xdp: "steer_pod",
+    });
+    let echo = Icmpv4Header::with_checksum(
+        Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 7, seq: 1 }),
+        &[1, 2, 3, 4],
+    );
+    let mut echo_msg = echo.to_bytes().to_vec();
+    echo_msg.extend_from_slice(&[1, 2, 3, 4]);
+    let offending = Ip {
+        proto: 1,
+        ..Ip::pods(PA.ip, N1.pod).ttl(1)
+    }
+    .packet(&echo_msg);
+    let (_, icmp) = icmp_error(time_exceeded(), PA.ip, &offending, 1);
+    v.push(Fixture {
+        name: "echo request with TTL 1 gets time exceeded (traceroute -I)",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: icmp_tx(
+            PA.port,
+            to_pod(&PA, &icmp),
+            Event::IcmpTimeExceeded,
+            DropReason::TtlExpired,
+            false,
+        ),
+        xdp: "steer_pod",
+    });
+
+    // -- Path MTU: DF set and too big for the tunnel (RFC 1191).
+    let offending = Ip::pods(PA.ip, N1.pod).packet(&pod_payload(1451 - 20));
+    let (_, icmp) = icmp_error(frag_needed(1450), PA.ip, &offending, 1);
+    v.push(Fixture {
+        name: "pod DF packet over the vxlan tunnel MTU: frag needed, mtu 1450",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: icmp_tx(
+            PA.port,
+            to_pod(&PA, &icmp),
+            Event::IcmpFragNeeded,
+            DropReason::TooBig,
+            false,
+        ),
+        xdp: "steer_pod",
+    });
+    let offending = Ip::pods(PA.ip, N3.pod).packet(&pod_payload(1481 - 20));
+    let (_, icmp) = icmp_error(frag_needed(1480), PA.ip, &offending, 1);
+    v.push(Fixture {
+        name: "pod DF packet over the ip-in-ip tunnel MTU: frag needed, mtu 1480",
+        port: PA.port,
+        input: from_pod(&PA, &offending),
+        expect: icmp_tx(
+            PA.port,
+            to_pod(&PA, &icmp),
+            Event::IcmpFragNeeded,
+            DropReason::TooBig,
+            false,
+        ),
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(PA.ip, N3.pod);
+    let fits = pod_payload(1480 - 20);
+    v.push(Fixture {
+        name: "pod a to n3 at exactly the ip-in-ip MTU (1480)",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(&fits)),
+        expect: tx_node(
+            &N3,
+            to_node(&N3, &ip, &ip.ttl(63).packet(&fits)),
+            Event::EncapToPeer,
+        ),
+        xdp: "steer_pod",
+    });
+
+    // -- ECN on decapsulation (RFC 6040 §4.2).
+    let ecn_case = |name, outer: u8, inner: u8, out: Option<u8>| {
+        let ip = Ip::pods(N1.pod, PA.ip).tos(0x20 | inner);
+        let input = vxlan_from_tos(
+            &N1,
+            1,
+            0x08,
+            0x20 | outer,
+            &inner_eth_from(&N1, &ip.packet(payload)),
+        );
+        let expect = match out {
+            Some(ecn) => tx_pod(
+                &PA,
+                to_pod(&PA, &ip.tos(0x20 | ecn).ttl(63).packet(payload)),
+                Event::DecapToPod,
+            ),
+            None => Expect::Drop(DropReason::EcnCeNotEct),
+        };
+        Fixture {
+            name,
+            port: UNDERLAY_PORT,
+            input,
+            expect,
+            xdp: "steer_vxlan",
+        }
+    };
+    v.push(ecn_case(
+        "ecn: outer CE + inner ECT(0) -> inner CE",
+        3,
+        2,
+        Some(3),
+    ));
+    v.push(ecn_case(
+        "ecn: outer CE + inner ECT(1) -> inner CE",
+        3,
+        1,
+        Some(3),
+    ));
+    v.push(ecn_case("ecn: outer CE + inner CE stays CE", 3, 3, Some(3)));
+    v.push(ecn_case(
+        "ecn: outer CE + inner Not-ECT -> drop",
+        3,
+        0,
+        None,
+    ));
+    v.push(ecn_case(
+        "ecn: outer ECT(1) + inner ECT(0) -> inner ECT(1)",
+        1,
+        2,
+        Some(1),
+    ));
+    v.push(ecn_case(
+        "ecn: outer ECT(0) + inner Not-ECT unchanged",
+        2,
+        0,
+        Some(0),
+    ));
+    v.push(ecn_case(
+        "ecn: outer Not-ECT + inner ECT(0) unchanged",
+        0,
+        2,
+        Some(2),
+    ));
     v
 }
 

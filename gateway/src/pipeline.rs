@@ -23,7 +23,7 @@ use crate::config::Encap;
 use crate::io::Verdict;
 use crate::route::{NextHop, PortId, RouteTable, UNDERLAY_PORT};
 use crate::stats::{Counters, DropReason, Event, PeerStat};
-use crate::wire::{ethernet, ipv4, udp, vxlan};
+use crate::wire::{ethernet, icmp, ipv4, udp, vxlan};
 
 /// Inner IPv4 offset in a VXLAN frame.
 pub const VXLAN_INNER_IP: usize = 64;
@@ -40,6 +40,8 @@ pub const SRC_PORT_MIN: u16 = 49152;
 enum Origin {
     Peer(u32),
     Pod(PortId),
+    /// Originated by the gateway itself (ICMP errors): no TTL decrement.
+    Local,
 }
 
 /// What kind of forwarding a packet got.
@@ -80,6 +82,39 @@ pub struct Pipeline {
     last: FlowTag,
     /// Slot of the peer the current packet came from, for drop attribution.
     rx_peer: Option<u16>,
+    icmp: TokenBucket,
+}
+
+/// ICMP errors per second a worker may send (RFC 1812 §4.3.2.8 asks for a
+/// limit; Linux's default is of the same order).
+pub const ICMP_RATE: u32 = 1000;
+/// Burst of ICMP errors allowed after a quiet period.
+pub const ICMP_BURST: u32 = 50;
+
+/// A token bucket driven by the worker's clock (set once per poll round),
+/// so the pipeline itself never reads a clock.
+#[derive(Debug, Default)]
+struct TokenBucket {
+    tokens: u32,
+    /// Time of the last refill, in nanoseconds of the worker's clock.
+    last_ns: u64,
+    now_ns: u64,
+}
+
+impl TokenBucket {
+    fn take(&mut self) -> bool {
+        let elapsed = self.now_ns.saturating_sub(self.last_ns);
+        let new = elapsed.saturating_mul(ICMP_RATE as u64) / 1_000_000_000;
+        if new > 0 {
+            self.tokens = (self.tokens as u64 + new).min(ICMP_BURST as u64) as u32;
+            self.last_ns = self.now_ns;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 type Step<T> = Result<T, DropReason>;
@@ -89,8 +124,19 @@ impl Pipeline {
         // Spread identification sequences of different workers apart.
         Pipeline {
             ident: worker.wrapping_mul(0x1000),
+            icmp: TokenBucket {
+                tokens: ICMP_BURST,
+                ..TokenBucket::default()
+            },
             ..Pipeline::default()
         }
+    }
+
+    /// Tells the pipeline the time (monotonic nanoseconds). The worker calls
+    /// it once per poll round; only the ICMP rate limit uses it.
+    #[inline]
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.icmp.now_ns = now_ns;
     }
 
     /// Processes one received frame: `buf[..len]` is the packet, `buf` its
@@ -229,6 +275,14 @@ impl Pipeline {
             return Err(DropReason::Ipv4Checksum);
         }
         let inner_len = inner.total_len() as usize;
+        let (outer_ecn, inner_ecn) = (ip.ecn(), inner.ecn());
+        if let Some(ecn) = decap_ecn(outer_ecn, inner_ecn)? {
+            ipv4::Packet::new_unchecked(&mut buf[inner_off..inner_off + inner_len])
+                .set_ecn_incremental(ecn);
+            if ecn == ipv4::ecn::CE {
+                c.event(Event::EcnCePropagated);
+            }
+        }
         self.forward(t, c, buf, inner_off, inner_len, Origin::Peer(peer_idx))
     }
 
@@ -274,9 +328,18 @@ impl Pipeline {
             (ip.dst_addr(), ip.ttl())
         };
         let nh = t.lookup(u32::from(dst)).ok_or(DropReason::NoRoute)?;
-        // A router never forwards a packet whose TTL would reach zero.
-        if ttl <= 1 {
-            return Err(DropReason::TtlExpired);
+        // A router never forwards a packet whose TTL would reach zero; it
+        // tells the sender (traceroute relies on it).
+        if ttl <= 1 && from != Origin::Local {
+            return self.icmp_error(
+                t,
+                c,
+                buf,
+                off,
+                ip_len,
+                icmp::ErrorRepr::TtlExceeded,
+                DropReason::TtlExpired,
+            );
         }
         match nh {
             NextHop::Pod(i) => {
@@ -284,7 +347,9 @@ impl Pipeline {
                 if from == Origin::Pod(pod.port) {
                     return Err(DropReason::Hairpin);
                 }
-                ipv4::Packet::new_unchecked(&mut buf[off..off + ip_len]).decrement_ttl();
+                if from != Origin::Local {
+                    ipv4::Packet::new_unchecked(&mut buf[off..off + ip_len]).decrement_ttl();
+                }
                 let eth_off = off - ethernet::HEADER_LEN;
                 ethernet::Repr {
                     src_addr: pod.host_mac,
@@ -298,7 +363,7 @@ impl Pipeline {
                 }
                 let (event, direction) = match from {
                     Origin::Peer(_) => (Event::DecapToPod, Direction::Decap),
-                    Origin::Pod(_) => (Event::PodToPod, Direction::Local),
+                    Origin::Pod(_) | Origin::Local => (Event::PodToPod, Direction::Local),
                 };
                 c.event(event);
                 self.last = FlowTag {
@@ -320,6 +385,21 @@ impl Pipeline {
                 // table can make us emit a wrong one.
                 let vx = vxlan::Repr::new(peer.vni).map_err(|_| DropReason::UnknownVni)?;
                 if ip_len > peer.mtu as usize {
+                    // VTEPs never fragment their output (RFC 7348 §4.3):
+                    // with DF the sender learns the tunnel MTU (RFC 1191).
+                    let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
+                    if df && from != Origin::Local {
+                        let mtu = peer.mtu;
+                        return self.icmp_error(
+                            t,
+                            c,
+                            buf,
+                            off,
+                            ip_len,
+                            icmp::ErrorRepr::FragNeeded { mtu },
+                            DropReason::TooBig,
+                        );
+                    }
                     return Err(DropReason::TooBig);
                 }
                 let new_off = match peer.encap {
@@ -335,7 +415,9 @@ impl Pipeline {
                 }
                 let (tos, dont_frag, hash) = {
                     let mut inner = ipv4::Packet::new_unchecked(&mut buf[new_off..total]);
-                    inner.decrement_ttl();
+                    if from != Origin::Local {
+                        inner.decrement_ttl();
+                    }
                     (
                         inner.tos(),
                         inner.dont_frag(),
@@ -385,7 +467,7 @@ impl Pipeline {
                 }
                 let (event, direction) = match from {
                     Origin::Peer(_) => (Event::Transit, Direction::Transit),
-                    Origin::Pod(_) => (Event::EncapToPeer, Direction::Encap),
+                    Origin::Pod(_) | Origin::Local => (Event::EncapToPeer, Direction::Encap),
                 };
                 c.event(event);
                 c.peer(peer.slot, PeerStat::TxPackets, 1);
@@ -400,6 +482,112 @@ impl Pipeline {
                 })
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// Answers the packet at `buf[off..off + ip_len]` with an ICMP error
+    /// from this node's overlay address, routed like any other packet (to
+    /// a local pod, or encapsulated toward the sender's node). The
+    /// offending packet is counted as dropped under `reason` either way.
+    ///
+    /// RFC 1812 §4.3.2.7: no error about an ICMP error, a non-initial
+    /// fragment, or a packet from an address that is not a unicast host.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        buf: &mut [u8],
+        off: usize,
+        ip_len: usize,
+        repr: icmp::ErrorRepr,
+        reason: DropReason,
+    ) -> Step<Verdict> {
+        let (src, ihl, frag_offset, proto) = {
+            let ip = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]);
+            (
+                ip.src_addr(),
+                ip.header_len(),
+                ip.frag_offset(),
+                ip.protocol(),
+            )
+        };
+        let quoted_icmp_error =
+            proto == ipv4::PROTO_ICMP && buf.get(off + ihl).is_some_and(|t| icmp::is_error(*t));
+        if frag_offset != 0
+            || quoted_icmp_error
+            || src.is_unspecified()
+            || src.is_multicast()
+            || src.is_broadcast()
+            || src.is_loopback()
+        {
+            c.event(Event::IcmpNotAllowed);
+            return Err(reason);
+        }
+        if !self.icmp.take() {
+            c.event(Event::IcmpRateLimited);
+            return Err(reason);
+        }
+        // The error is built where a VXLAN frame carries its inner packet,
+        // so the common case (answering a remote pod) needs no further move.
+        let quote = ip_len.min(ICMP_QUOTE_MAX);
+        let new_off = VXLAN_INNER_IP;
+        let icmp_off = new_off + ipv4::MIN_HEADER_LEN;
+        let data_off = icmp_off + icmp::HEADER_LEN;
+        let total = ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN + quote;
+        if new_off + total > buf.len() {
+            return Err(reason);
+        }
+        buf.copy_within(off..off + quote, data_off);
+        repr.emit(&mut icmp::Packet::new_unchecked(
+            &mut buf[icmp_off..data_off + quote],
+        ));
+        self.ident = self.ident.wrapping_add(1);
+        ipv4::Repr {
+            src_addr: t.local.pod_cidr.network(),
+            dst_addr: src,
+            protocol: ipv4::PROTO_ICMP,
+            ttl: 64,
+            // Internetwork control, as routers mark their own ICMP.
+            tos: 0xc0,
+            dont_frag: false,
+            ident: self.ident,
+            payload_len: icmp::HEADER_LEN + quote,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(
+            &mut buf[new_off..icmp_off],
+        ));
+        c.dropped(reason);
+        c.event(match repr {
+            icmp::ErrorRepr::TtlExceeded => Event::IcmpTimeExceeded,
+            icmp::ErrorRepr::FragNeeded { .. } => Event::IcmpFragNeeded,
+        });
+        let rx_peer = self.rx_peer;
+        let v = self.forward(t, c, buf, new_off, total, Origin::Local);
+        // The flow belongs to the ICMP error now; drop attribution of a
+        // failed send stays with the peer the original came from.
+        self.rx_peer = rx_peer;
+        v
+    }
+}
+
+/// Most bytes of the offending packet an ICMP error quotes (RFC 1812
+/// §4.3.2.3: as much as fits in 576 bytes).
+pub const ICMP_QUOTE_MAX: usize = 576 - ipv4::MIN_HEADER_LEN - icmp::HEADER_LEN;
+
+/// RFC 6040 §4.2 decapsulation: the inner ECN field to write, if it
+/// changes; `Err` when the packet must be dropped (outer CE on an inner
+/// Not-ECT packet: the congestion signal cannot be passed on).
+#[inline]
+fn decap_ecn(outer: u8, inner: u8) -> Result<Option<u8>, DropReason> {
+    use ipv4::ecn::{CE, ECT_0, ECT_1, NOT_ECT};
+    match (outer, inner) {
+        (CE, NOT_ECT) => Err(DropReason::EcnCeNotEct),
+        (CE, CE) => Ok(None),
+        (CE, _) => Ok(Some(CE)),
+        (ECT_1, ECT_0) => Ok(Some(ECT_1)),
+        _ => Ok(None),
     }
 }
 
@@ -475,8 +663,17 @@ mod tests {
                     frame,
                     event,
                     sport_is_hash,
+                    also_dropped,
                 } => {
-                    assert_eq!(verdict, Verdict::Tx { port: *port, len: frame.len() }, "{}", f.name);
+                    assert_eq!(
+                        verdict,
+                        Verdict::Tx {
+                            port: *port,
+                            len: frame.len()
+                        },
+                        "{}",
+                        f.name
+                    );
                     let mut got = out.clone();
                     if *sport_is_hash {
                         let sport = u16::from_be_bytes([got[34], got[35]]);
@@ -485,7 +682,13 @@ mod tests {
                     }
                     assert_eq!(got, *frame, "{}: output bytes differ", f.name);
                     assert_eq!(snap.event_count(*event), 1, "{}", f.name);
-                    assert_eq!(snap.total_drops(), 0, "{}", f.name);
+                    match also_dropped {
+                        Some(r) => {
+                            assert_eq!(snap.drop_count(*r), 1, "{}", f.name);
+                            assert_eq!(snap.total_drops(), 1, "{}", f.name);
+                        }
+                        None => assert_eq!(snap.total_drops(), 0, "{}", f.name),
+                    }
                 }
             }
         }
@@ -500,7 +703,10 @@ mod tests {
                 Expect::Tx { .. } => None,
             })
             .collect();
-        let excused: HashSet<DropReason> = fixtures::UNREACHABLE_IN_FIXTURES.iter().map(|(r, _)| *r).collect();
+        let excused: HashSet<DropReason> = fixtures::UNREACHABLE_IN_FIXTURES
+            .iter()
+            .map(|(r, _)| *r)
+            .collect();
         for r in DropReason::all() {
             assert!(
                 produced.contains(&r) || excused.contains(&r),
@@ -512,11 +718,42 @@ mod tests {
     }
 
     #[test]
+    fn icmp_errors_are_rate_limited() {
+        let table = fixtures::table();
+        let counters = Counters::default();
+        let mut p = Pipeline::new(0);
+        p.set_clock(1_000_000_000);
+        let payload = fixtures::pod_payload(40);
+        let frame = fixtures::from_pod(
+            &fixtures::PA,
+            &fixtures::Ip::pods(fixtures::PA.ip, fixtures::N1.pod)
+                .ttl(1)
+                .packet(&payload),
+        );
+        let send = |p: &mut Pipeline| {
+            let mut buf = vec![0u8; CAP];
+            buf[..frame.len()].copy_from_slice(&frame);
+            matches!(
+                p.process(&table, &counters, fixtures::PA.port, &mut buf, frame.len()),
+                Verdict::Tx { .. }
+            )
+        };
+        let sent = (0..ICMP_BURST + 20).filter(|_| send(&mut p)).count();
+        assert_eq!(sent, ICMP_BURST as usize, "a burst, then the limit");
+        assert_eq!(counters.events(Event::IcmpRateLimited), 20);
+        // 10 ms later, 10 more tokens at 1000/s.
+        p.set_clock(1_010_000_000);
+        let sent = (0..20).filter(|_| send(&mut p)).count();
+        assert_eq!(sent, 10);
+    }
+
+    #[test]
     fn flow_hash_is_per_flow() {
         let table = fixtures::table();
         let pod = fixtures::PA;
         let payload = fixtures::pod_payload(40);
-        let frame = |dst| fixtures::from_pod(&pod, &fixtures::Ip::pods(pod.ip, dst).packet(&payload));
+        let frame =
+            |dst| fixtures::from_pod(&pod, &fixtures::Ip::pods(pod.ip, dst).packet(&payload));
         let sport = |f: &[u8]| {
             let (_, out, _) = run(&table, pod.port, f);
             u16::from_be_bytes([out[34], out[35]])
@@ -526,7 +763,11 @@ mod tests {
         let ports: HashSet<u16> = (2..40u8)
             .map(|h| sport(&frame(std::net::Ipv4Addr::new(10, 244, 1, h))))
             .collect();
-        assert!(ports.len() > 30, "source ports spread over flows: {} distinct", ports.len());
+        assert!(
+            ports.len() > 30,
+            "source ports spread over flows: {} distinct",
+            ports.len()
+        );
     }
 
     /// Every fixture input, truncated at every length and with bytes

@@ -61,9 +61,11 @@ pub enum DropReason {
     NoRoute,
     /// Route leads back out of the port the packet came in on.
     Hairpin,
-    /// Inner TTL would reach zero.
+    /// Inner TTL would reach zero (answered with ICMP time exceeded unless rate-limited or not allowed).
     TtlExpired,
-    /// Packet larger than the tunnel MTU or the frame buffer.
+    /// Outer CE on an inner Not-ECT packet (RFC 6040: the congestion mark cannot be passed on).
+    EcnCeNotEct,
+    /// Packet larger than the tunnel MTU or the frame buffer (DF set: answered with ICMP fragmentation needed).
     TooBig,
     /// Underlay next-hop MAC not resolved yet (resolution was triggered).
     NeighUnresolved,
@@ -92,6 +94,16 @@ pub enum Event {
     Transit,
     /// VXLAN headers with reserved bits set (accepted, RFC 7348).
     VxlanReservedBits,
+    /// ICMP time exceeded messages sent.
+    IcmpTimeExceeded,
+    /// ICMP fragmentation needed messages sent.
+    IcmpFragNeeded,
+    /// ICMP errors not sent because of the rate limit.
+    IcmpRateLimited,
+    /// ICMP errors not sent because RFC 1812 forbids one for that packet.
+    IcmpNotAllowed,
+    /// Outer CE copied onto the inner header on decapsulation (RFC 6040).
+    EcnCePropagated,
     /// Frames queued for transmission.
     TxQueued,
     /// Frames whose transmission completed.

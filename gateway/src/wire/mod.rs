@@ -40,6 +40,7 @@ use std::fmt;
 
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipip;
 pub mod ipv4;
 pub mod udp;
