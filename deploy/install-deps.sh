@@ -10,6 +10,9 @@ packages=(
   iproute2 ethtool iputils-ping iputils-tracepath traceroute iperf3 tcpdump
   # packet crafting / dissection by a tool no one here wrote
   python3 python3-venv python3-scapy
+  # packaging tests (deploy/test-deploy.sh): systemd-analyze verify, bpftool on the shipped
+  # XDP object, PyYAML for the k8s manifests; cargo-deb comes from crates.io (build-deb.sh)
+  systemd bpftool python3-yaml
 )
 
 missing=()

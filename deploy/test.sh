@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The Debian package: one release build, dpkg -i / -r / --purge (root).
+./deploy/test-deploy.sh

@@ -98,12 +98,28 @@ impl FrameSpec {
                 eth(&mut b[..ETH], self.inner_dst_mac, self.inner_src_mac);
                 ETH
             }
-            Encap::Vxlan { vni, port, src_port } => {
+            Encap::Vxlan {
+                vni,
+                port,
+                src_port,
+            } => {
                 let o = &self.outer;
                 eth(&mut b[..ETH], o.dst_mac, o.src_mac);
                 let outer_ip_len = IP + UDP + VXLAN + self.inner_frame_len;
-                ipv4(&mut b[ETH..ETH + IP], o.src_ip, o.dst_ip, 17, outer_ip_len, false);
-                udp(&mut b[ETH + IP..ETH + IP + UDP], src_port, port, UDP + VXLAN + self.inner_frame_len);
+                ipv4(
+                    &mut b[ETH..ETH + IP],
+                    o.src_ip,
+                    o.dst_ip,
+                    17,
+                    outer_ip_len,
+                    false,
+                );
+                udp(
+                    &mut b[ETH + IP..ETH + IP + UDP],
+                    src_port,
+                    port,
+                    UDP + VXLAN + self.inner_frame_len,
+                );
                 let vx = ETH + IP + UDP;
                 b[vx] = 0x08;
                 b[vx + 4..vx + 7].copy_from_slice(&vni.to_be_bytes()[1..]);
@@ -114,7 +130,14 @@ impl FrameSpec {
             Encap::Ipip => {
                 let o = &self.outer;
                 eth(&mut b[..ETH], o.dst_mac, o.src_mac);
-                ipv4(&mut b[ETH..ETH + IP], o.src_ip, o.dst_ip, 4, IP + inner_ip_len, false);
+                ipv4(
+                    &mut b[ETH..ETH + IP],
+                    o.src_ip,
+                    o.dst_ip,
+                    4,
+                    IP + inner_ip_len,
+                    false,
+                );
                 ETH + IP
             }
         };
@@ -127,7 +150,12 @@ impl FrameSpec {
             true,
         );
         let u = inner_ip + IP;
-        udp(&mut b[u..u + UDP], PROBE_SRC_PORT, PROBE_DST_PORT, inner_ip_len - IP);
+        udp(
+            &mut b[u..u + UDP],
+            PROBE_SRC_PORT,
+            PROBE_DST_PORT,
+            inner_ip_len - IP,
+        );
         let probe = u + UDP;
         b[probe..probe + 4].copy_from_slice(&MAGIC.to_be_bytes());
         // The rest of the payload is a recognisable fill pattern.
@@ -241,11 +269,17 @@ pub fn parse(frame: &[u8]) -> Option<Probe> {
                 return None;
             }
             let (p2, l4b) = ip_payload(inner.get(ETH..)?)?;
-            (p2 == 17).then(|| udp_probe(l4b)).flatten().map(|p| mk(p, Wire::Vxlan))
+            (p2 == 17)
+                .then(|| udp_probe(l4b))
+                .flatten()
+                .map(|p| mk(p, Wire::Vxlan))
         }
         4 => {
             let (p2, l4b) = ip_payload(l4)?;
-            (p2 == 17).then(|| udp_probe(l4b)).flatten().map(|p| mk(p, Wire::Ipip))
+            (p2 == 17)
+                .then(|| udp_probe(l4b))
+                .flatten()
+                .map(|p| mk(p, Wire::Ipip))
         }
         _ => None,
     }
@@ -281,7 +315,10 @@ fn udp_probe(udp: &[u8]) -> Option<(u64, u64)> {
 /// CLOCK_MONOTONIC in nanoseconds.
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into `ts`, which is live and
     // properly aligned; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

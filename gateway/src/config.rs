@@ -7,8 +7,8 @@
 //! errors name the offending key with its path (`peer[1].pod_cidr`).
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,60 @@ pub struct Config {
     /// Remote nodes: each owns one podCIDR reached through a tunnel.
     #[serde(default)]
     pub peer: Vec<PeerConfig>,
+    /// The HTTP control plane. Unset: no API is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiConfig>,
+    /// Where the route set (and a generated VTEP MAC) persist. Unset: the
+    /// route set is the configuration's, and API changes are lost on exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateConfig>,
+}
+
+/// `[api]`: the REST API, /metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address. Default 127.0.0.1:9180 (loopback only).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token mutations need (mode 0600 or
+    /// stricter, enforced). Unset: every mutation is refused (403).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Whether reads (GET) need the token too. Default false; /healthz and
+    /// /readyz are always open.
+    #[serde(default)]
+    pub read_requires_token: bool,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            token_file: None,
+            read_requires_token: false,
+            body_limit: default_body_limit(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9180))
+}
+
+fn default_body_limit() -> usize {
+    1 << 20
+}
+
+/// `[state]`: persistent control-plane state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory (created 0700) for `routes.json` and `vtep_mac.json`.
+    pub dir: PathBuf,
 }
 
 /// `[gateway]`: the gateway's identity as an overlay node.
@@ -46,6 +100,9 @@ pub struct GatewayConfig {
     /// This node's VTEP MAC: inner source MAC on VXLAN, and the inner
     /// destination MAC remote Flannel nodes use for us. Must stay stable
     /// across restarts because peers install it as a permanent neighbour.
+    /// Unset (or all zeros): generated once and kept in the `[state]` dir
+    /// (see [`Config::resolve_vtep_mac`]).
+    #[serde(default, skip_serializing_if = "mac_is_zero")]
     pub vtep_mac: MacAddr,
     /// Outer IPv4 TTL of encapsulated packets.
     #[serde(default = "default_outer_ttl")]
@@ -54,6 +111,11 @@ pub struct GatewayConfig {
     /// Unset: cores are chosen from the ones the process may run on.
     #[serde(default)]
     pub cores: Option<Vec<usize>>,
+}
+
+/// The all-zero MAC: "not set" for `gateway.vtep_mac`.
+pub fn mac_is_zero(mac: &MacAddr) -> bool {
+    *mac == MacAddr([0; 6])
 }
 
 fn default_outer_ttl() -> u8 {
@@ -136,7 +198,9 @@ fn default_vxlan_port() -> u16 {
 }
 
 /// Tunnel encapsulation toward a peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     #[default]
@@ -189,6 +253,19 @@ impl Config {
         toml::to_string_pretty(self).expect("configuration serialises")
     }
 
+    /// Fills in `gateway.vtep_mac` from the state dir (generating and
+    /// saving one the first time) when the file leaves it unset.
+    pub fn resolve_vtep_mac(&mut self, store: Option<&crate::store::Store>) -> anyhow::Result<()> {
+        if !mac_is_zero(&self.gateway.vtep_mac) {
+            return Ok(());
+        }
+        let store = store.ok_or_else(|| {
+            anyhow::anyhow!("gateway.vtep_mac: required unless [state] dir is set")
+        })?;
+        self.gateway.vtep_mac = store.vtep_mac()?;
+        Ok(())
+    }
+
     /// Checks what serde cannot: ranges, overlaps, duplicates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let gw = &self.gateway;
@@ -200,6 +277,26 @@ impl Config {
                     gw.pod_cidr,
                     gw.pod_cidr.trunc()
                 ),
+            ));
+        }
+        if mac_is_zero(&gw.vtep_mac) && self.state.is_none() {
+            return Err(ConfigError::new(
+                "gateway.vtep_mac",
+                "required unless [state] dir is set (where a generated one is kept)",
+            ));
+        }
+        if gw.vtep_mac.is_multicast() {
+            return Err(ConfigError::new(
+                "gateway.vtep_mac",
+                "must be a unicast MAC",
+            ));
+        }
+        if let Some(api) = &self.api
+            && api.body_limit < 1024
+        {
+            return Err(ConfigError::new(
+                "api.body_limit",
+                "must be at least 1024 bytes",
             ));
         }
         if gw.outer_ttl == 0 {

@@ -105,6 +105,9 @@ pub struct LocalPod {
     pub host_mac: MacAddr,
 }
 
+/// The local pods' veth MTU (Flannel's default for a 1500-byte underlay).
+pub const POD_MTU: u16 = 1450;
+
 pub const PA: LocalPod = LocalPod {
     name: "a",
     port: 1,
@@ -130,6 +133,7 @@ pub fn context() -> RibContext {
                 port: p.port,
                 rx_ports: vec![p.port],
                 host_mac: p.host_mac,
+                mtu: POD_MTU,
             },
         );
     }
@@ -1226,6 +1230,21 @@ fn issue3(payload: &[u8]) -> Vec<Fixture> {
             false,
         ),
         xdp: "steer_pod",
+    });
+    let offending = Ip::pods(N3.pod, PA.ip).packet(&pod_payload(1480 - 20));
+    let (icmp_ip, icmp) = icmp_error(frag_needed(POD_MTU), N3.pod, &offending, 1);
+    v.push(Fixture {
+        name: "ip-in-ip DF packet above the pod's MTU: frag needed back to n3",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &offending),
+        expect: icmp_tx(
+            UNDERLAY_PORT,
+            to_node_ident(&N3, &icmp_ip, &icmp, 2),
+            Event::IcmpFragNeeded,
+            DropReason::TooBig,
+            false,
+        ),
+        xdp: "steer_ipip",
     });
     let ip = Ip::pods(PA.ip, N3.pod);
     let fits = pod_payload(1480 - 20);

@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,14 @@ use ipnet::Ipv4Net;
 use overpass_xdp::{PortRole, Steering, XdpMode};
 
 use crate::config::{Config, MacAddr};
+use crate::latency::LatencyShared;
 use crate::neigh;
 use crate::pipeline::Pipeline;
 use crate::rib::{NodeSpec, PodPort, PodSpec, Rib, RibContext, RouteSpec};
 use crate::route::{LocalNode, PortId};
 use crate::stats::{Snapshot, WorkerCounters};
-use crate::worker::Worker;
+use crate::store::RoutesFile;
+use crate::worker::{RoundEpoch, Worker};
 use crate::xsk::{PortSpec, XskIo, XskMode};
 
 /// RX/TX/fill ring size for the underlay queue sockets.
@@ -35,7 +37,7 @@ const UNDERLAY_RING: u32 = 2048;
 const POD_RING: u32 = 512;
 
 /// What the running dataplane looks like (for logs, the API, tests).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DataplaneInfo {
     /// (interface, XDP attach mode).
     pub xdp: Vec<(String, XdpMode)>,
@@ -51,15 +53,84 @@ pub struct Gateway {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
-    steering: Option<Steering>,
+    /// Shared with [`DataplaneView`]s (XDP counters); taken on stop.
+    steering: Arc<Mutex<Option<Steering>>>,
     rib: Rib,
     counters: Vec<Arc<WorkerCounters>>,
+    latency: Arc<LatencyShared>,
+    epochs: Vec<Arc<RoundEpoch>>,
     pub info: DataplaneInfo,
+}
+
+/// The read side of a dataplane, for the control plane (API, metrics):
+/// cheap to clone, usable from any thread, valid after the gateway stops
+/// (counters then stay frozen and XDP counters become empty).
+#[derive(Debug, Clone)]
+pub struct DataplaneView {
+    pub counters: Vec<Arc<WorkerCounters>>,
+    pub latency: Arc<LatencyShared>,
+    pub info: DataplaneInfo,
+    steering: Arc<Mutex<Option<Steering>>>,
+    epochs: Vec<Arc<RoundEpoch>>,
+}
+
+impl DataplaneView {
+    /// A view of no dataplane (`overpass api-only`): no workers, zero
+    /// counters, empty histograms.
+    pub fn offline() -> DataplaneView {
+        DataplaneView {
+            counters: vec![],
+            latency: Arc::new(LatencyShared::default()),
+            info: DataplaneInfo::default(),
+            steering: Arc::new(Mutex::new(None)),
+            epochs: vec![],
+        }
+    }
+
+    /// Waits until every worker has finished the round it was in, so a
+    /// route table published before the call is the one every packet
+    /// forwarded after it sees (the API calls this before acknowledging a
+    /// change). Bounded by `timeout`; false if a worker did not finish.
+    pub fn quiesce(&self, timeout: Duration) -> bool {
+        self.epochs.iter().all(|e| e.wait_quiescent(timeout))
+    }
+
+    /// Counters summed over workers.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// A per-peer counter summed over workers.
+    pub fn peer_stat(&self, slot: u16, stat: crate::stats::PeerStat) -> u64 {
+        self.counters.iter().map(|c| c.peer_stat(slot, stat)).sum()
+    }
+
+    /// XDP steering counters (summed over CPUs), by name; empty when no
+    /// program is loaded.
+    pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
+        let steering = self.steering.lock().unwrap_or_else(|e| e.into_inner());
+        match steering.as_ref().map(|s| s.counters()) {
+            Some(Ok(values)) => overpass_xdp::SteerCounter::ALL
+                .iter()
+                .map(|c| (c.name(), values[*c as usize]))
+                .collect(),
+            _ => vec![],
+        }
+    }
 }
 
 impl Gateway {
     /// Validates `config`, attaches XDP, binds sockets and starts workers.
     pub fn start(config: &Config) -> anyhow::Result<Gateway> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`Gateway::start`], with a persisted route set (from
+    /// [`crate::store::Store::load_routes`]) in place of the configuration's.
+    /// It is validated by the same code as an API change; a set that no
+    /// longer validates (say, a pod interface went away) stops the start
+    /// with the offending field named.
+    pub fn start_with(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         config.validate()?;
         // Enter the dataplane's namespace on this thread for the set-up;
         // threads spawned from here inherit it. Come back before returning.
@@ -67,14 +138,14 @@ impl Gateway {
             Some(ns) => Some(neigh::enter_netns(ns)?),
             None => None,
         };
-        let result = Self::start_in_ns(config);
+        let result = Self::start_in_ns(config, persisted);
         if let Some(prev) = prev_ns {
             neigh::setns(&prev).context("returning to the original network namespace")?;
         }
         result
     }
 
-    fn start_in_ns(config: &Config) -> anyhow::Result<Gateway> {
+    fn start_in_ns(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         let ul = &config.underlay[0];
         let queues = ul.queues.unwrap_or(1);
         if queues != 1 {
@@ -83,8 +154,7 @@ impl Gateway {
             );
         }
         let plan = port_plan(config)?;
-        let rib = Rib::new(rib_context(config, &plan)?, config_routes(config), 1)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?;
         {
             let table = rib.fib().load();
             tracing::info!(
@@ -119,6 +189,8 @@ impl Gateway {
 
         // Worker 0 serves the underlay queue and every pod veth (one UMEM).
         let counters = Arc::new(WorkerCounters::default());
+        let latency = Arc::new(LatencyShared::default());
+        let epoch = Arc::new(RoundEpoch::default());
         let io = XskIo::open(&plan.specs, ul.bind_mode, counters.clone())
             .context("opening AF_XDP sockets")?;
         for (slot, fd) in io.fds().into_iter().enumerate() {
@@ -135,13 +207,17 @@ impl Gateway {
             let stop = stop.clone();
             let routes = routes.clone();
             let counters = counters.clone();
+            let recorder = latency.recorder();
+            let epoch = epoch.clone();
             std::thread::Builder::new()
                 .name("overpass-w0".into())
                 .spawn(move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         tracing::warn!(core, "could not pin worker 0");
                     }
-                    let mut w = Worker::new(io, Pipeline::new(0), routes, counters, false);
+                    let mut w = Worker::new(io, Pipeline::new(0), routes, counters, false)
+                        .with_latency(recorder)
+                        .with_epoch(epoch);
                     w.run(&stop);
                 })
                 .context("spawning worker")?
@@ -159,9 +235,11 @@ impl Gateway {
             stop,
             workers: vec![worker],
             control: Some(control),
-            steering: Some(steering),
+            steering: Arc::new(Mutex::new(Some(steering))),
             rib,
             counters: vec![counters],
+            latency,
+            epochs: vec![epoch],
             info: DataplaneInfo {
                 xdp,
                 xsk,
@@ -177,13 +255,23 @@ impl Gateway {
 
     /// XDP steering counters (summed over CPUs), by name.
     pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
-        match self.steering.as_ref().map(|s| s.counters()) {
-            Some(Ok(values)) => overpass_xdp::SteerCounter::ALL
-                .iter()
-                .map(|c| (c.name(), values[*c as usize]))
-                .collect(),
-            _ => vec![],
+        self.view().xdp_counters()
+    }
+
+    /// The read side, for the API.
+    pub fn view(&self) -> DataplaneView {
+        DataplaneView {
+            counters: self.counters.clone(),
+            latency: self.latency.clone(),
+            info: self.info.clone(),
+            steering: self.steering.clone(),
+            epochs: self.epochs.clone(),
         }
+    }
+
+    /// The merged latency histograms.
+    pub fn latency(&self) -> &Arc<LatencyShared> {
+        &self.latency
     }
 
     /// The route set (read it, or change it hitlessly).
@@ -223,7 +311,12 @@ impl Gateway {
         if let Some(c) = self.control.take() {
             let _ = c.join();
         }
-        if let Some(mut s) = self.steering.take() {
+        let steering = self
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut s) = steering {
             s.detach_all();
         }
         tracing::info!("gateway stopped; XDP programs detached");
@@ -232,9 +325,72 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.steering.is_some() {
+        let attached = self
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !self.workers.is_empty() || attached {
             self.shutdown();
         }
+    }
+}
+
+/// The RIB a gateway starts with: the persisted route set (and its
+/// generation) when there is one, else the configuration's at generation 1.
+pub fn initial_rib(
+    ctx: RibContext,
+    config: &Config,
+    persisted: Option<RoutesFile>,
+) -> anyhow::Result<Rib> {
+    match persisted {
+        Some(f) => {
+            let n = f.routes.len();
+            let rib = Rib::new(ctx, f.routes, f.generation)
+                .map_err(|e| anyhow::anyhow!("persisted route set (routes.json): {e}"))?;
+            tracing::info!(
+                routes = n,
+                generation = f.generation,
+                "loaded the persisted route set"
+            );
+            Ok(rib)
+        }
+        None => Rib::new(ctx, config_routes(config), 1).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+/// A RIB context for a gateway without a dataplane (`overpass api-only`):
+/// no interface is read. The underlay MTU is taken as 1500, pod interfaces
+/// are the configured ones with placeholder ports and host MACs. Route
+/// validation otherwise runs exactly as in a real gateway.
+pub fn offline_rib_context(config: &Config) -> RibContext {
+    let pod_ports = config
+        .pod
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let port = (i + 1) as PortId;
+            (
+                p.interface.clone(),
+                PodPort {
+                    port,
+                    rx_ports: vec![port],
+                    host_mac: MacAddr([0x02, 0, 0, 0, 0, (i + 1) as u8]),
+                    mtu: 1500,
+                },
+            )
+        })
+        .collect();
+    RibContext {
+        local: LocalNode {
+            pod_cidr: config.gateway.pod_cidr,
+            underlay_ip: config.gateway.underlay_ip,
+            underlay_mac: MacAddr([0x02, 0, 0, 0, 0, 0xfe]),
+            vtep_mac: config.gateway.vtep_mac,
+            outer_ttl: config.gateway.outer_ttl,
+        },
+        underlay_mtu: 1500,
+        pod_ports,
     }
 }
 
@@ -288,6 +444,9 @@ pub fn rib_context(config: &Config, plan: &PortPlan) -> anyhow::Result<RibContex
                 port: first,
                 rx_ports: (first..first + queues as PortId).collect(),
                 host_mac,
+                mtu: neigh::interface_mtu(&p.interface)
+                    .with_context(|| format!("pod[{i}].interface"))?
+                    .min(u16::MAX as u32) as u16,
             },
         );
     }
@@ -373,16 +532,18 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
 /// Keeps every node's underlay next-hop MAC in step with the kernel's
 /// neighbour table; the RIB republishes the FIB when one changes.
 fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
-    let mut last_probe: HashMap<Ipv4Addr, Instant> = HashMap::new();
+    let mut next_hops = match neigh::NextHops::new(ifname) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(%ifname, "cannot follow the neighbour table: {e}; next hops stay unresolved");
+            return;
+        }
+    };
     let mut known: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        match neigh::arp_table(ifname) {
-            Ok(arp) => {
-                let nodes = rib.node_addresses();
-                let resolved: HashMap<Ipv4Addr, MacAddr> = nodes
-                    .iter()
-                    .filter_map(|ip| arp.get(ip).filter(|n| n.complete).map(|n| (*ip, n.mac)))
-                    .collect();
+        let nodes = rib.node_addresses();
+        match next_hops.refresh(&nodes) {
+            Ok(resolved) => {
                 if resolved != known {
                     for ip in &nodes {
                         let (old, new) = (known.get(ip), resolved.get(ip));
@@ -393,20 +554,11 @@ fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
                     rib.set_neighbours(resolved.clone());
                     known = resolved;
                 }
-                for ip in nodes.iter().filter(|ip| !known.contains_key(ip)) {
-                    let due = last_probe
-                        .get(ip)
-                        .is_none_or(|t| t.elapsed() > Duration::from_millis(500));
-                    if due {
-                        if let Err(e) = neigh::probe(*ip) {
-                            tracing::debug!(node = %ip, "neighbour probe failed: {e}");
-                        }
-                        last_probe.insert(*ip, Instant::now());
-                    }
-                }
             }
             Err(e) => tracing::warn!("reading the neighbour table: {e}"),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Woken at once by a neighbour change; otherwise re-checked so new
+        // routes and route changes are picked up.
+        next_hops.wait(if known.len() == nodes.len() { 200 } else { 20 });
     }
 }

@@ -8,18 +8,25 @@
 //! - [`xsk`]: AF_XDP sockets over one shared UMEM (the only `unsafe` code);
 //! - [`worker`]: the pinned, busy-polling per-queue loop;
 //! - [`neigh`]: underlay next-hop MACs from the kernel's neighbour table;
-//! - [`config`], [`stats`], [`gateway`] (start/stop of the whole dataplane), [`testbed`].
+//! - [`config`], [`stats`], [`gateway`] (start/stop of the whole dataplane), [`testbed`];
+//! - the control plane: [`api`] (REST API, /metrics, OpenAPI), [`store`] (persisted route
+//!   set and VTEP MAC), [`latency`] (per-worker HdrHistograms), [`client`] (the CLI's client).
 
 pub mod config;
 pub mod fixtures;
 pub mod stats;
 
+pub mod api;
+pub mod check;
+pub mod client;
 pub mod gateway;
 pub mod io;
+pub mod latency;
 pub mod neigh;
 pub mod pipeline;
 pub mod rib;
 pub mod route;
+pub mod store;
 pub mod testbed;
 pub mod wire;
 pub mod worker;

@@ -1,14 +1,18 @@
 //! `overpass`: the gateway binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use overpass::config::Config;
-use overpass::gateway::Gateway;
+use overpass::api::{ApiState, Auth, Server};
+use overpass::client::Client;
+use overpass::config::{Config, Encap, MacAddr};
+use overpass::gateway::{DataplaneView, Gateway};
+use overpass::rib::{NodeSpec, PodSpec, Rib, RouteSpec};
+use overpass::store::Store;
 use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec};
 
 #[derive(Debug, Parser)]
@@ -24,13 +28,45 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway from a configuration file until SIGINT/SIGTERM.
+    /// Run the gateway from a configuration file until SIGINT/SIGTERM
+    /// (with the API when the file has an [api] section).
     Run {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run only the control plane (route set, persistence, API) with no
+    /// dataplane: no XDP, no sockets, no interfaces read. Same RIB, store
+    /// and API code as `run`; for tests, API clients and dry runs.
+    ApiOnly {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override api.listen (e.g. 127.0.0.1:0 for any free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Read or change the route set of a running gateway (over its API).
+    Routes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: RoutesAction,
+    },
+    /// Show a running gateway's counters, peers and latency (over its API).
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and print it as understood.
     CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Preflight: inspect this host (kernel, NICs, MTU, offloads, cores)
+    /// against a configuration; exits non-zero on blockers.
+    Check {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -46,6 +82,78 @@ enum Command {
     },
 }
 
+/// How to reach the API.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// API base URL [env: OVERPASS_API; default http://127.0.0.1:9180].
+    #[arg(long)]
+    api: Option<String>,
+    /// File holding the bearer token [env: OVERPASS_TOKEN_FILE, or the
+    /// token itself in OVERPASS_TOKEN].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesAction {
+    /// List the route set.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add (or with --replace, create-or-replace) one route.
+    Add {
+        /// Destination prefix, e.g. 10.244.5.0/24.
+        prefix: ipnet::Ipv4Net,
+        /// Remote node: its underlay IPv4 address.
+        #[arg(long, conflicts_with_all = ["pod", "interface", "mac"])]
+        node: Option<std::net::Ipv4Addr>,
+        /// Name of the node or pod.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "vxlan")]
+        encap: EncapArg,
+        #[arg(long, default_value_t = 1)]
+        vni: u32,
+        #[arg(long, default_value_t = 8472)]
+        port: u16,
+        #[arg(long)]
+        vtep_mac: Option<MacAddr>,
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// Local pod instead of a node (the prefix is the pod's /32).
+        #[arg(long, requires_all = ["interface", "mac"])]
+        pod: bool,
+        /// Pod: host end of its veth.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Pod: its MAC.
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        /// Replace an existing route for the prefix instead of failing.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Delete the route for a prefix.
+    Del { prefix: ipnet::Ipv4Net },
+    /// Replace the whole set with a JSON file ({"routes": [...]} or [...]).
+    Apply {
+        file: PathBuf,
+        /// Validate and show the diff without applying.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only apply if the set is still at this generation.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EncapArg {
+    Vxlan,
+    Ipip,
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -57,7 +165,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::ApiOnly { config, listen } => api_only(&config, listen),
+        Command::Routes { client, action } => routes_cmd(&client, action),
+        Command::Stats { client, json } => stats_cmd(&client, json),
         Command::CheckConfig { config } => Config::load(&config).map(|c| print!("{}", c.to_toml())),
+        Command::Check { config } => overpass::check::run(&config),
         Command::Demo { tag, hold } => demo(&tag, hold),
     };
     if let Err(e) = result {
@@ -76,18 +188,318 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+/// What `run` and `api-only` share: the loaded configuration with its
+/// VTEP MAC resolved, the open state dir, the persisted route set, and the
+/// API's authentication — all checked before anything starts.
+struct ControlPlane {
+    config: Config,
+    store: Option<Arc<Store>>,
+    persisted: Option<overpass::store::RoutesFile>,
+    auth: Auth,
+}
+
+fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
+    let mut config = Config::load(path)?;
+    let store = match &config.state {
+        Some(s) => Some(Arc::new(Store::open(&s.dir)?)),
+        None => None,
+    };
+    config.resolve_vtep_mac(store.as_deref())?;
+    let persisted = match &store {
+        Some(s) => s.load_routes()?,
+        None => None,
+    };
+    let api = config.api.clone().unwrap_or_default();
+    let token = api
+        .token_file
+        .as_deref()
+        .map(Auth::load_token)
+        .transpose()?;
+    Ok(ControlPlane {
+        auth: Auth::new(token, api.read_requires_token),
+        config,
+        store,
+        persisted,
+    })
+}
+
+/// Starts the API (from the calling thread's namespace: call it after the
+/// dataplane returned to the original one).
+fn serve(
+    cp: &ControlPlane,
+    rib: Rib,
+    view: DataplaneView,
+    mode: &'static str,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Server> {
+    let api = cp.config.api.clone().unwrap_or_default();
+    let state = ApiState::new(
+        rib,
+        cp.store.clone(),
+        view,
+        cp.auth.clone(),
+        api.body_limit,
+        mode,
+    );
+    let server = Server::start(listen.unwrap_or(api.listen), state)?;
+    // For scripts and tests: the address actually bound (port 0 → real port).
+    println!("overpass: API listening on http://{}", server.addr);
+    Ok(server)
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let cp = control_plane(path)?;
     let stop = stop_flag()?;
-    let gw = Gateway::start(&config)?;
+    // The persisted route set is validated and applied before the API
+    // starts accepting writes.
+    let gw = Gateway::start_with(&cp.config, cp.persisted.clone())?;
     tracing::info!(info = ?gw.info, "gateway running");
+    let server = match cp.config.api.is_some() {
+        true => Some(serve(&cp, gw.rib().clone(), gw.view(), "dataplane", None)?),
+        false => None,
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(s) = server {
+        s.stop();
     }
     let counters = gw.counters();
     gw.stop();
     eprint!("final counters:\n{}", counters.render());
     Ok(())
+}
+
+fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let cp = control_plane(path)?;
+    let stop = stop_flag()?;
+    let ctx = overpass::gateway::offline_rib_context(&cp.config);
+    let rib = overpass::gateway::initial_rib(ctx, &cp.config, cp.persisted.clone())?;
+    let server = serve(&cp, rib, DataplaneView::offline(), "api-only", listen)?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    Ok(())
+}
+
+fn routes_cmd(args: &ClientArgs, action: RoutesAction) -> anyhow::Result<()> {
+    let client = Client::from_args(args.api.as_deref(), args.token_file.as_deref())?;
+    match action {
+        RoutesAction::List { json } => {
+            let set = client.routes()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&set)?);
+                return Ok(());
+            }
+            println!("generation {}", set.generation);
+            for r in &set.routes {
+                println!("  {}", describe_route(r));
+            }
+        }
+        RoutesAction::Add {
+            prefix,
+            node,
+            name,
+            encap,
+            vni,
+            port,
+            vtep_mac,
+            mtu,
+            pod,
+            interface,
+            mac,
+            replace,
+        } => {
+            let route = if pod {
+                RouteSpec {
+                    prefix,
+                    node: None,
+                    pod: Some(PodSpec {
+                        name,
+                        interface: interface.expect("clap requires --interface with --pod"),
+                        mac: mac.expect("clap requires --mac with --pod"),
+                    }),
+                }
+            } else {
+                let underlay_ip =
+                    node.ok_or_else(|| anyhow::anyhow!("give --node IP (or --pod)"))?;
+                RouteSpec {
+                    prefix,
+                    node: Some(NodeSpec {
+                        name,
+                        underlay_ip,
+                        encap: match encap {
+                            EncapArg::Vxlan => Encap::Vxlan,
+                            EncapArg::Ipip => Encap::Ipip,
+                        },
+                        vni,
+                        port,
+                        vtep_mac,
+                        mtu,
+                    }),
+                    pod: None,
+                }
+            };
+            let r = if replace {
+                client.put_route(&route)?
+            } else {
+                client.add_route(&route)?
+            };
+            println!("generation {}: {}", r.generation, describe_route(&r.route));
+        }
+        RoutesAction::Del { prefix } => {
+            let r = client.delete_route(&prefix)?;
+            println!(
+                "generation {}: deleted {}",
+                r.generation,
+                describe_route(&r.route)
+            );
+        }
+        RoutesAction::Apply {
+            file,
+            dry_run,
+            if_match,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let routes: Vec<RouteSpec> =
+                match serde_json::from_str::<overpass::api::RouteSetInput>(&text) {
+                    Ok(set) => set.routes,
+                    Err(_) => serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: expected {{\"routes\": [...]}} or [...]",
+                            file.display()
+                        )
+                    })?,
+                };
+            let r = client.replace_routes(&routes, if_match, dry_run)?;
+            let d = &r.diff;
+            println!(
+                "{} generation {}: {} added, {} removed, {} changed, {} unchanged",
+                if r.dry_run {
+                    "dry run at"
+                } else {
+                    "applied as"
+                },
+                r.generation,
+                d.added.len(),
+                d.removed.len(),
+                d.changed.len(),
+                d.unchanged
+            );
+            for a in &d.added {
+                println!("  + {}", describe_route(a));
+            }
+            for x in &d.removed {
+                println!("  - {}", describe_route(x));
+            }
+            for c in &d.changed {
+                println!(
+                    "  ~ {}  (was {})",
+                    describe_route(&c.after),
+                    describe_route(&c.before)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_route(r: &RouteSpec) -> String {
+    match (&r.node, &r.pod) {
+        (Some(n), _) => format!(
+            "{:<18} -> node {} {} ({:?}, vni {}, port {}{}{})",
+            r.prefix.to_string(),
+            n.name,
+            n.underlay_ip,
+            n.encap,
+            n.vni,
+            n.port,
+            n.vtep_mac.map_or(String::new(), |m| format!(", vtep {m}")),
+            n.mtu.map_or(String::new(), |m| format!(", mtu {m}")),
+        ),
+        (None, Some(p)) => format!(
+            "{:<18} -> pod {} on {} ({})",
+            r.prefix.to_string(),
+            p.name,
+            p.interface,
+            p.mac
+        ),
+        (None, None) => format!("{} -> ?", r.prefix),
+    }
+}
+
+fn stats_cmd(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    use overpass::api::observe::{Counters, LatencyReport, LatencySummary, PeerList};
+    let client = Client::from_args(args.api.as_deref(), args.token_file.as_deref())?;
+    let counters: Counters = client.get("/api/v1/counters")?;
+    let peers: PeerList = client.get("/api/v1/peers")?;
+    let latency: LatencyReport = client.get("/api/v1/latency")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "counters": counters, "peers": peers, "latency": latency
+            }))?
+        );
+        return Ok(());
+    }
+    println!("counters:");
+    for c in counters.events.iter().filter(|c| c.value != 0) {
+        println!("  {:<28} {}", c.name, c.value);
+    }
+    println!("drops (total {}):", counters.total_drops);
+    for c in counters.drops.iter().filter(|c| c.value != 0) {
+        println!("  {:<28} {}", c.name, c.value);
+    }
+    println!("peers (route set generation {}):", peers.generation);
+    for p in &peers.peers {
+        println!(
+            "  {:<12} {:<15} {:?} mtu {:<5} next hop {:<17} rx {} pkts / tx {} pkts / drops {}",
+            p.name,
+            p.underlay_ip,
+            p.encap,
+            p.mtu,
+            p.next_hop_mac.as_deref().unwrap_or("unresolved"),
+            p.counters.rx_packets,
+            p.counters.tx_packets,
+            p.counters.drops
+        );
+    }
+    let line = |what: &str, s: &LatencySummary| {
+        println!(
+            "  {what:<22} n={:<9} p50 {:>7} p99 {:>7} p99.9 {:>7} p99.99 {:>7} max {:>7}",
+            s.count,
+            ns(s.p50_ns),
+            ns(s.p99_ns),
+            ns(s.p99_9_ns),
+            ns(s.p99_99_ns),
+            ns(s.max_ns)
+        )
+    };
+    println!("latency (processing time inside the gateway):");
+    line("all", &latency.total);
+    for d in latency.directions.iter().filter(|d| d.summary.count > 0) {
+        line(&d.direction, &d.summary);
+    }
+    for p in &latency.peers {
+        line(
+            &format!("peer {}", p.underlay_ip.as_deref().unwrap_or("?")),
+            &p.summary,
+        );
+    }
+    Ok(())
+}
+
+fn ns(v: u64) -> String {
+    if v >= 1_000_000 {
+        format!("{:.1}ms", v as f64 / 1e6)
+    } else if v >= 1_000 {
+        format!("{:.1}us", v as f64 / 1e3)
+    } else {
+        format!("{v}ns")
+    }
 }
 
 fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {

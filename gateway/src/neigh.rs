@@ -3,20 +3,31 @@
 //!
 //! The kernel keeps owning ARP on the underlay (the XDP program passes ARP
 //! up), so the gateway learns next-hop MACs from the kernel's neighbour
-//! table instead of from hand-written configuration. The control thread
-//! reads the table, republishes the route table when a MAC appears or
-//! changes, and asks the kernel to resolve a missing one by sending it a
-//! datagram (to the discard port, 9/udp), which makes the kernel ARP for it.
+//! table over netlink instead of from hand-written configuration
+//! ([`NextHops`]): the next hop of a node is the gateway of the kernel's
+//! route to it (or the node itself on-link), neighbour changes arrive on an
+//! RTMGRP_NEIGH subscription, and a missing MAC is resolved by the kernel
+//! on request (RTM_NEWNEIGH with NTF_USE) without sending traffic of ours.
 //!
-//! Everything here runs on the control thread, never per packet. Interface
-//! queries use ioctls and `/proc/thread-self/net`, which follow the calling
-//! thread's network namespace (sysfs would show the namespace it was
-//! mounted in instead).
+//! Everything here runs on the control thread, never per packet. Netlink
+//! sockets and `getifaddrs` follow the calling thread's network namespace
+//! (sysfs would show the namespace it was mounted in instead).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::config::MacAddr;
 
@@ -26,38 +37,6 @@ pub struct Neighbour {
     pub mac: MacAddr,
     /// True when the kernel considers the entry complete (ATF_COM).
     pub complete: bool,
-}
-
-/// Reads the IPv4 neighbour table of `ifname` (the calling thread's netns).
-pub fn arp_table(ifname: &str) -> io::Result<HashMap<Ipv4Addr, Neighbour>> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/arp")?;
-    Ok(parse_arp(&text, ifname))
-}
-
-fn parse_arp(text: &str, ifname: &str) -> HashMap<Ipv4Addr, Neighbour> {
-    // IP address  HW type  Flags  HW address  Mask  Device
-    let mut out = HashMap::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || f[5] != ifname {
-            continue;
-        }
-        let (Ok(ip), Ok(mac)) = (f[0].parse::<Ipv4Addr>(), f[3].parse::<MacAddr>()) else {
-            continue;
-        };
-        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).unwrap_or(0);
-        let complete = flags & 0x2 != 0 && mac != MacAddr([0; 6]);
-        out.insert(ip, Neighbour { mac, complete });
-    }
-    out
-}
-
-/// Makes the kernel resolve `ip` by sending it one empty datagram to the
-/// discard port. Idempotent and cheap; called while a next hop is missing.
-pub fn probe(ip: Ipv4Addr) -> io::Result<()> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    sock.send_to(&[], SocketAddrV4::new(ip, 9))?;
-    Ok(())
 }
 
 /// The MAC address of an interface (from `getifaddrs`, which asks the
@@ -133,22 +112,364 @@ pub fn setns(ns: &File) -> io::Result<()> {
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
 
+// ---- Netlink: the kernel's neighbour table and route lookups, followed live.
+
+/// RTMGRP_NEIGH: the multicast group of neighbour table changes.
+const RTMGRP_NEIGH: u32 = 0x4;
+
+fn nl_socket() -> io::Result<Socket> {
+    let mut s = Socket::new(NETLINK_ROUTE)?;
+    s.bind_auto()?;
+    s.connect(&SocketAddr::new(0, 0))?;
+    Ok(s)
+}
+
+/// Sends one request and collects the replies up to Done (dumps) or the
+/// first answer/ack (plain requests). Netlink errors become io errors.
+fn nl_request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let socket = nl_socket()?;
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut out = vec![];
+    let mut rx = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket.recv(&mut &mut rx[..], 0)?;
+        let mut off = 0;
+        while off < n {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
+                .map_err(io::Error::other)?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(out), // an ack
+                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+                NetlinkPayload::InnerMessage(m) => {
+                    out.push(m);
+                    if !dump {
+                        return Ok(out);
+                    }
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+    }
+}
+
+/// Whether a neighbour state carries a usable link-layer address.
+fn usable(state: NeighbourState) -> bool {
+    matches!(
+        state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    )
+}
+
+/// The IPv4 neighbours of interface `ifindex`, from the kernel over netlink.
+pub fn neighbours(ifindex: u32) -> io::Result<HashMap<Ipv4Addr, Neighbour>> {
+    let mut out = HashMap::new();
+    for m in nl_request(
+        RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )? {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else {
+            continue;
+        };
+        if n.header.family != AddressFamily::Inet || n.header.ifindex != ifindex {
+            continue;
+        }
+        let mut ip = None;
+        let mut mac = None;
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(*v),
+                NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::from_bytes(l),
+                _ => {}
+            }
+        }
+        if let Some(ip) = ip {
+            out.insert(
+                ip,
+                Neighbour {
+                    mac: mac.unwrap_or_default(),
+                    complete: mac.is_some() && usable(n.header.state),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The kernel's route to `dst` (like `ip route get`): the gateway to send
+/// through, if any (`None`: on-link), and the output interface index.
+pub fn route_get(dst: Ipv4Addr) -> io::Result<(Option<Ipv4Addr>, u32)> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = 32;
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    let replies = nl_request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
+    let Some(RouteNetlinkMessage::NewRoute(r)) = replies.into_iter().next() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no route to {dst}"),
+        ));
+    };
+    let mut gateway = None;
+    let mut oif = 0;
+    for a in r.attributes {
+        match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(g),
+            RouteAttribute::Oif(i) => oif = i,
+            _ => {}
+        }
+    }
+    Ok((gateway, oif))
+}
+
+/// Asks the kernel to resolve `ip` on `ifindex` (RTM_NEWNEIGH with
+/// NTF_USE: the kernel creates the entry if needed and sends ARP), without
+/// sending any traffic of our own.
+pub fn resolve(ifindex: u32, ip: Ipv4Addr) -> io::Result<()> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = ifindex;
+    msg.header.state = NeighbourState::None;
+    msg.header.flags = NeighbourFlags::Use;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    nl_request(
+        RouteNetlinkMessage::NewNeighbour(msg),
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map(|_| ())
+}
+
+/// A subscription to the kernel's neighbour-table changes.
+#[derive(Debug)]
+pub struct NeighMonitor {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl NeighMonitor {
+    pub fn new() -> io::Result<NeighMonitor> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(0, RTMGRP_NEIGH))?;
+        socket.set_non_blocking(true)?;
+        Ok(NeighMonitor {
+            socket,
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    /// Waits up to `timeout_ms` for neighbour changes; returns whether any
+    /// arrived (all pending notifications are consumed).
+    pub fn wait(&mut self, timeout_ms: u16) -> bool {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            self.socket.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready =
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(timeout_ms)).unwrap_or(0) > 0;
+        let mut any = false;
+        if ready {
+            while let Ok(n) = self.socket.recv(&mut &mut self.buf[..], 0) {
+                if n == 0 {
+                    break;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// Keeps the underlay next-hop MAC of every remote node, following the
+/// kernel: the next hop of a node is the gateway of the kernel's route to
+/// it (or the node itself when on-link), its MAC comes from the neighbour
+/// table, and a missing one is resolved by the kernel on request (rate
+/// limited per address). Changes arrive through [`NeighMonitor`], so a MAC
+/// that changes in the kernel changes here within one wait.
+#[derive(Debug)]
+pub struct NextHops {
+    ifindex: u32,
+    monitor: NeighMonitor,
+    /// node → (next hop, when the route was looked up)
+    routes: HashMap<Ipv4Addr, (Ipv4Addr, std::time::Instant)>,
+    last_resolve: HashMap<Ipv4Addr, std::time::Instant>,
+}
+
+/// How long a node's route lookup is trusted.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a missing next hop is re-requested.
+const RESOLVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl NextHops {
+    /// Tracks next hops reached through the underlay interface `ifname`.
+    pub fn new(ifname: &str) -> io::Result<NextHops> {
+        Ok(NextHops {
+            ifindex: ifindex(ifname)?,
+            monitor: NeighMonitor::new()?,
+            routes: HashMap::new(),
+            last_resolve: HashMap::new(),
+        })
+    }
+
+    fn next_hop(&mut self, node: Ipv4Addr) -> Ipv4Addr {
+        let now = std::time::Instant::now();
+        if let Some((nh, at)) = self.routes.get(&node)
+            && now.duration_since(*at) < ROUTE_TTL
+        {
+            return *nh;
+        }
+        let nh = match route_get(node) {
+            Ok((Some(gw), oif)) if oif == self.ifindex => gw,
+            Ok((_, oif)) if oif != self.ifindex && oif != 0 => {
+                tracing::warn!(%node, oif, "the kernel routes this node away from the underlay interface");
+                node
+            }
+            Ok(_) => node,
+            Err(e) => {
+                tracing::warn!(%node, "route lookup failed: {e}");
+                node
+            }
+        };
+        self.routes.insert(node, (nh, now));
+        nh
+    }
+
+    /// The resolved MAC of every node's next hop; asks the kernel to
+    /// resolve the missing ones.
+    pub fn refresh(&mut self, nodes: &[Ipv4Addr]) -> io::Result<HashMap<Ipv4Addr, MacAddr>> {
+        let table = neighbours(self.ifindex)?;
+        let mut out = HashMap::new();
+        for &node in nodes {
+            let nh = self.next_hop(node);
+            match table.get(&nh).filter(|n| n.complete) {
+                Some(n) => {
+                    out.insert(node, n.mac);
+                }
+                None => {
+                    let due = self
+                        .last_resolve
+                        .get(&nh)
+                        .is_none_or(|t| t.elapsed() >= RESOLVE_EVERY);
+                    if due {
+                        if let Err(e) = resolve(self.ifindex, nh) {
+                            tracing::debug!(%nh, "neighbour resolution request failed: {e}");
+                        }
+                        self.last_resolve.insert(nh, std::time::Instant::now());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits for a neighbour change or `timeout_ms`.
+    pub fn wait(&mut self, timeout_ms: u16) -> bool {
+        self.monitor.wait(timeout_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_proc_net_arp() {
-        let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                    198.18.0.11      0x1         0x2         02:00:c6:12:00:0b     *        ul0\n\
-                    198.18.0.12      0x1         0x0         00:00:00:00:00:00     *        ul0\n\
-                    10.0.0.1         0x1         0x2         02:00:00:00:00:01     *        eth9\n";
-        let t = parse_arp(text, "ul0");
-        assert_eq!(t.len(), 2);
-        let n = t[&Ipv4Addr::new(198, 18, 0, 11)];
-        assert!(n.complete);
-        assert_eq!(n.mac, "02:00:c6:12:00:0b".parse().unwrap());
-        assert!(!t[&Ipv4Addr::new(198, 18, 0, 12)].complete);
+    fn netlink_route_to_loopback() {
+        let (gw, oif) = route_get(Ipv4Addr::LOCALHOST).unwrap();
+        assert_eq!((gw, oif), (None, 1), "loopback is on-link");
+    }
+
+    fn ip(args: &[&str]) {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    /// In a throwaway namespace: resolution requests create a probing
+    /// entry, neighbour changes are seen live through the monitor, and
+    /// route lookups name the gateway for off-link destinations.
+    #[test]
+    fn follows_the_kernel_neighbour_table_live() {
+        if !crate::testbed::require_root("netlink neighbour test (network namespaces)") {
+            return;
+        }
+        let ns = format!("ovp-nltest-{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status();
+        ip(&["netns", "add", &ns]);
+        let result = std::thread::spawn({
+            let ns = ns.clone();
+            move || {
+                enter_netns(&ns).unwrap();
+                ip(&[
+                    "link", "add", "name", "v0", "type", "veth", "peer", "name", "v1",
+                ]);
+                ip(&["addr", "add", "192.0.2.1/24", "dev", "v0"]);
+                ip(&["link", "set", "v0", "up"]);
+                ip(&["link", "set", "v1", "up"]);
+                ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.254"]);
+                let idx = ifindex("v0").unwrap();
+                let mut monitor = NeighMonitor::new().unwrap();
+                resolve(idx, Ipv4Addr::new(192, 0, 2, 9)).unwrap();
+                let t = neighbours(idx).unwrap();
+                let probing = t
+                    .get(&Ipv4Addr::new(192, 0, 2, 9))
+                    .expect("resolve() created an entry");
+                assert!(!probing.complete, "nobody answers for .9");
+                ip(&[
+                    "neigh",
+                    "replace",
+                    "192.0.2.7",
+                    "lladdr",
+                    "02:00:00:00:00:07",
+                    "dev",
+                    "v0",
+                    "nud",
+                    "permanent",
+                ]);
+                assert!(monitor.wait(1000), "the change was announced");
+                let t = neighbours(idx).unwrap();
+                let n = t[&Ipv4Addr::new(192, 0, 2, 7)];
+                assert!(n.complete);
+                assert_eq!(n.mac, MacAddr([2, 0, 0, 0, 0, 7]));
+                assert_eq!(route_get(Ipv4Addr::new(192, 0, 2, 7)).unwrap(), (None, idx));
+                assert_eq!(
+                    route_get(Ipv4Addr::new(203, 0, 113, 5)).unwrap(),
+                    (Some(Ipv4Addr::new(192, 0, 2, 254)), idx),
+                    "off-link: the next hop is the gateway"
+                );
+            }
+        })
+        .join();
+        ip(&["netns", "del", &ns]);
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 
     #[test]

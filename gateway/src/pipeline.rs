@@ -347,6 +347,24 @@ impl Pipeline {
                 if from == Origin::Pod(pod.port) {
                     return Err(DropReason::Hairpin);
                 }
+                if ip_len > pod.mtu as usize {
+                    // The veth would drop it silently: refuse it here, as
+                    // for a tunnel, so the sender learns the MTU.
+                    let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
+                    if df && from != Origin::Local {
+                        let mtu = pod.mtu;
+                        return self.icmp_error(
+                            t,
+                            c,
+                            buf,
+                            off,
+                            ip_len,
+                            icmp::ErrorRepr::FragNeeded { mtu },
+                            DropReason::TooBig,
+                        );
+                    }
+                    return Err(DropReason::TooBig);
+                }
                 if from != Origin::Local {
                     ipv4::Packet::new_unchecked(&mut buf[off..off + ip_len]).decrement_ttl();
                 }
@@ -361,11 +379,16 @@ impl Pipeline {
                 if eth_off != 0 {
                     buf.copy_within(eth_off..off + ip_len, 0);
                 }
+                // The gateway's own ICMP errors are counted as such, not
+                // as forwarded traffic.
                 let (event, direction) = match from {
-                    Origin::Peer(_) => (Event::DecapToPod, Direction::Decap),
-                    Origin::Pod(_) | Origin::Local => (Event::PodToPod, Direction::Local),
+                    Origin::Peer(_) => (Some(Event::DecapToPod), Direction::Decap),
+                    Origin::Pod(_) => (Some(Event::PodToPod), Direction::Local),
+                    Origin::Local => (None, Direction::Local),
                 };
-                c.event(event);
+                if let Some(e) = event {
+                    c.event(e);
+                }
                 self.last = FlowTag {
                     direction,
                     peer_slot: self.rx_peer,
@@ -466,10 +489,13 @@ impl Pipeline {
                     .emit(&mut ethernet::Frame::new_unchecked(&mut buf[50..64]));
                 }
                 let (event, direction) = match from {
-                    Origin::Peer(_) => (Event::Transit, Direction::Transit),
-                    Origin::Pod(_) | Origin::Local => (Event::EncapToPeer, Direction::Encap),
+                    Origin::Peer(_) => (Some(Event::Transit), Direction::Transit),
+                    Origin::Pod(_) => (Some(Event::EncapToPeer), Direction::Encap),
+                    Origin::Local => (None, Direction::Encap),
                 };
-                c.event(event);
+                if let Some(e) = event {
+                    c.event(e);
+                }
                 c.peer(peer.slot, PeerStat::TxPackets, 1);
                 c.peer(peer.slot, PeerStat::TxBytes, total as u64);
                 self.last = FlowTag {

@@ -23,10 +23,11 @@ use crate::route::{LocalNode, NextHop, Peer, Pod, PortId, Route, RouteHandle, Ro
 use crate::stats::MAX_PEERS;
 
 /// One route: a prefix and either a remote node or a local pod.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Destination prefix (host bits must be clear).
+    #[schema(value_type = String, pattern = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$", example = "10.244.1.0/24")]
     pub prefix: Ipv4Net,
     /// A remote node reached through a tunnel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,11 +38,12 @@ pub struct RouteSpec {
 }
 
 /// A remote node (tunnel endpoint).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     pub name: String,
     /// The node's underlay address (outer destination).
+    #[schema(value_type = String, format = Ipv4)]
     pub underlay_ip: Ipv4Addr,
     #[serde(default)]
     pub encap: Encap,
@@ -53,6 +55,7 @@ pub struct NodeSpec {
     pub port: u16,
     /// The node's VTEP MAC (inner destination MAC); required for VXLAN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", example = "02:00:00:00:00:11")]
     pub vtep_mac: Option<MacAddr>,
     /// Tunnel MTU override; default: underlay MTU minus encap overhead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,13 +71,14 @@ fn default_port() -> u16 {
 }
 
 /// A local pod behind one of the veths the gateway serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PodSpec {
     pub name: String,
     /// Host end of the pod's veth pair (must be one the gateway serves).
     pub interface: String,
     /// MAC of the pod's own interface.
+    #[schema(value_type = String, pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", example = "02:00:00:00:00:22")]
     pub mac: MacAddr,
 }
 
@@ -123,6 +127,8 @@ pub struct PodPort {
     /// Ports frames from the pod arrive on, one per veth RX queue.
     pub rx_ports: Vec<PortId>,
     pub host_mac: MacAddr,
+    /// MTU of the pod's veth: the largest IPv4 packet delivered to it.
+    pub mtu: u16,
 }
 
 /// What does not change while the gateway runs.
@@ -356,6 +362,7 @@ pub fn build_fib(
                 host_mac: port.host_mac,
                 port: port.port,
                 rx_ports: port.rx_ports.clone(),
+                mtu: port.mtu,
             });
             NextHop::Pod(idx)
         };
@@ -468,6 +475,27 @@ impl Rib {
         expected: Option<u64>,
         commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
     ) -> Result<u64, RibError> {
+        self.update_with(
+            expected,
+            |current| {
+                *current = routes;
+                Ok(())
+            },
+            commit,
+        )
+        .map(|(generation, ())| generation)
+    }
+
+    /// Edits the current set under the RIB lock (so concurrent edits never
+    /// lose each other), then validates and commits it exactly as
+    /// [`Rib::replace_with`] does. `edit` may refuse (its error is returned
+    /// and nothing changes). Returns the new generation and `edit`'s value.
+    pub fn update_with<T>(
+        &self,
+        expected: Option<u64>,
+        edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, RibError>,
+        commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
+    ) -> Result<(u64, T), RibError> {
         let mut s = self.lock();
         if let Some(e) = expected
             && e != s.generation
@@ -477,6 +505,8 @@ impl Rib {
                 format!("stale: expected {e}, current is {}", s.generation),
             ));
         }
+        let mut routes = s.routes.clone();
+        let value = edit(&mut routes)?;
         let generation = s.generation + 1;
         let mut slots = s.slots.clone();
         let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)?;
@@ -485,7 +515,7 @@ impl Rib {
         self.fib.publish(table);
         s.routes = routes;
         s.generation = generation;
-        Ok(generation)
+        Ok((generation, value))
     }
 
     /// [`Rib::replace_with`] without a commit hook.
@@ -540,6 +570,7 @@ mod tests {
                 port: 1,
                 rx_ports: vec![1, 2],
                 host_mac: MacAddr([2, 0, 0, 0, 0, 0xa]),
+                mtu: 1450,
             },
         );
         RibContext {

@@ -56,6 +56,8 @@ pub struct Pod {
     pub port: PortId,
     /// Ports frames from the pod arrive on (one per veth RX queue).
     pub rx_ports: Vec<PortId>,
+    /// The pod veth's MTU: larger packets are refused like a tunnel's.
+    pub mtu: u16,
 }
 
 /// Where a matching packet goes.
@@ -559,6 +561,7 @@ mod tests {
             host_mac: MacAddr([2, 0, 0, 0, 0, 8]),
             port: 1,
             rx_ports: vec![1, 3],
+            mtu: 1450,
         };
         let pod_route = |p: &str| Route {
             prefix: net(p),

@@ -306,8 +306,8 @@ mod tests {
             assert!(!r.description().is_empty());
         }
         assert_eq!(
-            DropReason::TooBig.description(),
-            "Packet larger than the tunnel MTU or the frame buffer."
+            DropReason::NoRoute.description(),
+            "No route for the inner destination."
         );
     }
 

@@ -5,14 +5,14 @@
 //!
 //! ```text
 //!                         {P}-ul: bridge br0 (the underlay L2 switch, 198.18.0.0/24)
-//!          ┌──────────────────────────┼───────────────────────────┐
-//!        sw-gw                      sw-n1                       sw-n2
-//!          │                          │                           │
-//!   ul0 198.18.0.1             eth0 198.18.0.11            eth0 198.18.0.12
-//!   {P}-gw (gateway node)      {P}-n1 (Flannel node)       {P}-n2 (Flannel node)
-//!   podCIDR 10.244.0.0/24      flannel.1 10.244.1.0/32     flannel.1 10.244.2.0/32
-//!   gwp-a        gwp-b         cni0 10.244.1.1/24          cni0 10.244.2.1/24
-//!     │            │             │ vethn1p                   │ vethn2p
+//!          ┌──────────────────────────┼───────────────────────────┬──────────────────────────┐
+//!        sw-gw                      sw-n1                       sw-n2                      sw-n3
+//!          │                          │                           │                          │
+//!   ul0 198.18.0.1             eth0 198.18.0.11            eth0 198.18.0.12           eth0 198.18.0.13
+//!   {P}-gw (gateway node)      {P}-n1 (Flannel node)       {P}-n2 (Flannel node)      {P}-n3 (IP-in-IP node)
+//!   podCIDR 10.244.0.0/24      flannel.1 10.244.1.0/32     flannel.1 10.244.2.0/32    podCIDR 10.244.3.0/24
+//!   gwp-a        gwp-b         cni0 10.244.1.1/24          cni0 10.244.2.1/24         tunl0 (TUN) 10.244.3.2
+//!     │            │             │ vethn1p                   │ vethn2p                  (the node's "pod")
 //!   {P}-pa       {P}-pb        {P}-n1p                     {P}-n2p
 //!   10.244.0.2   10.244.0.3    10.244.1.2                  10.244.2.2
 //! ```
@@ -20,6 +20,12 @@
 //! The remote nodes are configured exactly as Flannel's VXLAN backend
 //! configures a node (VNI 1, UDP 8472, no learning; per remote node one
 //! onlink route, one permanent neighbour, one FDB entry; see INTEROP.md).
+//! Node 3 is a Calico-style IP-in-IP node (protocol 4 straight to the node
+//! IP, `tunl0` MTU = underlay − 20). This machine has no kernel ipip module,
+//! so its `tunl0` is a persistent TUN device and the tunnel endpoint is a
+//! small user-space program (`tests/support/ipip_peer.py`, standard-library
+//! Python) started on demand by [`Testbed::start_ipip_peer`]; without it,
+//! node 3's pod address is unreachable (the TUN has no carrier).
 //! The gateway namespace has the kernel's IPv4 forwarding off: only the
 //! AF_XDP dataplane forwards there. Local pods are Calico-style: a /32 on the
 //! pod's `eth0`, default route via the link-local `169.254.1.1`, which the
@@ -70,8 +76,21 @@ pub const GATEWAY_VTEP_MAC: MacAddr = MacAddr([0x02, 0x00, 0xc6, 0x12, 0x00, 0x0
 /// The gateway's underlay interface in the gateway namespace.
 pub const GATEWAY_UNDERLAY_IF: &str = "ul0";
 
-/// The remote node numbers.
+/// The remote Flannel (VXLAN) node numbers.
 pub const NODES: [u8; 2] = [1, 2];
+/// The remote Calico-style IP-in-IP node's number (namespace `{P}-n3`).
+pub const IPIP_NODE: u8 = 3;
+/// Every remote node number: the VXLAN nodes, then the IP-in-IP node.
+pub const ALL_NODES: [u8; 3] = [1, 2, IPIP_NODE];
+/// Tunnel MTU of the IP-in-IP node: underlay MTU minus 20 (Calico's `tunl0`).
+pub const IPIP_MTU: u32 = UNDERLAY_MTU - 20;
+/// The IP-in-IP node's tunnel device (a TUN device, see the module docs).
+pub const IPIP_DEV: &str = "tunl0";
+/// The Python interpreter that has scapy (Debian's `python3-scapy`); a
+/// `python3` earlier on `PATH` (pyenv, venv) may not.
+pub const PYTHON: &str = "/usr/bin/python3";
+/// The user-space IP-in-IP endpoint run by [`Testbed::start_ipip_peer`].
+const IPIP_PEER_PY: &str = include_str!("../tests/support/ipip_peer.py");
 /// The local pod letters.
 pub const LOCAL_PODS: [char; 2] = ['a', 'b'];
 
@@ -84,6 +103,24 @@ pub struct TestbedSpec {
     /// RX and TX queues of the gateway's underlay veth `ul0` (and of its
     /// switch-side peer, so the switch spreads flows across them).
     pub underlay_queues: u32,
+}
+
+/// Further options of a bed, for [`Testbed::create_with`] (kept apart from
+/// [`TestbedSpec`] so existing struct literals of it stay valid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestbedOptions {
+    /// MTU of the local pods' veth pairs (both ends). Default: the overlay
+    /// MTU, 1450; a PMTU test sets 1500 to sit behind the 1450 tunnel.
+    /// 68 to 3498 (native XDP on a veth limits the peer's MTU).
+    pub local_pod_mtu: u32,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        TestbedOptions {
+            local_pod_mtu: OVERLAY_MTU,
+        }
+    }
 }
 
 impl Default for TestbedSpec {
@@ -102,9 +139,11 @@ pub enum Ns {
     Underlay,
     /// `{P}-gw`: the gateway node, where the dataplane runs.
     Gateway,
-    /// `{P}-n1`, `{P}-n2`: remote Flannel nodes (1 or 2).
+    /// `{P}-n1`, `{P}-n2`: remote Flannel nodes (1 or 2); `{P}-n3`: the
+    /// IP-in-IP node ([`IPIP_NODE`]).
     Node(u8),
-    /// `{P}-n1p`, `{P}-n2p`: the pod behind remote node 1 or 2.
+    /// `{P}-n1p`, `{P}-n2p`: the pod behind remote Flannel node 1 or 2
+    /// (node 3's pod address lives on its `tunl0`, in `{P}-n3` itself).
     NodePod(u8),
     /// `{P}-pa`, `{P}-pb`: the gateway's local pods (`'a'` or `'b'`).
     LocalPod(char),
@@ -112,11 +151,12 @@ pub enum Ns {
 
 impl Ns {
     /// Every namespace of a bed, in creation order.
-    pub const ALL: [Ns; 8] = [
+    pub const ALL: [Ns; 9] = [
         Ns::Underlay,
         Ns::Gateway,
         Ns::Node(1),
         Ns::Node(2),
+        Ns::Node(IPIP_NODE),
         Ns::NodePod(1),
         Ns::NodePod(2),
         Ns::LocalPod('a'),
@@ -126,13 +166,14 @@ impl Ns {
     /// The part after `ovp-{tag}-`.
     ///
     /// # Panics
-    /// On a node number other than 1 or 2, or a pod letter other than 'a' or 'b'.
+    /// On a node number other than 1, 2 or 3 (a node pod other than 1 or 2),
+    /// or a pod letter other than 'a' or 'b'.
     pub fn suffix(self) -> String {
         match self {
             Ns::Underlay => "ul".to_string(),
             Ns::Gateway => "gw".to_string(),
             Ns::Node(n) => format!("n{}", check_node(n)),
-            Ns::NodePod(n) => format!("n{}p", check_node(n)),
+            Ns::NodePod(n) => format!("n{}p", check_vxlan_node(n)),
             Ns::LocalPod(p) => format!("p{}", check_pod(p)),
         }
     }
@@ -140,8 +181,16 @@ impl Ns {
 
 fn check_node(node: u8) -> u8 {
     assert!(
+        ALL_NODES.contains(&node),
+        "test bed has remote nodes 1, 2 (VXLAN) and 3 (IP-in-IP), not {node}"
+    );
+    node
+}
+
+fn check_vxlan_node(node: u8) -> u8 {
+    assert!(
         NODES.contains(&node),
-        "test bed has remote nodes 1 and 2, not {node}"
+        "test bed has remote VXLAN nodes (with a VtepMAC and a pod namespace) 1 and 2, not {node}"
     );
     node
 }
@@ -225,6 +274,7 @@ pub struct IperfResult {
 /// is shared: in-process users of one tag must serialise themselves.
 pub struct Testbed {
     spec: TestbedSpec,
+    options: TestbedOptions,
     prefix: String,
     /// Set once the namespaces are gone, so Drop does not clean up twice.
     cleaned: bool,
@@ -259,11 +309,22 @@ impl Testbed {
     /// Waits (up to 5 minutes) while another process holds a bed with the
     /// same tag.
     pub fn create(spec: &TestbedSpec) -> anyhow::Result<Testbed> {
+        Self::create_with(spec, &TestbedOptions::default())
+    }
+
+    /// As [`Testbed::create`], with further options.
+    pub fn create_with(spec: &TestbedSpec, options: &TestbedOptions) -> anyhow::Result<Testbed> {
         check_tag(&spec.tag)?;
         if spec.underlay_queues == 0 || spec.underlay_queues > 64 {
             bail!(
                 "underlay_queues must be 1 to 64, not {}",
                 spec.underlay_queues
+            );
+        }
+        if !(68..=3498).contains(&options.local_pod_mtu) {
+            bail!(
+                "local_pod_mtu must be 68 to 3498, not {}",
+                options.local_pod_mtu
             );
         }
         let lock = TagLock::acquire(&spec.tag, Duration::from_secs(300))?;
@@ -274,6 +335,7 @@ impl Testbed {
         // Constructed first so that a failure half-way is cleaned up by Drop.
         let bed = Testbed {
             spec: spec.clone(),
+            options: options.clone(),
             prefix: format!("ovp-{}", spec.tag),
             cleaned: false,
             _lock: lock,
@@ -306,6 +368,11 @@ impl Testbed {
         &self.spec
     }
 
+    /// The further options this bed was built with.
+    pub fn options(&self) -> &TestbedOptions {
+        &self.options
+    }
+
     /// `ovp-{tag}`.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -321,7 +388,8 @@ impl Testbed {
 
     /// The configuration the gateway needs to serve this bed: netns = the
     /// gateway namespace, one underlay `ul0` (default VXLAN ports), local pods
-    /// `a`/`b`, Flannel peers `n1`/`n2` (VXLAN, VNI 1, port 8472).
+    /// `a`/`b`, Flannel peers `n1`/`n2` (VXLAN, VNI 1, port 8472), and the
+    /// Calico-style peer `n3` (IP-in-IP, tunnel MTU underlay − 20).
     pub fn gateway_config(&self) -> Config {
         let text = config_toml(&self.ns(Ns::Gateway));
         Config::from_toml(&text)
@@ -338,7 +406,7 @@ impl Testbed {
         pod_cidr(0)
     }
 
-    /// Remote node `node`'s underlay address, 198.18.0.1{node}.
+    /// Remote node `node`'s underlay address, 198.18.0.1{node} (node 1, 2 or 3).
     pub fn node_underlay_ip(&self, node: u8) -> Ipv4Addr {
         node_ip(check_node(node))
     }
@@ -348,9 +416,25 @@ impl Testbed {
         pod_cidr(check_node(node))
     }
 
-    /// Remote node `node`'s Flannel VtepMAC (`flannel.1`'s address).
+    /// Remote node `node`'s Flannel VtepMAC (`flannel.1`'s address); VXLAN
+    /// nodes 1 and 2 only.
     pub fn node_vtep_mac(&self, node: u8) -> MacAddr {
-        node_vtep_mac(check_node(node))
+        node_vtep_mac(check_vxlan_node(node))
+    }
+
+    /// Remote node `node`'s underlay MAC (its `eth0`).
+    pub fn node_underlay_mac(&self, node: u8) -> MacAddr {
+        mac(0x01, 10 + check_node(node))
+    }
+
+    /// The gateway's underlay MAC (`ul0`).
+    pub fn gateway_underlay_mac(&self) -> MacAddr {
+        mac(0x01, 1)
+    }
+
+    /// The MAC of local pod `pod`'s veth host end (the pods' next hop).
+    pub fn local_host_end_mac(&self, pod: char) -> MacAddr {
+        local_host_end_mac(check_pod(pod))
     }
 
     /// Local pod `pod`'s address: 10.244.0.2 for 'a', 10.244.0.3 for 'b'.
@@ -368,7 +452,8 @@ impl Testbed {
         format!("gwp-{}", check_pod(pod))
     }
 
-    /// The address of the pod behind remote node `node`: 10.244.{node}.2.
+    /// The address of the pod behind remote node `node`: 10.244.{node}.2
+    /// (for node 3, the address on its `tunl0`, in namespace `{P}-n3`).
     pub fn remote_pod_ip(&self, node: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 244, check_node(node), 2)
     }
@@ -573,7 +658,54 @@ impl Testbed {
                 self.remote_pod_ip(n)
             );
         }
+        let n = IPIP_NODE;
+        s += &format!(
+            "  node {n}   {}: eth0 {}, IP-in-IP ({IPIP_DEV}: user-space endpoint, MTU {IPIP_MTU}), podCIDR {}\n    pod address {} on {IPIP_DEV}\n",
+            self.ns(Ns::Node(n)),
+            self.node_underlay_ip(n),
+            self.node_pod_cidr(n),
+            self.remote_pod_ip(n)
+        );
         s
+    }
+
+    /// Starts node 3's user-space IP-in-IP endpoint (see the module docs)
+    /// and waits until it has opened its TUN device and raw socket. It stops
+    /// when the returned guard is dropped (or the bed is: it runs in the
+    /// bed's namespace `{P}-n3`, whose processes die with the bed).
+    pub fn start_ipip_peer(&self) -> anyhow::Result<IpipPeer> {
+        let ns = self.ns(Ns::Node(IPIP_NODE));
+        let local = self.node_underlay_ip(IPIP_NODE).to_string();
+        let remote = self.gateway_underlay_ip().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns, PYTHON, "-u", "-c", IPIP_PEER_PY])
+            .args(["--dev", IPIP_DEV, "--local", &local, "--remote", &remote]);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the IP-in-IP endpoint in {ns}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = IpipPeer { child, lines };
+        match peer.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.trim() == "ready" => Ok(peer),
+            Ok(line) => bail!("IP-in-IP endpoint in {ns} said {line:?} instead of \"ready\""),
+            Err(_) => {
+                let status = peer.child.try_wait().ok().flatten();
+                bail!("IP-in-IP endpoint in {ns} not ready after 10 s (exit status {status:?})")
+            }
+        }
     }
 
     fn build(&self) -> anyhow::Result<()> {
@@ -644,6 +776,7 @@ impl Testbed {
         for n in NODES {
             self.build_node(n)?;
         }
+        self.build_ipip_node(IPIP_NODE)?;
         for pod in LOCAL_PODS {
             self.build_local_pod(pod)?;
         }
@@ -825,12 +958,84 @@ impl Testbed {
         tx_csum_off(&pod, "eth0")
     }
 
+    /// Node 3, Calico-style IP-in-IP: uplink `eth0`, and a persistent TUN
+    /// device `tunl0` (MTU underlay − 20) carrying the node's pod address,
+    /// routed toward the cluster. [`Testbed::start_ipip_peer`] runs the
+    /// tunnel endpoint behind it.
+    fn build_ipip_node(&self, n: u8) -> anyhow::Result<()> {
+        let ul = self.ns(Ns::Underlay);
+        let node = self.ns(Ns::Node(n));
+        let sw = format!("sw-n{n}");
+        ip(
+            &node,
+            &[
+                "link",
+                "add",
+                "eth0",
+                "address",
+                &mac(0x01, 10 + n).to_string(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &sw,
+                "netns",
+                &ul,
+                "address",
+                &mac(0x02, 10 + n).to_string(),
+            ],
+        )?;
+        ip(&ul, &["link", "set", &sw, "master", "br0", "up"])?;
+        ip(
+            &node,
+            &["addr", "add", &format!("{}/24", node_ip(n)), "dev", "eth0"],
+        )?;
+        ip(&node, &["link", "set", "eth0", "up"])?;
+
+        ip(&node, &["tuntap", "add", "dev", IPIP_DEV, "mode", "tun"])?;
+        ip(
+            &node,
+            // A long queue: the user-space endpoint drains it in bursts.
+            &[
+                "link",
+                "set",
+                IPIP_DEV,
+                "mtu",
+                &IPIP_MTU.to_string(),
+                "txqueuelen",
+                "10000",
+                "up",
+            ],
+        )?;
+        let pod_addr = Ipv4Addr::new(10, 244, n, 2).to_string();
+        ip(
+            &node,
+            &["addr", "add", &format!("{pod_addr}/32"), "dev", IPIP_DEV],
+        )?;
+        ip(
+            &node,
+            &[
+                "route",
+                "add",
+                CLUSTER_CIDR,
+                "dev",
+                IPIP_DEV,
+                "src",
+                &pod_addr,
+            ],
+        )?;
+        for dev in ["eth0", IPIP_DEV] {
+            tx_csum_off(&node, dev)?;
+        }
+        Ok(())
+    }
+
     fn build_local_pod(&self, p: char) -> anyhow::Result<()> {
         let gw = self.ns(Ns::Gateway);
         let pod = self.ns(Ns::LocalPod(p));
         let host_end = self.local_pod_iface(p);
         let pod_ip = local_pod_ip(p);
-        let mtu = OVERLAY_MTU.to_string();
+        let mtu = self.options.local_pod_mtu.to_string();
         let gw_ip = POD_GATEWAY_IP.to_string();
         ip(
             &gw,
@@ -890,6 +1095,38 @@ impl Testbed {
             &["route", "add", "default", "via", &gw_ip, "dev", "eth0"],
         )?;
         tx_csum_off(&pod, "eth0")
+    }
+}
+
+/// Node 3's running IP-in-IP endpoint (from [`Testbed::start_ipip_peer`]).
+/// Dropping it kills the endpoint.
+#[derive(Debug)]
+pub struct IpipPeer {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl IpipPeer {
+    /// Stops the endpoint (SIGTERM) and returns its summary line, e.g.
+    /// `ipip_peer: encap=10 decap=10 ignored=0 errors=0`.
+    pub fn stop(self) -> anyhow::Result<String> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("endpoint pid")?;
+        // SAFETY: kill(2) only sends a signal; it reads and writes no memory of ours.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let summary = self
+            .lines
+            .recv_timeout(Duration::from_secs(5))
+            .context("the IP-in-IP endpoint printed no summary")?;
+        Ok(summary)
+    }
+}
+
+impl Drop for IpipPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1117,6 +1354,11 @@ fn config_toml(gw_ns: &str) -> String {
             node_vtep_mac(n)
         );
     }
+    s += &format!(
+        "\n[[peer]]\nname = \"n{IPIP_NODE}\"\npod_cidr = \"{}\"\nunderlay_ip = \"{}\"\nencap = \"ipip\"\n",
+        pod_cidr(IPIP_NODE),
+        node_ip(IPIP_NODE),
+    );
     s
 }
 
@@ -1322,15 +1564,24 @@ mod tests {
         assert_eq!(c.pod.len(), 2);
         assert_eq!(c.pod[1].interface, "gwp-b");
         assert_eq!(c.pod[1].ip, Ipv4Addr::new(10, 244, 0, 3));
-        assert_eq!(c.peer.len(), 2);
+        assert_eq!(c.peer.len(), 3);
         assert_eq!(c.peer[1].underlay_ip, Ipv4Addr::new(198, 18, 0, 12));
         assert_eq!(c.peer[1].vtep_mac, Some(node_vtep_mac(2)));
         assert_eq!((c.peer[0].vni, c.peer[0].port), (1, 8472));
+        let n3 = &c.peer[2];
+        assert_eq!(n3.name, "n3");
+        assert_eq!(n3.encap, crate::config::Encap::Ipip);
+        assert_eq!(n3.underlay_ip, Ipv4Addr::new(198, 18, 0, 13));
+        assert_eq!(n3.pod_cidr.to_string(), "10.244.3.0/24");
+        assert_eq!((n3.vtep_mac, n3.mtu), (None, None));
     }
 
     #[test]
     fn names_and_tags() {
         assert_eq!(Ns::NodePod(2).suffix(), "n2p");
+        assert_eq!(Ns::Node(IPIP_NODE).suffix(), "n3");
+        assert!(std::panic::catch_unwind(|| Ns::NodePod(IPIP_NODE).suffix()).is_err());
+        assert!(std::panic::catch_unwind(|| Ns::Node(4).suffix()).is_err());
         assert_eq!(Ns::LocalPod('b').suffix(), "pb");
         assert!(check_tag("t1").is_ok());
         for bad in ["", "a-b", "UPPER", "thirteenchars"] {
@@ -1343,7 +1594,7 @@ mod tests {
                 .iter()
                 .flat_map(|&p| [local_pod_mac(p), local_host_end_mac(p)]),
         );
-        macs.extend([1, 11, 12].iter().flat_map(|&h| [mac(1, h), mac(2, h)]));
+        macs.extend([1, 11, 12, 13].iter().flat_map(|&h| [mac(1, h), mac(2, h)]));
         for m in &macs {
             assert_eq!(m.0[0] & 3, 2, "{m}");
         }
@@ -1407,7 +1658,7 @@ mod tests {
         let t0 = Instant::now();
         let bed = Testbed::create(&spec("tbt")).unwrap();
         eprintln!("testbed create: {:?}", t0.elapsed());
-        assert_eq!(bed_namespaces("tbt").len(), 8);
+        assert_eq!(bed_namespaces("tbt").len(), 9);
 
         let n1p = bed.ns(Ns::NodePod(1));
         let n2p = bed.ns(Ns::NodePod(2));
@@ -1492,7 +1743,7 @@ mod tests {
         );
 
         let t0 = Instant::now();
-        assert_eq!(bed.destroy().unwrap(), 8);
+        assert_eq!(bed.destroy().unwrap(), 9);
         eprintln!("testbed cleanup: {:?}", t0.elapsed());
         assert!(bed_namespaces("tbt").is_empty());
     }
@@ -1546,6 +1797,49 @@ mod tests {
         assert!(bed_namespaces("tbt").is_empty());
     }
 
+    /// Node 3: a persistent TUN `tunl0` with the pod address, no carrier
+    /// until the user-space IP-in-IP endpoint attaches; the endpoint starts,
+    /// reports, and stops with its guard. Local pod MTU follows the options.
+    #[test]
+    fn ipip_node_and_its_endpoint() {
+        if !require_root("testbed: IP-in-IP node 3") {
+            return;
+        }
+        let _serial = serial();
+        let bed = Testbed::create_with(
+            &spec("tbt"),
+            &TestbedOptions {
+                local_pod_mtu: 1500,
+            },
+        )
+        .unwrap();
+        let n3 = bed.ns(Ns::Node(IPIP_NODE));
+        let carrier = || {
+            let link = link_json(&n3, IPIP_DEV, "-d").unwrap();
+            let flags: Vec<String> = serde_json::from_value(link["flags"].clone()).unwrap();
+            assert_eq!(link["mtu"].as_u64(), Some(u64::from(IPIP_MTU)));
+            !flags.iter().any(|f| f == "NO-CARRIER")
+        };
+        assert!(!carrier());
+        let peer = bed.start_ipip_peer().unwrap();
+        assert!(carrier());
+        let summary = peer.stop().unwrap();
+        assert!(summary.starts_with("ipip_peer: encap="), "{summary}");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while carrier() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!carrier());
+        // Guards die with the bed too.
+        let _peer = bed.start_ipip_peer().unwrap();
+        for pod in LOCAL_PODS {
+            let link = link_json(&bed.ns(Ns::LocalPod(pod)), "eth0", "-d").unwrap();
+            assert_eq!(link["mtu"].as_u64(), Some(1500));
+        }
+        assert!(bed.describe().contains("IP-in-IP"));
+        assert_eq!(bed.destroy().unwrap(), 9);
+    }
+
     /// A bed leaked by a crash (never dropped, a process left running in it)
     /// is removed by the next create with the same tag.
     #[test]
@@ -1565,7 +1859,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::mem::forget(bed);
-        assert_eq!(bed_namespaces("tbt").len(), 8);
+        assert_eq!(bed_namespaces("tbt").len(), 9);
 
         let bed = Testbed::create(&TestbedSpec {
             tag: "tbt".into(),

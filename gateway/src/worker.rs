@@ -8,15 +8,62 @@
 //! first packet after an idle period.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use std::time::{Duration, Instant};
 
 use crate::io::{PacketIo, Verdict};
+use crate::latency::LatencyRecorder;
 use crate::pipeline::Pipeline;
 use crate::route::RouteHandle;
 use crate::stats::WorkerCounters;
 
 /// Empty polls before the worker may sleep.
 const IDLE_SPINS: u32 = 20_000;
+
+/// A worker's round counter, for the control plane's grace period: odd
+/// while the worker is inside a poll round (holding a route snapshot), even
+/// between rounds. After publishing a new table, [`RoundEpoch::wait_quiescent`]
+/// returns once no round that may have loaded the old table is still
+/// running, so an acknowledged route change is in force for every packet
+/// forwarded afterwards (RCU's synchronize, bounded by one round).
+#[derive(Debug, Default)]
+pub struct RoundEpoch(AtomicU64);
+
+impl RoundEpoch {
+    /// Round start. SeqCst (one locked instruction per round, not per
+    /// packet): ordered before the table load that follows, so a writer
+    /// that published and then sees an even value knows the round loads
+    /// the new table.
+    #[inline]
+    fn enter(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Round end (single writer: a plain store).
+    #[inline]
+    fn leave(&self) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Waits (up to `timeout`) until the round in progress when called, if
+    /// any, has ended. Call after publishing. Returns false on timeout.
+    pub fn wait_quiescent(&self, timeout: Duration) -> bool {
+        let start = self.0.load(Ordering::SeqCst);
+        if start.is_multiple_of(2) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        while self.0.load(Ordering::Acquire) == start {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+}
 
 /// Something that can block until traffic arrives.
 pub trait Wait {
@@ -41,6 +88,12 @@ pub struct Worker<I> {
     routes: RouteHandle,
     counters: Arc<WorkerCounters>,
     busy_poll: bool,
+    /// Latency recording (see [`crate::latency`]); `None`: not measured.
+    latency: Option<LatencyRecorder>,
+    /// Round counter for the control plane's grace period.
+    epoch: Arc<RoundEpoch>,
+    /// Origin of the clock the pipeline is given each round.
+    clock0: Instant,
 }
 
 impl<I: PacketIo + Wait> Worker<I> {
@@ -57,23 +110,67 @@ impl<I: PacketIo + Wait> Worker<I> {
             routes,
             counters,
             busy_poll,
+            latency: None,
+            epoch: Arc::default(),
+            clock0: Instant::now(),
         }
+    }
+
+    /// Publishes round starts and ends in `epoch` (see [`RoundEpoch`]).
+    pub fn with_epoch(mut self, epoch: Arc<RoundEpoch>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Records per-packet processing latency into `recorder`.
+    pub fn with_latency(mut self, recorder: LatencyRecorder) -> Self {
+        self.latency = Some(recorder);
+        self
     }
 
     /// One round: a batch from every port against one route snapshot.
     /// Returns the number of frames received.
     #[inline]
     pub fn poll_once(&mut self) -> usize {
+        let epoch = &*self.epoch;
+        epoch.enter();
         let table = self.routes.load();
+        // One clock read per round (vDSO, no syscall): the pipeline's ICMP
+        // rate limit runs on it.
+        let start = Instant::now();
+        self.pipeline
+            .set_clock(start.duration_since(self.clock0).as_nanos() as u64);
         let pipeline = &mut self.pipeline;
         let counters = &*self.counters;
-        self.io.poll(|port, buf, len| {
+        let Some(latency) = self.latency.as_mut() else {
+            let n = self.io.poll(|port, buf, len| {
+                let v = pipeline.process(&table, counters, port, buf, len);
+                if let Verdict::Drop(reason) = v {
+                    counters.dropped(reason);
+                }
+                v
+            });
+            drop(table);
+            epoch.leave();
+            return n;
+        };
+        // Two clock reads per round (vDSO); per packet only an array bump.
+        let n = self.io.poll(|port, buf, len| {
             let v = pipeline.process(&table, counters, port, buf, len);
-            if let Verdict::Drop(reason) = v {
-                counters.dropped(reason);
+            match v {
+                Verdict::Drop(reason) => counters.dropped(reason),
+                Verdict::Tx { .. } => latency.note(pipeline.last_flow()),
             }
             v
-        })
+        });
+        drop(table);
+        epoch.leave();
+        let end = Instant::now();
+        if n > 0 {
+            latency.end_round(end.duration_since(start));
+        }
+        latency.maybe_flush(end);
+        n
     }
 
     /// Runs until `stop` is set.
@@ -94,6 +191,9 @@ impl<I: PacketIo + Wait> Worker<I> {
         // Drain: give queued transmissions a last chance to leave.
         for _ in 0..64 {
             self.poll_once();
+        }
+        if let Some(latency) = self.latency.as_mut() {
+            latency.flush();
         }
     }
 }

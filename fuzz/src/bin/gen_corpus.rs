@@ -1,0 +1,342 @@
+//! Writes the seed corpus: `cargo run --manifest-path fuzz/Cargo.toml --bin
+//! gen_corpus [DIR]` (DIR defaults to fuzz/corpus). Replaces the files it
+//! owns (`tx-*`, `icmp-*`, `drop-*`, `seed-*`) and leaves anything else alone.
+//!
+//! Seeds named `tx-*` must be forwarded, `icmp-*` answered with an ICMP
+//! error (also a Tx), `drop-*` dropped; the corpus test checks that, so the
+//! seeds keep reaching the deep paths as the pipeline changes.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use overpass::config::MacAddr;
+use overpass_fuzz::encap_decap_roundtrip::Packet;
+use overpass_fuzz::fixture::{GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, NODES, NodeDef, PODS};
+use overpass_fuzz::net::*;
+use overpass_fuzz::pipeline_rx::{encode, encode_tight};
+
+fn main() {
+    let root: PathBuf = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
+    write(&root.join("pipeline_rx"), pipeline_rx_seeds());
+    write(&root.join("encap_decap_roundtrip"), roundtrip_seeds());
+    write(&root.join("wire_views"), wire_views_seeds());
+}
+
+fn write(dir: &Path, seeds: Vec<(String, Vec<u8>)>) {
+    fs::create_dir_all(dir).unwrap();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if ["tx-", "icmp-", "drop-", "seed-"].iter().any(|s| name.starts_with(s)) {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    let n = seeds.len();
+    for (name, bytes) in seeds {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+    println!("{}: {n} seeds", dir.display());
+}
+
+const N1: usize = 0;
+const N2: usize = 1;
+const N3: usize = 2;
+const N4: usize = 3;
+const A: usize = 0;
+const B: usize = 1;
+
+fn remote(n: usize, host: u8) -> Ipv4Addr {
+    let net: ipnet::Ipv4Net = NODES[n].prefixes[0].parse().unwrap();
+    let o = net.network().octets();
+    Ipv4Addr::new(o[0], o[1], o[2], host)
+}
+
+fn from_node(n: &NodeDef) -> Outer {
+    Outer {
+        src_mac: n.next_hop_mac.unwrap_or(MacAddr([2, 0, 0, 0, 0xbb, 0xbb])),
+        dst_mac: GW_UNDERLAY_MAC,
+        src_ip: n.ip,
+        dst_ip: GW_UNDERLAY_IP,
+    }
+}
+
+/// An inner UDP packet `src → dst` with `n` payload bytes.
+fn inner(src: Ipv4Addr, dst: Ipv4Addr, n: usize) -> Ip4Packet {
+    Ip4Packet {
+        ip: Ip4::new(src, dst, PROTO_UDP),
+        payload: inner_udp(&(0..n).map(|i| i as u8).collect::<Vec<_>>()),
+    }
+}
+
+struct Ip4Packet {
+    ip: Ip4,
+    payload: Vec<u8>,
+}
+
+impl Ip4Packet {
+    fn bytes(&self) -> Vec<u8> {
+        self.ip.packet(&self.payload)
+    }
+}
+
+/// VXLAN from node `n` carrying `p` in an inner frame to our VTEP.
+fn vxlan_from(n: usize, p: &[u8], csum: bool) -> Vec<u8> {
+    let node = &NODES[n];
+    let inner_frame = eth(GW_VTEP_MAC, node.vtep_mac, ETHERTYPE_IPV4, p);
+    vxlan_frame(&from_node(node), 51000, node.port, node.vni, &inner_frame, csum)
+}
+
+fn pod_frame(pod: usize, p: &[u8]) -> Vec<u8> {
+    eth(PODS[pod].host_mac, PODS[pod].mac, ETHERTYPE_IPV4, p)
+}
+
+fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
+    let (a, b) = (PODS[A].ip, PODS[B].ip);
+    let mut s: Vec<(String, Vec<u8>)> = vec![];
+    let mut add = |name: &str, bytes: Vec<u8>| s.push((name.to_string(), bytes));
+
+    // Underlay → pod (decap).
+    let p = inner(remote(N1, 5), a, 32).bytes();
+    add("tx-vxlan-node1-to-pod-a", encode(0, &vxlan_from(N1, &p, false)));
+    let p = inner(remote(N2, 6), b, 100).bytes();
+    add("tx-vxlan-node2-vni4096-udpcsum-to-pod-b", encode(0, &vxlan_from(N2, &p, true)));
+    let mut ip = inner(remote(N1, 7), a, 12);
+    ip.ip.options = vec![1, 1, 1, 0];
+    ip.ip.tos = 0xb9;
+    add("tx-vxlan-node1-inner-options-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    let mut ip = inner(remote(N1, 8), a, 0);
+    ip.ip.proto = 1;
+    ip.payload = vec![8, 0, 0xf7, 0xfe, 0, 1, 0, 0];
+    add("tx-vxlan-node1-icmp-echo-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    let p = inner(remote(N3, 9), b, 64).bytes();
+    add("tx-ipip-node3-to-pod-b", encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)));
+    // Padded to the 60-byte Ethernet minimum: padding must be ignored.
+    let p = inner(remote(N3, 10), a, 0).bytes();
+    let mut f = ipip_frame(&from_node(&NODES[N3]), &p);
+    f.resize(60.max(f.len() + 4), 0);
+    add("tx-ipip-node3-padded-to-pod-a", encode(0, &f));
+
+    let mut ip = inner(remote(N1, 15), a, 16);
+    ip.ip.ttl = 1;
+    add("icmp-vxlan-node1-ttl1-time-exceeded", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    let mut ip = inner(remote(N2, 16), remote(N3, 17), 1400);
+    ip.ip.ttl = 9;
+    add("icmp-vxlan-node2-to-node3-frag-needed", encode(0, &vxlan_from(N2, &ip.bytes(), false)));
+    // RFC 6040: outer CE over inner ECT(0) → CE; over Not-ECT → drop.
+    let mut ip = inner(remote(N1, 18), b, 16);
+    ip.ip.tos = 0x2a;
+    let mut f = vxlan_from(N1, &ip.bytes(), false);
+    f[ETH_LEN + 1] = 0x03;
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("tx-vxlan-outer-ce-inner-ect0", encode(0, &f));
+    let ip = inner(remote(N1, 19), b, 16);
+    let mut f = vxlan_from(N1, &ip.bytes(), false);
+    f[ETH_LEN + 1] = 0x03;
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-outer-ce-inner-not-ect", encode(0, &f));
+
+    // Underlay → underlay (transit).
+    let p = inner(remote(N1, 11), remote(N2, 12), 40).bytes();
+    add("tx-vxlan-node1-transit-node2", encode(0, &vxlan_from(N1, &p, false)));
+    let p = inner(remote(N2, 13), Ipv4Addr::new(172, 16, 5, 9), 40).bytes();
+    add("tx-vxlan-node2-transit-node3-ipip", encode(0, &vxlan_from(N2, &p, false)));
+    let p = inner(remote(N3, 14), Ipv4Addr::new(10, 245, 3, 4), 40).bytes();
+    add("tx-ipip-node3-transit-node1-vxlan", encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)));
+
+    // Pod → node (encap), pod → pod.
+    add("tx-pod-a-to-node1", encode(1, &pod_frame(A, &inner(a, remote(N1, 20), 56).bytes())));
+    add("tx-pod-a-queue2-to-node2", encode(2, &pod_frame(A, &inner(a, remote(N2, 21), 200).bytes())));
+    add("tx-pod-b-to-node3-ipip", encode(3, &pod_frame(B, &inner(b, remote(N3, 22), 80).bytes())));
+    add(
+        "tx-pod-b-queue4-to-node2-via-12",
+        encode(4, &pod_frame(B, &inner(b, Ipv4Addr::new(172, 20, 1, 1), 8).bytes())),
+    );
+    add("tx-pod-a-to-pod-b", encode(1, &pod_frame(A, &inner(a, b, 30).bytes())));
+    add("tx-pod-b-queue4-to-pod-a", encode(4, &pod_frame(B, &inner(b, a, 30).bytes())));
+    let full = 1450 - 28;
+    add("tx-pod-a-to-node1-mtu", encode(1, &pod_frame(A, &inner(a, remote(N1, 23), full).bytes())));
+    let f = pod_frame(A, &inner(a, remote(N1, 24), 64).bytes());
+    add("tx-pod-a-to-node1-tight-buffer", encode_tight(1, 7, &f));
+    add("drop-pod-a-to-node1-no-room", encode_tight(1, 1, &f));
+
+    // Drops: pod side.
+    add("icmp-pod-a-to-node1-frag-needed", encode(1, &pod_frame(A, &inner(a, remote(N1, 25), full + 1).bytes())));
+    add("icmp-pod-b-to-node3-frag-needed", encode(3, &pod_frame(B, &inner(b, remote(N3, 25), 1400 - 27).bytes())));
+    add("drop-pod-a-to-node4-unresolved", encode(1, &pod_frame(A, &inner(a, remote(N4, 26), 8).bytes())));
+    add("drop-pod-a-no-route", encode(1, &pod_frame(A, &inner(a, Ipv4Addr::new(10, 244, 0, 99), 8).bytes())));
+    add("drop-pod-a-to-itself", encode(1, &pod_frame(A, &inner(a, a, 8).bytes())));
+    let mut ip = inner(a, remote(N1, 27), 8);
+    ip.ip.ttl = 1;
+    add("icmp-pod-a-ttl1-time-exceeded", encode(1, &pod_frame(A, &ip.bytes())));
+    let mut ip = inner(a, remote(N1, 32), full + 1);
+    ip.ip.flags_frag = 0;
+    add("drop-pod-a-to-node1-too-big-no-df", encode(1, &pod_frame(A, &ip.bytes())));
+    let mut ip = inner(a, remote(N1, 33), 8);
+    ip.ip.ttl = 1;
+    ip.ip.flags_frag = 0x2000 | 0x10;
+    add("drop-pod-a-ttl1-non-initial-fragment", encode(1, &pod_frame(A, &ip.bytes())));
+    let mut ip = inner(a, remote(N1, 34), 0);
+    ip.ip.ttl = 1;
+    ip.ip.proto = 1;
+    ip.payload = vec![11, 0, 0xf4, 0xff, 0, 0, 0, 0];
+    add("drop-pod-a-ttl1-icmp-error-about-icmp-error", encode(1, &pod_frame(A, &ip.bytes())));
+    add("drop-pod-a-spoofed", encode(1, &pod_frame(A, &inner(b, remote(N1, 28), 8).bytes())));
+    add("drop-port5-no-pod", encode(5, &pod_frame(A, &inner(a, remote(N1, 29), 8).bytes())));
+    let mut f = pod_frame(A, &inner(a, remote(N1, 30), 8).bytes());
+    f[ETH_LEN + 10] ^= 0x55;
+    add("drop-pod-a-bad-checksum", encode(1, &f));
+    let mut f = pod_frame(A, &inner(a, remote(N1, 31), 8).bytes());
+    put16(&mut f, 12, 0x0806);
+    add("drop-pod-a-arp", encode(1, &f));
+    add("drop-short", encode(1, &[0xff; 10]));
+    add("drop-empty-on-underlay", encode(0, &[]));
+
+    // Drops: underlay side.
+    let p = inner(remote(N1, 40), a, 8).bytes();
+    let good = vxlan_from(N1, &p, false);
+    let mut f = good.clone();
+    f[ETH_LEN + 10] ^= 0xff;
+    add("drop-vxlan-bad-outer-checksum", encode(0, &f));
+    let f = vxlan_from(N1, &p, true);
+    let mut g = f.clone();
+    g[f.len() - 1] ^= 1;
+    add("drop-vxlan-bad-udp-checksum", encode(0, &g));
+    let mut f = good.clone();
+    f[42] = 0;
+    add("drop-vxlan-no-i-flag", encode(0, &f));
+    let mut f = good.clone();
+    f[42] = 0xff;
+    f[49] = 0xff;
+    add("tx-vxlan-reserved-bits-set", encode(0, &f));
+    let mut f = good.clone();
+    f[48] = 2;
+    add("drop-vxlan-wrong-vni", encode(0, &f));
+    let mut f = good.clone();
+    put16(&mut f, 36, 4789);
+    add("drop-vxlan-wrong-port", encode(0, &f));
+    let mut f = good.clone();
+    f[50..56].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+    add("drop-vxlan-inner-dst-mac", encode(0, &f));
+    let mut f = good.clone();
+    put16(&mut f, 62, 0x8100);
+    add("drop-vxlan-inner-vlan", encode(0, &f));
+    let mut f = good.clone();
+    f[26..30].copy_from_slice(&[198, 18, 0, 99]);
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-unknown-peer", encode(0, &f));
+    let mut f = good.clone();
+    f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-not-for-us", encode(0, &f));
+    let mut f = good.clone();
+    put16(&mut f, 20, 0x2000);
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-outer-fragment", encode(0, &f));
+    let ipip_from_vxlan_node = ipip_frame(&from_node(&NODES[N1]), &p);
+    add("drop-ipip-from-vxlan-node", encode(0, &ipip_from_vxlan_node));
+    let p2 = inner(remote(N2, 41), a, 8).bytes();
+    let mut f = vxlan_from(N2, &p2, false);
+    // Made to look like it came from the IP-in-IP node.
+    f[26..30].copy_from_slice(&NODES[N3].ip.octets());
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-from-ipip-node", encode(0, &f));
+    let p3 = inner(remote(N1, 42), remote(N1, 43), 8).bytes();
+    add("drop-vxlan-node1-hairpin", encode(0, &vxlan_from(N1, &p3, false)));
+    let mut f = good.clone();
+    let outer_len = be16(&f, 16);
+    put16(&mut f, 16, outer_len + 4);
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-vxlan-outer-length-past-frame", encode(0, &f));
+    let mut f = good.clone();
+    put16(&mut f, 38, 4);
+    add("drop-vxlan-udp-length-below-header", encode(0, &f));
+    let mut f = good.clone();
+    f[ETH_LEN + 9] = 6;
+    fix_ip_checksum(&mut f, ETH_LEN);
+    add("drop-underlay-tcp", encode(0, &f));
+    let mut f = good.clone();
+    put16(&mut f, 12, 0x86dd);
+    add("drop-underlay-ipv6", encode(0, &f));
+    s
+}
+
+fn roundtrip_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut s = vec![];
+    let base = Packet {
+        src_pod: 0,
+        rx_queue: 0,
+        prefix: 0,
+        host: 5,
+        ip: Ip4 {
+            tos: 0,
+            ident: 0x1234,
+            flags_frag: 0x4000,
+            ttl: 64,
+            proto: PROTO_UDP,
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            options: vec![],
+        },
+        payload: inner_udp(b"overpass round trip"),
+        reply_pod: 0,
+        reply_sport: 50000,
+        reply_udp_csum: false,
+    };
+    // Prefix order: node1 ×2, node2 ×2, node3 ×2 (see remote_prefixes).
+    for prefix in 0..6 {
+        let mut p = base.clone();
+        p.prefix = prefix;
+        p.host = 0x0102_0304 * prefix as u32 + 7;
+        p.src_pod = prefix % 2;
+        p.reply_pod = (prefix / 2) % 2;
+        p.rx_queue = (prefix / 3) % 2;
+        s.push((format!("seed-prefix{prefix}"), p.encode()));
+    }
+    let mut p = base.clone();
+    p.ip.ttl = 2;
+    s.push(("seed-ttl2-expires-on-return".into(), p.encode()));
+    let mut p = base.clone();
+    p.ip.ttl = 3;
+    p.ip.tos = 0xff;
+    p.ip.flags_frag = 0x2000 | 0x0123;
+    p.ip.proto = 1;
+    p.ip.options = vec![0x94, 0x04, 0, 0, 1, 1, 1, 0];
+    p.reply_udp_csum = true;
+    p.prefix = 2;
+    s.push(("seed-ttl3-options-fragment-udpcsum".into(), p.encode()));
+    let mut p = base.clone();
+    p.payload = (0..1600).map(|i| (i * 7) as u8).collect();
+    p.prefix = 4;
+    s.push(("seed-ipip-max-payload".into(), p.encode()));
+    let mut p = base;
+    p.payload = (0..1600).map(|i| (i * 13) as u8).collect();
+    p.ip.ttl = 255;
+    s.push(("seed-vxlan-max-payload".into(), p.encode()));
+    s
+}
+
+fn wire_views_seeds() -> Vec<(String, Vec<u8>)> {
+    let params = |tail: &[u8]| {
+        let mut v = vec![10, 0, 0, 1, 10, 0, 0, 2, 64, 0xb8, 3, 0x81, 0x05, 0xd0, 0x10, 0x00];
+        v.extend_from_slice(tail);
+        v
+    };
+    let (a, b) = (PODS[A].ip, remote(N1, 9));
+    let ip = inner(a, b, 16).bytes();
+    let mut opts = inner(a, b, 4);
+    opts.ip.options = vec![1, 1, 1, 1, 0x94, 4, 0, 0];
+    let vx = vxlan_from(N1, &ip, true);
+    vec![
+        ("seed-ipv4-udp".into(), params(&ip)),
+        ("seed-ipv4-options".into(), params(&opts.bytes())),
+        ("seed-udp".into(), params(&ip[IP_LEN..])),
+        ("seed-vxlan-header".into(), params(&vx[42..])),
+        ("seed-ethernet-frame".into(), params(&vx)),
+        ("seed-mac-string".into(), params(b"02:00:00:00:00:0A")),
+        ("seed-short".into(), params(&[0x45, 0, 0])),
+    ]
+}

@@ -1,0 +1,538 @@
+//! Interop end to end, with tools no one here wrote: IP-in-IP to a
+//! Calico-style node (a user-space RFC 2003 endpoint, there being no kernel
+//! ipip module here), transit between VXLAN and IP-in-IP nodes, scapy's
+//! dissection of the gateway's real output, PMTU discovery (ping, tracepath)
+//! and traceroute through the gateway's ICMP errors.
+//!
+//! Each test builds its own bed (tags `ix*`), runs the real gateway in
+//! process, and needs root; under CI=true they fail rather than skip. They
+//! run one at a time (two cores; the worker busy-polls one).
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use overpass::gateway::Gateway;
+use overpass::stats::{DropReason, Event, Snapshot};
+use overpass::testbed::{
+    self, IPIP_NODE, Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec, require_root,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The gateway's own overlay address: the source of the ICMP errors it sends.
+const GATEWAY_OVERLAY_IP: &str = "10.244.0.0";
+
+fn bed_with(tag: &str, options: &TestbedOptions) -> Testbed {
+    Testbed::create_with(
+        &TestbedSpec {
+            tag: tag.to_string(),
+            underlay_queues: 1,
+        },
+        options,
+    )
+    .expect("building the test bed")
+}
+
+fn bed(tag: &str) -> Testbed {
+    bed_with(tag, &TestbedOptions::default())
+}
+
+fn start(bed: &Testbed) -> Gateway {
+    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
+    assert!(
+        gw.wait_resolved(Duration::from_secs(5)),
+        "underlay next hops never resolved"
+    );
+    gw
+}
+
+fn delta(after: &Snapshot, before: &Snapshot, e: Event) -> u64 {
+    after.event_count(e) - before.event_count(e)
+}
+
+fn drops(after: &Snapshot, before: &Snapshot, r: DropReason) -> u64 {
+    after.drop_count(r) - before.drop_count(r)
+}
+
+/// stdout + stderr of a command run in `ns` (any exit status).
+fn run_in(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The addresses of traceroute hop `hop` (`traceroute -n` output lines
+/// look like ` 2  10.244.0.0  0.321 ms  0.2 ms  0.2 ms`).
+fn traceroute_hop(out: &str, hop: u32) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == hop.to_string()).then(|| {
+                words
+                    .filter(|w| w.parse::<Ipv4Addr>().is_ok())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .flatten()
+        .collect()
+}
+
+/// (1) Local pod ↔ the IP-in-IP node's pod address: ping both ways, TCP both
+/// ways with no checksum errors, counted as encap/decap.
+#[test]
+fn ipip_node_ping_and_tcp_both_ways() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("IP-in-IP end to end (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix1");
+    let gw = start(&bed);
+    let peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
+    let pod = bed.ns(Ns::LocalPod('a'));
+    let n3 = bed.ns(Ns::Node(IPIP_NODE));
+    let n3_ip = bed.remote_pod_ip(IPIP_NODE);
+    const N: u32 = 10;
+    for (ns, dst) in [(&pod, n3_ip), (&n3, bed.local_pod_ip('a'))] {
+        let before = gw.counters();
+        let r = bed.ping(ns, dst, N, &PingOpts::default()).unwrap();
+        assert!(r.all_received(), "{ns} -> {dst}: {}", r.raw);
+        let after = gw.counters();
+        assert_eq!(
+            delta(&after, &before, Event::EncapToPeer),
+            u64::from(N),
+            "{ns} -> {dst}\n{}",
+            after.render()
+        );
+        assert_eq!(
+            delta(&after, &before, Event::DecapToPod),
+            u64::from(N),
+            "{ns} -> {dst}\n{}",
+            after.render()
+        );
+        assert_eq!(
+            after.total_drops(),
+            before.total_drops(),
+            "{}",
+            after.render()
+        );
+    }
+
+    let errs = |ns: &str| bed.nstat(ns, "TcpInCsumErrors").unwrap();
+    let (pod_err0, n3_err0) = (errs(&pod), errs(&n3));
+    let before = gw.counters();
+    for (server_ns, server_ip, client_ns) in [
+        (&n3, n3_ip, &pod),                 // pod -> n3: encap
+        (&pod, bed.local_pod_ip('a'), &n3), // n3 -> pod: decap
+    ] {
+        for reverse in [false, true] {
+            let r = bed
+                .iperf3(server_ns, server_ip, client_ns, 2, reverse)
+                .expect("iperf3 runs");
+            eprintln!(
+                "iperf3 {client_ns} -> {server_ip} reverse={reverse}: {:.1} Mbit/s, {} retransmits",
+                r.bits_per_second / 1e6,
+                r.retransmits
+            );
+            assert!(
+                r.bytes_received > 1_000_000,
+                "{client_ns} -> {server_ip} (reverse={reverse}): only {} bytes\n{}",
+                r.bytes_received,
+                r.raw
+            );
+        }
+    }
+    assert_eq!(errs(&pod), pod_err0, "TcpInCsumErrors moved in the pod");
+    assert_eq!(errs(&n3), n3_err0, "TcpInCsumErrors moved on node 3");
+    let after = gw.counters();
+    assert!(
+        delta(&after, &before, Event::EncapToPeer) > 1000
+            && delta(&after, &before, Event::DecapToPod) > 1000,
+        "{}",
+        after.render()
+    );
+    eprintln!(
+        "gateway after iperf3:\n{}\nnode 3:\n{}",
+        after.render(),
+        run_in(&n3, &["ip", "-s", "link", "show", "dev", testbed::IPIP_DEV])
+    );
+    let summary = peer.stop().unwrap();
+    eprintln!("{summary}");
+    assert!(summary.contains("errors=0"), "{summary}");
+    gw.stop();
+}
+
+/// Transit between real stacks: node 1's kernel VXLAN (a route to node 3's
+/// podCIDR via the gateway's VTEP, as a Flannel node gets for any lease) and
+/// node 3's IP-in-IP endpoint, re-encapsulated by the gateway both ways.
+#[test]
+fn transit_between_flannel_and_ipip_nodes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("VXLAN <-> IP-in-IP transit (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix2");
+    let gw = start(&bed);
+    let _peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
+    bed.exec(
+        &bed.ns(Ns::Node(1)),
+        &[
+            "ip",
+            "route",
+            "add",
+            &bed.node_pod_cidr(IPIP_NODE),
+            "via",
+            GATEWAY_OVERLAY_IP,
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+    )
+    .unwrap();
+    let before = gw.counters();
+    const N: u32 = 5;
+    let r = bed
+        .ping(
+            &bed.ns(Ns::NodePod(1)),
+            bed.remote_pod_ip(IPIP_NODE),
+            N,
+            &PingOpts::default(),
+        )
+        .unwrap();
+    assert!(r.all_received(), "{}", r.raw);
+    let after = gw.counters();
+    // Requests VXLAN -> IP-in-IP, replies IP-in-IP -> VXLAN.
+    assert_eq!(
+        delta(&after, &before, Event::Transit),
+        2 * u64::from(N),
+        "{}",
+        after.render()
+    );
+    assert_eq!(after.total_drops(), before.total_drops());
+    gw.stop();
+}
+
+/// (2) scapy crafts IP-in-IP and VXLAN packets at the gateway and dissects
+/// what the gateway emits on the underlay or to a pod (see
+/// tests/support/scapy_check.py for the exact rules checked).
+#[test]
+fn scapy_dissects_the_gateway_output() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("scapy interop (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix3");
+    let gw = start(&bed);
+    let m = |mac: overpass::config::MacAddr| mac.to_string();
+    let spec = serde_json::json!({
+        "ns": {
+            "pa": bed.ns(Ns::LocalPod('a')),
+            "n1": bed.ns(Ns::Node(1)),
+            "n2": bed.ns(Ns::Node(2)),
+            "n3": bed.ns(Ns::Node(IPIP_NODE)),
+        },
+        "mac": {
+            "gw_ul": m(bed.gateway_underlay_mac()),
+            "gw_vtep": m(testbed::GATEWAY_VTEP_MAC),
+            "n1_ul": m(bed.node_underlay_mac(1)),
+            "n2_ul": m(bed.node_underlay_mac(2)),
+            "n3_ul": m(bed.node_underlay_mac(IPIP_NODE)),
+            "n1_vtep": m(bed.node_vtep_mac(1)),
+            "n2_vtep": m(bed.node_vtep_mac(2)),
+            "pa": m(bed.local_pod_mac('a')),
+            "pa_host": m(bed.local_host_end_mac('a')),
+        },
+        "ip": {
+            "gw_ul": bed.gateway_underlay_ip().to_string(),
+            "n1_ul": bed.node_underlay_ip(1).to_string(),
+            "n2_ul": bed.node_underlay_ip(2).to_string(),
+            "n3_ul": bed.node_underlay_ip(IPIP_NODE).to_string(),
+            "pa": bed.local_pod_ip('a').to_string(),
+        },
+    });
+    let before = gw.counters();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/scapy_check.py");
+    let out = Command::new(testbed::PYTHON)
+        .arg(script)
+        .arg(spec.to_string())
+        .output()
+        .expect("running scapy_check.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scapy_check.py failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("scapy_check.py printed no JSON ({e}): {stdout}"));
+    let cases = verdict["cases"].as_object().expect("cases");
+    let mut failed = vec![];
+    for (name, case) in cases {
+        eprintln!("scapy {name}: ok={} seen: {}", case["ok"], case["seen"]);
+        if case["ok"] != true {
+            failed.push(format!("{name}: {}", case["failures"]));
+        }
+    }
+    assert_eq!(cases.len(), 7, "{verdict}");
+    let after = gw.counters();
+    assert!(
+        failed.is_empty(),
+        "scapy checks failed:\n{}\n{}",
+        failed.join("\n"),
+        after.render()
+    );
+    // (a) ×2 decap, (b) ×2 encap, 3 transits; nothing dropped on the way.
+    assert_eq!(delta(&after, &before, Event::DecapToPod), 2);
+    assert_eq!(delta(&after, &before, Event::Transit), 3);
+    assert_eq!(delta(&after, &before, Event::EcnCePropagated), 1);
+    assert!(delta(&after, &before, Event::EncapToPeer) >= 2);
+    gw.stop();
+}
+
+/// (3) PMTU discovery across the 1450-byte VXLAN tunnel from a pod whose own
+/// MTU is 1500 (both local pods): ping learns the MTU from the gateway's
+/// frag-needed, tracepath (from the other pod) discovers it too, and
+/// traceroute shows the gateway as the first hop.
+#[test]
+fn pmtu_discovery_and_traceroute_through_the_gateway() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("PMTU / traceroute (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed_with(
+        "ix4",
+        &TestbedOptions {
+            local_pod_mtu: 1500,
+        },
+    );
+    let gw = start(&bed);
+    let pod = bed.ns(Ns::LocalPod('a'));
+    let dst = bed.remote_pod_ip(1);
+    let before = gw.counters();
+    let r = bed
+        .ping(
+            &pod,
+            dst,
+            3,
+            &PingOpts {
+                size: Some(1472),
+                dont_fragment: true,
+                ..PingOpts::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.received, 0, "{}", r.raw);
+    assert!(
+        r.raw.contains(&format!(
+            "From {GATEWAY_OVERLAY_IP} icmp_seq=1 Frag needed and DF set (mtu = 1450)"
+        )),
+        "{}",
+        r.raw
+    );
+    let after = gw.counters();
+    assert!(delta(&after, &before, Event::IcmpFragNeeded) >= 1);
+    assert!(drops(&after, &before, DropReason::TooBig) >= 1);
+    // The pod's kernel learnt it: the next full-size DF ping fits 1450.
+    let r = bed
+        .ping(
+            &pod,
+            dst,
+            2,
+            &PingOpts {
+                size: Some(1422),
+                dont_fragment: true,
+                ..PingOpts::default()
+            },
+        )
+        .unwrap();
+    assert!(r.all_received(), "{}", r.raw);
+
+    // tracepath from the other pod, whose kernel has not learnt the PMTU yet.
+    let out = run_in(
+        &bed.ns(Ns::LocalPod('b')),
+        &["timeout", "30", "tracepath", "-n", &dst.to_string()],
+    );
+    eprintln!("tracepath:\n{out}");
+    assert!(out.contains("pmtu 1450"), "{out}");
+    assert!(out.contains(GATEWAY_OVERLAY_IP), "{out}");
+    assert!(out.contains("Resume: pmtu 1450"), "{out}");
+
+    // traceroute (UDP): the gateway answers TTL 1 with time exceeded.
+    let out = run_in(
+        &pod,
+        &[
+            "timeout",
+            "40",
+            "traceroute",
+            "-n",
+            "-w",
+            "2",
+            "-m",
+            "6",
+            &dst.to_string(),
+        ],
+    );
+    eprintln!("traceroute:\n{out}");
+    assert!(
+        traceroute_hop(&out, 1)
+            .iter()
+            .any(|a| a == GATEWAY_OVERLAY_IP),
+        "hop 1 is not the gateway:\n{out}"
+    );
+    assert!(
+        out.contains(&dst.to_string()),
+        "destination not reached:\n{out}"
+    );
+    let after = gw.counters();
+    assert!(delta(&after, &before, Event::IcmpTimeExceeded) >= 3);
+    assert_eq!(
+        after.event_count(Event::IcmpRateLimited),
+        0,
+        "{}",
+        after.render()
+    );
+    gw.stop();
+}
+
+/// (4) Time exceeded toward a remote pod: traceroute from node 1's pod to a
+/// local pod lists the gateway's overlay address as a hop (the error went
+/// back through VXLAN to a real kernel VTEP).
+#[test]
+fn traceroute_from_a_remote_pod_sees_the_gateway() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("traceroute from a remote pod (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix5");
+    let gw = start(&bed);
+    let dst = bed.local_pod_ip('a');
+    let out = run_in(
+        &bed.ns(Ns::NodePod(1)),
+        &[
+            "timeout",
+            "40",
+            "traceroute",
+            "-n",
+            "-w",
+            "2",
+            "-m",
+            "6",
+            &dst.to_string(),
+        ],
+    );
+    eprintln!("traceroute:\n{out}");
+    let hops: Vec<Vec<String>> = (1..=6).map(|h| traceroute_hop(&out, h)).collect();
+    assert!(
+        hops.iter().flatten().any(|a| a == GATEWAY_OVERLAY_IP),
+        "the gateway is not a hop:\n{out}"
+    );
+    assert!(
+        out.contains(&dst.to_string()),
+        "destination not reached:\n{out}"
+    );
+    let c = gw.counters();
+    assert!(
+        c.event_count(Event::IcmpTimeExceeded) >= 3,
+        "{}",
+        c.render()
+    );
+    gw.stop();
+}
+
+/// RFC 1812 rate limit, not a cap: 100 TTL-1 probes at 100/s (a tenth of
+/// the gateway's 1000/s limit) must all be answered with time exceeded.
+/// Needs the worker to feed the pipeline its clock (`Pipeline::set_clock`
+/// once per poll round); without it the bucket never refills after the
+/// initial burst of 50, and every later error counts as `icmp_rate_limited`.
+#[test]
+fn icmp_rate_limit_refills_over_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("ICMP rate limit refill (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix6");
+    let gw = start(&bed);
+    let pod = bed.ns(Ns::LocalPod('a'));
+    let dst = bed.remote_pod_ip(1).to_string();
+    let out = run_in(
+        &pod,
+        &[
+            "timeout", "30", "ping", "-n", "-t", "1", "-c", "100", "-i", "0.01", "-W", "1", &dst,
+        ],
+    );
+    let answered = out
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("From {GATEWAY_OVERLAY_IP}")) && l.contains("Time to live exceeded")
+        })
+        .count();
+    let c = gw.counters();
+    assert!(
+        answered >= 95,
+        "only {answered} of 100 TTL-1 probes at 100/s got time exceeded \
+         (icmp_time_exceeded={}, icmp_rate_limited={})\n{}",
+        c.event_count(Event::IcmpTimeExceeded),
+        c.event_count(Event::IcmpRateLimited),
+        c.render()
+    );
+    assert_eq!(c.event_count(Event::IcmpRateLimited), 0, "{}", c.render());
+    gw.stop();
+}
+
+/// An IP-in-IP node's tunnel MTU (1480) is larger than the local pods' veth
+/// MTU (1450). A DF packet between the two sizes must not vanish: a router
+/// answers it with frag-needed (mtu = 1450), as the kernel would for its
+/// own egress device. (The gateway delivers it to the 1450-byte veth, whose
+/// kernel side drops it silently: a PMTU black hole.)
+#[test]
+fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("pod MTU black hole (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix7");
+    let gw = start(&bed);
+    let _peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
+    let n3 = bed.ns(Ns::Node(IPIP_NODE));
+    let dst = bed.local_pod_ip('a');
+    // Fits the 1450 pod MTU: delivered.
+    let fits = PingOpts {
+        size: Some(1422),
+        dont_fragment: true,
+        ..PingOpts::default()
+    };
+    let r = bed.ping(&n3, dst, 2, &fits).unwrap();
+    assert!(r.all_received(), "{}", r.raw);
+    // 1480 bytes: fits the IP-in-IP tunnel, not the pod's veth.
+    let big = PingOpts {
+        size: Some(1452),
+        ..fits
+    };
+    let before = gw.counters();
+    let r = bed.ping(&n3, dst, 2, &big).unwrap();
+    let after = gw.counters();
+    let links = run_in(
+        &bed.ns(Ns::Gateway),
+        &["ip", "-s", "link", "show", "dev", &bed.local_pod_iface('a')],
+    );
+    assert!(
+        r.all_received() || r.raw.contains("mtu = 1450"),
+        "1480-byte DF packets to a 1450-MTU pod neither delivered nor answered with \
+         frag-needed (decap_to_pod +{}, icmp_frag_needed +{}):\n{}\n{}\n{links}",
+        delta(&after, &before, Event::DecapToPod),
+        delta(&after, &before, Event::IcmpFragNeeded),
+        r.raw,
+        after.render()
+    );
+    gw.stop();
+}
