@@ -544,7 +544,10 @@ fn umem_bytes_estimate(config: &Config) -> u64 {
         .ok()
         .flatten();
     let fill_total: u32 = match plan {
-        Some(p) => p.specs.iter().map(|s| s.ring_size).sum(),
+        Some(p) => p
+            .specs
+            .first()
+            .map_or(0, |w| w.iter().map(|s| s.ring_size).sum()),
         // UNDERLAY_RING + POD_RING per pod (gateway.rs).
         None => 2048 + 512 * config.pod.len() as u32,
     };
@@ -966,6 +969,28 @@ fn interface_findings(config: &Config) -> Vec<Finding> {
     for f in &pods {
         out.extend(nic_findings(f, Role::Pod, BindMode::Auto, version));
     }
+    // The socket plan the gateway will use (one worker per underlay queue,
+    // each pod veth with as many active queues): its refusal is a blocker.
+    if ul.iter().all(|u| u.exists) && pods.iter().all(|p| p.exists) {
+        match in_netns(config, || gateway::port_plan(config)) {
+            Ok(Ok(plan)) => out.push(Finding::ok(
+                "dataplane.ports",
+                "plan",
+                format!(
+                    "{} worker(s), {} socket(s) each",
+                    plan.workers,
+                    plan.specs.first().map_or(0, Vec::len)
+                ),
+            )),
+            Ok(Err(e)) => out.push(Finding::blocker(
+                "dataplane.ports",
+                "plan",
+                format!("{e:#}"),
+                "give every pod veth as many active queues as underlay queues are served (ethtool -L), or set underlay.queues",
+            )),
+            Err(_) => {}
+        }
+    }
     if let Some(u) = ul.first().filter(|u| u.exists) {
         let pod_mtus: Vec<(String, u32)> = pods
             .iter()
@@ -977,10 +1002,19 @@ fn interface_findings(config: &Config) -> Vec<Finding> {
     out
 }
 
-/// The workers `Gateway::start` runs: `underlay[0].queues`, default 1 (it
-/// refuses more than one so far).
+/// The workers `Gateway::start` runs: `underlay[0].queues`, default every
+/// active RX queue of the underlay (one worker per queue).
 pub fn planned_workers(config: &Config) -> usize {
-    config.underlay.first().and_then(|u| u.queues).unwrap_or(1) as usize
+    let Some(ul) = config.underlay.first() else {
+        return 1;
+    };
+    if let Some(q) = ul.queues {
+        return q as usize;
+    }
+    in_netns(config, || xsk::rx_queue_count(&ul.interface).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(1) as usize
 }
 
 /// What an interface is for.
@@ -1235,7 +1269,6 @@ pub fn offload_findings(f: &LinkFacts, role: Role, native: bool) -> Vec<Finding>
 /// The underlay's active RX queues against the planned workers.
 pub fn queue_findings(f: &LinkFacts, configured: Option<u32>) -> Vec<Finding> {
     let name = f.name.as_str();
-    let planned = configured.unwrap_or(1);
     let Some(active) = f.rx_queues else {
         return vec![Finding::warn(
             "nic.queues",
@@ -1244,14 +1277,14 @@ pub fn queue_findings(f: &LinkFacts, configured: Option<u32>) -> Vec<Finding> {
             format!("check with `ethtool -l {name}`"),
         )];
     };
-    if planned > 1 {
+    // One worker per served queue; default: every active queue.
+    let planned = configured.unwrap_or(active);
+    if planned > active {
         return vec![Finding::blocker(
             "nic.queues",
             name,
-            format!(
-                "underlay.queues = {planned}: the dataplane serves one RX queue per underlay so far"
-            ),
-            format!("remove underlay.queues (or set 1) and `ethtool -L {name} combined 1`"),
+            format!("underlay.queues = {planned} but only {active} active RX queue(s)"),
+            format!("`ethtool -L {name} combined {planned}`, or lower underlay.queues"),
         )];
     }
     if active > planned && f.ntuple_rules.is_some_and(|n| n > 0) {
@@ -1685,8 +1718,13 @@ encap = "ipip"
             rx_queues: Some(8),
             ..Default::default()
         };
-        let r = queue_findings(&f, None);
-        assert_eq!(r[0].severity, Severity::Blocker);
+        assert_eq!(
+            queue_findings(&f, None)[0].severity,
+            Severity::Ok,
+            "one worker per queue"
+        );
+        let r = queue_findings(&f, Some(4));
+        assert_eq!(r[0].severity, Severity::Blocker, "queues 4..8 unserved");
         assert!(r[0].fix.as_deref().unwrap().contains("ethtool -L eth1"));
         let one = LinkFacts {
             rx_queues: Some(1),
@@ -1701,7 +1739,10 @@ encap = "ipip"
             ..f.clone()
         };
         assert_eq!(steered.ntuple_rules, Some(2));
-        assert_eq!(queue_findings(&steered, None)[0].severity, Severity::Warn);
+        assert_eq!(
+            queue_findings(&steered, Some(4))[0].severity,
+            Severity::Warn
+        );
     }
 
     #[test]

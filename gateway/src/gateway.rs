@@ -147,12 +147,6 @@ impl Gateway {
 
     fn start_in_ns(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         let ul = &config.underlay[0];
-        let queues = ul.queues.unwrap_or(1);
-        if queues != 1 {
-            bail!(
-                "underlay[0].queues: only 1 RX queue per underlay is supported so far (got {queues})"
-            );
-        }
         let plan = port_plan(config)?;
         let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?;
         {
@@ -169,7 +163,6 @@ impl Gateway {
 
         let mut steering = Steering::load(&ul.vxlan_ports).context("loading the XDP program")?;
         let mut xdp = vec![];
-        // XSK map slots: underlay queues first, then one per pod.
         let ul_index = neigh::ifindex(&ul.interface).context("underlay[0].interface")?;
         let mode = steering
             .attach(ul_index, PortRole::Underlay, 0)
@@ -179,7 +172,7 @@ impl Gateway {
             let idx =
                 neigh::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
             let mode = steering
-                .attach(idx, PortRole::Pod, plan.pods[i].0 as u32)
+                .attach(idx, PortRole::Pod, plan.pod_bases[i])
                 .with_context(|| format!("attaching XDP to {}", pod.interface))?;
             xdp.push((pod.interface.clone(), mode));
         }
@@ -187,41 +180,61 @@ impl Gateway {
             tracing::info!(%ifname, ?mode, "XDP program attached (bpf_link)");
         }
 
-        // Worker 0 serves the underlay queue and every pod veth (one UMEM).
-        let counters = Arc::new(WorkerCounters::default());
+        let n = plan.workers as usize;
+        let cores = pick_cores(config.gateway.cores.as_deref(), n)?;
         let latency = Arc::new(LatencyShared::default());
-        let epoch = Arc::new(RoundEpoch::default());
-        let io = XskIo::open(&plan.specs, ul.bind_mode, counters.clone())
-            .context("opening AF_XDP sockets")?;
-        for (slot, fd) in io.fds().into_iter().enumerate() {
-            steering
-                .register_xsk(slot as u32, fd)
-                .with_context(|| format!("registering socket {slot} in the XSK map"))?;
-        }
-        let xsk = io.modes();
-
-        let core = pick_cores(config.gateway.cores.as_deref(), 1)?[0];
-        tracing::info!(worker = 0, core, queue = 0, "pinning plan");
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = {
+        let mut xsk = vec![];
+        let mut ios = vec![];
+        let mut all_counters = vec![];
+        let mut epochs = vec![];
+        for w in 0..n {
+            let counters = Arc::new(WorkerCounters::default());
+            let io = XskIo::open(&plan.specs[w], ul.bind_mode, counters.clone())
+                .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            for (port, fd) in io.fds().into_iter().enumerate() {
+                let slot = plan.slots[w][port];
+                steering.register_xsk(slot, fd).with_context(|| {
+                    format!("registering worker {w} port {port} in XSK slot {slot}")
+                })?;
+            }
+            xsk.extend(io.modes());
+            ios.push(io);
+            all_counters.push(counters);
+            epochs.push(Arc::new(RoundEpoch::default()));
+        }
+        let mut workers = vec![];
+        let mut pinning = vec![];
+        for (w, io) in ios.into_iter().enumerate() {
+            let core = cores[w];
+            tracing::info!(
+                worker = w,
+                core,
+                underlay_queue = w,
+                ports = plan.specs[w].len(),
+                "pinning plan"
+            );
+            pinning.push((w, core));
             let stop = stop.clone();
             let routes = routes.clone();
-            let counters = counters.clone();
+            let counters = all_counters[w].clone();
             let recorder = latency.recorder();
-            let epoch = epoch.clone();
-            std::thread::Builder::new()
-                .name("overpass-w0".into())
+            let epoch = epochs[w].clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("overpass-w{w}"))
                 .spawn(move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(core, "could not pin worker 0");
+                        tracing::warn!(worker = w, core, "could not pin worker");
                     }
-                    let mut w = Worker::new(io, Pipeline::new(0), routes, counters, false)
-                        .with_latency(recorder)
-                        .with_epoch(epoch);
-                    w.run(&stop);
+                    let mut worker =
+                        Worker::new(io, Pipeline::new(w as u16), routes, counters, false)
+                            .with_latency(recorder)
+                            .with_epoch(epoch);
+                    worker.run(&stop);
                 })
-                .context("spawning worker")?
-        };
+                .with_context(|| format!("spawning worker {w}"))?;
+            workers.push(handle);
+        }
         let control = {
             let stop = stop.clone();
             let rib = rib.clone();
@@ -233,18 +246,14 @@ impl Gateway {
         };
         Ok(Gateway {
             stop,
-            workers: vec![worker],
+            workers,
             control: Some(control),
             steering: Arc::new(Mutex::new(Some(steering))),
             rib,
-            counters: vec![counters],
+            counters: all_counters,
             latency,
-            epochs: vec![epoch],
-            info: DataplaneInfo {
-                xdp,
-                xsk,
-                pinning: vec![(0, core)],
-            },
+            epochs,
+            info: DataplaneInfo { xdp, xsk, pinning },
         })
     }
 
@@ -437,12 +446,14 @@ pub fn rib_context(config: &Config, plan: &PortPlan) -> anyhow::Result<RibContex
     for (i, p) in config.pod.iter().enumerate() {
         let host_mac =
             neigh::interface_mac(&p.interface).with_context(|| format!("pod[{i}].interface"))?;
-        let (first, queues) = plan.pods[i];
+        // Same layout on every worker (see PortPlan).
+        let port = (i + 1) as PortId;
+        debug_assert_eq!(plan.specs[0][port as usize].ifname, p.interface);
         pod_ports.insert(
             p.interface.clone(),
             PodPort {
-                port: first,
-                rx_ports: (first..first + queues as PortId).collect(),
+                port,
+                rx_ports: vec![port],
                 host_mac,
                 mtu: neigh::interface_mtu(&p.interface)
                     .with_context(|| format!("pod[{i}].interface"))?
@@ -463,37 +474,96 @@ pub fn rib_context(config: &Config, plan: &PortPlan) -> anyhow::Result<RibContex
     })
 }
 
-/// Which socket serves what. Port index = XSK map slot: the underlay
-/// queue is port 0, then every RX queue of every pod veth in turn (a veth
-/// has one queue per CPU by default, and a frame can only reach a socket
-/// bound to the queue it arrived on).
+/// Which socket serves what. One worker per served underlay RX queue;
+/// worker `w` owns, over its own UMEM, a socket on underlay queue `w` and
+/// one on queue `w` of every pod veth (a frame only reaches a socket bound
+/// to the queue it arrived on, and a worker can only transmit on its own
+/// sockets). So every worker has the same port layout — port 0 is its
+/// underlay queue, port `1 + i` is pod `i` — and the FIB's pod ports are
+/// valid on every worker. XSK map slots: underlay queue `q` at `q`, pod `i`
+/// queue `q` at `N + i·N + q`.
 #[derive(Debug, Clone)]
 pub struct PortPlan {
-    pub specs: Vec<PortSpec>,
-    /// Per `[[pod]]`: (first port, number of queues).
-    pub pods: Vec<(PortId, u32)>,
+    /// Number of workers (= served underlay queues).
+    pub workers: u32,
+    /// Per worker, its sockets in port order.
+    pub specs: Vec<Vec<PortSpec>>,
+    /// Per worker, the XSK map slot of each port.
+    pub slots: Vec<Vec<u32>>,
+    /// Per pod, the XSK slot base its XDP attachment uses.
+    pub pod_bases: Vec<u32>,
 }
 
-/// Plans the ports for `config` from the interfaces' queue counts.
+/// Plans the ports for `config` from the interfaces' active queue counts.
+/// Every pod veth must have as many active queues as there are workers
+/// (`ethtool -L`), so whichever queue a pod's frame arrives on, the worker
+/// of that queue also owns a socket to answer on.
 pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
     let ul = &config.underlay[0];
-    let mut specs = vec![PortSpec {
-        ifname: ul.interface.clone(),
-        queue: 0,
-        ring_size: UNDERLAY_RING,
-    }];
-    let mut pods = vec![];
+    let active = crate::xsk::rx_queue_count(&ul.interface).context("underlay[0].interface")?;
+    let n = match ul.queues {
+        Some(q) if q > active => bail!(
+            "underlay[0].queues: {} has {active} active RX queue(s), {q} requested (ethtool -L {} combined {q})",
+            ul.interface,
+            ul.interface
+        ),
+        Some(q) => {
+            if q < active {
+                tracing::warn!(
+                    ifname = %ul.interface, served = q, active,
+                    "not every underlay RX queue is served: traffic hashed to the others goes to the kernel"
+                );
+            }
+            q
+        }
+        None => active,
+    };
     for (i, p) in config.pod.iter().enumerate() {
-        let queues = crate::xsk::rx_queue_count(&p.interface)
+        let pq = crate::xsk::rx_queue_count(&p.interface)
             .with_context(|| format!("pod[{i}].interface"))?;
-        pods.push((specs.len() as PortId, queues));
-        specs.extend((0..queues).map(|q| PortSpec {
-            ifname: p.interface.clone(),
-            queue: q,
-            ring_size: POD_RING,
-        }));
+        if pq != n {
+            bail!(
+                "pod[{i}].interface: {} has {pq} active RX queue(s); with {n} worker(s) it needs exactly {n} (ethtool -L {} rx {n} tx {n})",
+                p.interface,
+                p.interface
+            );
+        }
     }
-    Ok(PortPlan { specs, pods })
+    let slots_needed = n as usize * (1 + config.pod.len());
+    if slots_needed > overpass_xdp::abi::MAX_XSKS as usize {
+        bail!(
+            "{n} queues × (1 underlay + {} pods) = {slots_needed} sockets, more than the XSK map's {}",
+            config.pod.len(),
+            overpass_xdp::abi::MAX_XSKS
+        );
+    }
+    let pods = config.pod.len() as u32;
+    let mut specs = vec![];
+    let mut slots = vec![];
+    for w in 0..n {
+        let mut s = vec![PortSpec {
+            ifname: ul.interface.clone(),
+            queue: w,
+            ring_size: UNDERLAY_RING,
+        }];
+        let mut sl = vec![w];
+        for (i, p) in config.pod.iter().enumerate() {
+            s.push(PortSpec {
+                ifname: p.interface.clone(),
+                queue: w,
+                ring_size: POD_RING,
+            });
+            sl.push(n + i as u32 * n + w);
+        }
+        specs.push(s);
+        slots.push(sl);
+    }
+    Ok(PortPlan {
+        workers: n,
+        specs,
+        slots,
+        pod_bases: (0..pods).map(|i| n + i * n).collect(),
+    })
 }
 
 /// Chooses `n` cores: the configured ones (each must exist), or by default

@@ -524,6 +524,31 @@ impl Testbed {
         seconds: u32,
         reverse: bool,
     ) -> anyhow::Result<IperfResult> {
+        self.iperf3_run(server_ns, server_ip, client_ns, seconds, reverse, 1)
+    }
+
+    /// [`Testbed::iperf3`] with `streams` parallel TCP connections (`-P`),
+    /// client to server: many flows, so hashing spreads them over queues.
+    pub fn iperf3_parallel(
+        &self,
+        server_ns: &str,
+        server_ip: Ipv4Addr,
+        client_ns: &str,
+        seconds: u32,
+        streams: u32,
+    ) -> anyhow::Result<IperfResult> {
+        self.iperf3_run(server_ns, server_ip, client_ns, seconds, false, streams)
+    }
+
+    fn iperf3_run(
+        &self,
+        server_ns: &str,
+        server_ip: Ipv4Addr,
+        client_ns: &str,
+        seconds: u32,
+        reverse: bool,
+        streams: u32,
+    ) -> anyhow::Result<IperfResult> {
         static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
         let port = (5201 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 99).to_string();
         let ip = server_ip.to_string();
@@ -560,6 +585,8 @@ impl Testbed {
                 "timeout", "-k", "5", &limit, "iperf3", "-c", &ip, "-p", &port, "-t", &secs, "-J",
             ];
             args.extend(["--connect-timeout", "3000"]);
+            let streams = streams.max(1).to_string();
+            args.extend(["-P", &streams]);
             if reverse {
                 args.push("-R");
             }

@@ -190,8 +190,22 @@ fn check_flags_unserved_underlay_queues() {
         underlay_queues: 2,
     })
     .unwrap();
-    let r = check::inspect(&bed.gateway_config());
+    // Default: one worker per active queue; the pod veths have one active
+    // queue each, which the socket plan refuses (a blocker naming the pod).
+    let config = bed.gateway_config();
+    let r = check::inspect(&config);
     eprintln!("{}", r.render());
+    assert_eq!(one(&r, "nic.queues", "ul0").severity, Severity::Ok);
+    let plan = one(&r, "dataplane.ports", "plan");
+    assert_eq!(plan.severity, Severity::Blocker, "{plan:?}");
+    assert!(
+        plan.message.contains("gwp-a") && plan.message.contains("needs exactly 2"),
+        "{plan:?}"
+    );
+    // Serving one queue of two leaves the other's flows to the kernel.
+    let mut one_queue = config.clone();
+    one_queue.underlay[0].queues = Some(1);
+    let r = check::inspect(&one_queue);
     let f = one(&r, "nic.queues", "ul0");
     assert_eq!(f.severity, Severity::Blocker, "{f:?}");
     assert!(
@@ -204,5 +218,6 @@ fn check_flags_unserved_underlay_queues() {
             .unwrap()
             .contains("ethtool -L ul0 combined 1")
     );
+    assert_eq!(one(&r, "dataplane.ports", "plan").severity, Severity::Ok);
     bed.destroy().unwrap();
 }
