@@ -112,7 +112,7 @@ if [[ $rc -ne 0 ]]; then
     echo "== $target: CRASH after ${execs:-?} execs"
     if [[ -n $artifact ]]; then
         echo "== input: fuzz/${artifact#"$here"/}"
-        echo "== replay: cargo run --manifest-path fuzz/Cargo.toml --bin repro -- $target fuzz/${artifact#"$here"/}"
+        echo "== replay: cargo run --manifest-path fuzz/Cargo.toml --example repro -- $target fuzz/${artifact#"$here"/}"
     fi
     exit 1
 fi

@@ -114,7 +114,10 @@ fn icmp(c: &mut Criterion) {
         buf[..t.bytes.len()].copy_from_slice(&t.bytes);
         p.set_clock(now);
         let v = p.process(&table, &counters, port, &mut buf, t.bytes.len());
-        assert!(matches!(v, Verdict::Tx { port: 0, .. }), "TTL 1 must produce an ICMP error back: {v:?}");
+        assert!(
+            matches!(v, Verdict::Tx { port: 0, .. }),
+            "TTL 1 must produce an ICMP error back: {v:?}"
+        );
         g.bench_function(format!("time_exceeded_from_vxlan_{size}B"), |b| {
             b.iter_batched_ref(
                 || {

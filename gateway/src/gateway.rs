@@ -312,14 +312,11 @@ impl Gateway {
         self.shutdown();
     }
 
+    /// Graceful stop: detach XDP first (no new frames are steered to the
+    /// sockets; the kernel gets them meanwhile), then let the workers drain
+    /// what their RX rings hold and finish every queued transmission, then
+    /// close the sockets.
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-        if let Some(c) = self.control.take() {
-            let _ = c.join();
-        }
         let steering = self
             .steering
             .lock()
@@ -327,8 +324,16 @@ impl Gateway {
             .take();
         if let Some(mut s) = steering {
             s.detach_all();
+            tracing::info!("XDP programs detached");
         }
-        tracing::info!("gateway stopped; XDP programs detached");
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        tracing::info!("gateway stopped: RX stopped, TX drained, sockets closed");
     }
 }
 

@@ -24,6 +24,7 @@ pub mod io;
 pub mod latency;
 pub mod neigh;
 pub mod pipeline;
+pub mod reload;
 pub mod rib;
 pub mod route;
 pub mod store;

@@ -79,6 +79,14 @@ enum Command {
         /// Keep the bed and gateway up until Ctrl-C, printing counters.
         #[arg(long)]
         hold: bool,
+        /// Also serve the API and the web dashboard on ADDR (e.g.
+        /// 127.0.0.1:9180); use with --hold to keep it up.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// Token file for the API's mutations (mode 0600); without it the
+        /// API is read-only.
+        #[arg(long, requires = "api")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -155,13 +163,7 @@ enum EncapArg {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
@@ -170,7 +172,12 @@ fn main() {
         Command::Stats { client, json } => stats_cmd(&client, json),
         Command::CheckConfig { config } => Config::load(&config).map(|c| print!("{}", c.to_toml())),
         Command::Check { config } => overpass::check::run(&config),
-        Command::Demo { tag, hold } => demo(&tag, hold),
+        Command::Demo {
+            tag,
+            hold,
+            api,
+            token_file,
+        } => demo(&tag, hold, api, token_file.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("overpass: error: {e:#}");
@@ -180,6 +187,24 @@ fn main() {
 
 /// SIGINT and SIGTERM set the returned flag instead of killing the process,
 /// so shutdown detaches XDP and removes test beds.
+/// Logs go to stderr (journald collects them under systemd): plain text
+/// without colours unless stderr is a terminal, or one JSON object per
+/// line with `OVERPASS_LOG_FORMAT=json`. `RUST_LOG` sets the filter
+/// (default `info`).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("OVERPASS_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -254,18 +279,58 @@ fn run(path: &Path) -> anyhow::Result<()> {
     // starts accepting writes.
     let gw = Gateway::start_with(&cp.config, cp.persisted.clone())?;
     tracing::info!(info = ?gw.info, "gateway running");
+    if let (Some(store), None) = (&cp.store, &cp.persisted) {
+        // First start with this state dir: record the configuration's set,
+        // so the state dir always holds the route set in force.
+        let (generation, routes) = gw.rib().routes();
+        store.save_routes(generation, &routes).context("persisting the initial route set")?;
+    }
     let server = match cp.config.api.is_some() {
         true => Some(serve(&cp, gw.rib().clone(), gw.view(), "dataplane", None)?),
         false => None,
     };
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing the SIGHUP handler")?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::Relaxed) {
+            match overpass::reload::reload(
+                path,
+                &cp.config,
+                gw.rib(),
+                cp.store.as_deref(),
+                &gw.view(),
+            ) {
+                Ok(r) => {
+                    tracing::info!(
+                        generation = r.generation,
+                        routes = r.routes,
+                        "configuration reloaded"
+                    );
+                    if !r.restart_needed.is_empty() {
+                        tracing::warn!(keys = ?r.restart_needed, "changed keys take effect only after a restart");
+                    }
+                }
+                Err(e) => tracing::error!(
+                    "reload refused, the running configuration stays in force: {e:#}"
+                ),
+            }
+        }
     }
+    tracing::info!("stopping: API, then dataplane");
     if let Some(s) = server {
         s.stop();
     }
     let counters = gw.counters();
+    let (generation, routes) = gw.rib().routes();
     gw.stop();
+    if let Some(store) = &cp.store {
+        match store.save_routes(generation, &routes) {
+            Ok(()) => tracing::info!(generation, routes = routes.len(), "route set persisted"),
+            Err(e) => tracing::error!("persisting the route set on shutdown: {e}"),
+        }
+    }
     eprint!("final counters:\n{}", counters.render());
     Ok(())
 }
@@ -502,7 +567,13 @@ fn ns(v: u64) -> String {
     }
 }
 
-fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
+fn demo(
+    tag: &str,
+    hold: bool,
+    api: Option<std::net::SocketAddr>,
+    token_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let token = token_file.map(Auth::load_token).transpose()?;
     let stop = stop_flag()?;
     println!(
         "== Overpass demo: building a Flannel-style overlay in network namespaces (ovp-{tag}-*)"
@@ -516,6 +587,23 @@ fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
     println!("== Gateway configuration:\n{}", config.to_toml());
     let gw = Gateway::start(&config)?;
     println!("== Dataplane: {:?}", gw.info);
+    // From the host namespace (Gateway::start returned to it), as `run` does.
+    let server = match api {
+        Some(listen) => {
+            let state = ApiState::new(
+                gw.rib().clone(),
+                None,
+                gw.view(),
+                Auth::new(token, false),
+                1 << 20,
+                "dataplane",
+            );
+            let server = Server::start(listen, state)?;
+            println!("== API and dashboard: http://{}/", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     if !gw.wait_resolved(Duration::from_secs(5)) {
         println!("warning: not every peer's underlay MAC resolved within 5 s");
     }
@@ -566,6 +654,9 @@ fn demo(tag: &str, hold: bool) -> anyhow::Result<()> {
     println!("== Gateway counters:\n{}", gw.counters().render());
     while hold && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
+    }
+    if let Some(s) = server {
+        s.stop();
     }
     gw.stop();
     drop(bed);

@@ -513,6 +513,22 @@ impl Testbed {
             .with_context(|| format!("`{}` ({}): {}", render(&cmd), out.status, raw.trim()))
     }
 
+    /// The command line of a ping run from namespace `ns` (for callers that
+    /// run it in the background): `count` probes, `interval` seconds apart.
+    pub fn ping_command(&self, ns: &str, dst: Ipv4Addr, count: u32, interval: f64) -> Vec<String> {
+        ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-W", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "-c".into(),
+                count.to_string(),
+                "-i".into(),
+                interval.to_string(),
+                dst.to_string(),
+            ])
+            .collect()
+    }
+
     /// A TCP iperf3 run of `seconds` from `client_ns` to a one-shot server
     /// (`iperf3 -s -1`) on `server_ip` in `server_ns`; `reverse` makes the
     /// server send (`-R`). Each call uses a fresh port in 5201..5300.

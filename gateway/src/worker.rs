@@ -68,11 +68,20 @@ impl RoundEpoch {
 /// Something that can block until traffic arrives.
 pub trait Wait {
     fn wait(&mut self, timeout_ms: i32);
+
+    /// Whether transmissions are still queued or in flight.
+    fn tx_pending(&self) -> bool {
+        false
+    }
 }
 
 impl Wait for crate::xsk::XskIo {
     fn wait(&mut self, timeout_ms: i32) {
         crate::xsk::XskIo::wait(self, timeout_ms)
+    }
+
+    fn tx_pending(&self) -> bool {
+        crate::xsk::XskIo::tx_pending(self)
     }
 }
 
@@ -188,9 +197,15 @@ impl<I: PacketIo + Wait> Worker<I> {
                 std::hint::spin_loop();
             }
         }
-        // Drain: give queued transmissions a last chance to leave.
-        for _ in 0..64 {
+        // Drain: keep kicking until every queued transmission has left (or
+        // 200 ms passed). The XDP program is detached first (see
+        // Gateway::stop), so no new frames arrive meanwhile.
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        loop {
             self.poll_once();
+            if !self.io.tx_pending() || Instant::now() >= deadline {
+                break;
+            }
         }
         if let Some(latency) = self.latency.as_mut() {
             latency.flush();

@@ -451,6 +451,13 @@ impl PacketIo for XskIo {
 }
 
 impl XskIo {
+    /// Whether any frame is staged or in flight on a TX ring.
+    pub fn tx_pending(&self) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.in_flight > 0 || !p.staged.is_empty())
+    }
+
     /// Sleeps until a port has frames or `timeout_ms` passes. Only called
     /// when the worker has been idle, never per packet.
     pub fn wait(&mut self, timeout_ms: i32) {

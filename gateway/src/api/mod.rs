@@ -1,6 +1,7 @@
 //! The HTTP control plane: REST API under `/api/v1`, Prometheus text at
 //! `/metrics`, `/healthz`, `/readyz`, and the OpenAPI document (generated
-//! from the handlers' annotations) at `/api/v1/openapi.json`.
+//! from the handlers' annotations) at `/api/v1/openapi.json`, and the web
+//! dashboard (embedded `web-ui/`, see [`ui`]) at `/`.
 //!
 //! Contracts:
 //! - mutations need the bearer token (see [`auth`]); reads need it only if
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod observe;
 pub mod routes;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -393,6 +395,7 @@ pub fn router_and_spec(state: AppState) -> (axum::Router, utoipa::openapi::OpenA
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
+        .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     (router, spec)

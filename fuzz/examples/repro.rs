@@ -1,7 +1,7 @@
 //! Runs inputs through a target's code outside libFuzzer (plain build, full
 //! panic message and backtrace), e.g. for a reproducer:
 //!
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin repro -- pipeline_rx fuzz/artifacts-found/pipeline_rx/FILE`
+//! `cargo run --manifest-path fuzz/Cargo.toml --example repro -- pipeline_rx fuzz/artifacts-found/pipeline_rx/FILE`
 //!
 //! Prints the decoded input and the verdict; exits non-zero on a violation.
 
