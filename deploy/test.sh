@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# Property-based API test against the served OpenAPI document (schemathesis from PyPI).
+bash gateway/tests/schemathesis.sh
 # The Debian package: one release build, dpkg -i / -r / --purge (root).
 ./deploy/test-deploy.sh

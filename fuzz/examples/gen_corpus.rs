@@ -24,6 +24,45 @@ fn main() {
     write(&root.join("pipeline_rx"), pipeline_rx_seeds());
     write(&root.join("encap_decap_roundtrip"), roundtrip_seeds());
     write(&root.join("wire_views"), wire_views_seeds());
+    // Hand-minimised reproducers of the findings (see README.md), next to
+    // the corpus directory: fuzz/artifacts-found/TARGET/.
+    let found = root.parent().unwrap().join("artifacts-found");
+    for (target, name, bytes) in findings() {
+        let dir = found.join(target);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Minimal inputs for every finding, named after its ID.
+fn findings() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let a = PODS[A].ip;
+    // vxlan-udp-len: the UDP datagram ends 2 bytes before the inner IPv4
+    // packet does; the outer IPv4 length covers both. The gateway delivers
+    // the 2 bytes past the UDP datagram as part of the inner packet.
+    let mut ip = inner(remote(N1, 8), a, 0);
+    ip.ip.proto = 1;
+    ip.payload = vec![8, 0, 0xf7, 0xfe, 0, 1, 0, 0];
+    let mut f = vxlan_from(N1, &ip.bytes(), false);
+    let ulen = be16(&f, 38);
+    put16(&mut f, 38, ulen - 2);
+    let udp_len_short = encode(0, &f);
+    // pod-rxq-hairpin: pod a, on its second RX queue (port 2), to itself.
+    let hairpin = encode(2, &pod_frame(A, &inner(a, a, 8).bytes()));
+    // icmp-drop-double-count: TTL 1 from node1 with an unroutable inner
+    // source: the ICMP error cannot be routed, and the packet is counted
+    // as TtlExpired by the pipeline and NoRoute by the worker.
+    let mut ip = inner(Ipv4Addr::new(192, 0, 2, 1), a, 8);
+    ip.ip.ttl = 1;
+    let double = encode(0, &vxlan_from(N1, &ip.bytes(), false));
+    let mut mac = vec![0u8; 16];
+    mac.extend_from_slice(b"+2:00:00:00:00:01");
+    vec![
+        ("pipeline_rx", "vxlan-udp-len", udp_len_short),
+        ("pipeline_rx", "pod-rxq-hairpin", hairpin),
+        ("pipeline_rx", "icmp-drop-double-count", double),
+        ("wire_views", "mac-plus-sign", mac),
+    ]
 }
 
 fn write(dir: &Path, seeds: Vec<(String, Vec<u8>)>) {

@@ -135,11 +135,15 @@ pub fn process_checked(
                 "the pipeline returned the I/O layer's drop reason"
             );
             assert_eq!(flow, FlowTag::default(), "a dropped packet left a flow tag");
-            assert_eq!(
-                counted, 0,
-                "dropped as {reason:?} but also counted {counted} drop(s) itself: the \
-                 worker counts this packet twice"
-            );
+            // Finding `icmp-drop-double-count`: an ICMP error that cannot be
+            // sent leaves the original counted by the pipeline too.
+            if !crate::tolerated("icmp-drop-double-count") {
+                assert_eq!(
+                    counted, 0,
+                    "dropped as {reason:?} but also counted {counted} drop(s) itself: the \
+                     worker counts this packet twice"
+                );
+            }
             (v, vec![])
         }
         Verdict::Tx { port, len } => {
@@ -544,7 +548,9 @@ fn check_delivery(
         let pod = &t.pods[idx];
         let def = PODS.iter().find(|p| p.port == port).expect("fixture pod");
         assert_eq!(pod.ip, def.ip);
-        if let Some(src) = d.from_pod {
+        // Finding `pod-rxq-hairpin`: the gateway compares the RX port, not
+        // the pod, so a pod's frame to itself on its second queue returns.
+        if let Some(src) = d.from_pod.filter(|_| !crate::tolerated("pod-rxq-hairpin")) {
             assert_ne!(
                 src.port, port,
                 "hairpin: a frame from pod {} (RX port {rx}) was sent back to it",

@@ -1,6 +1,8 @@
-//! Replays the committed seed corpus (and any reproducers kept in
-//! `artifacts-found/<target>/` that are marked fixed) through the targets'
-//! code: a regression test that needs neither cargo-fuzz nor nightly flags.
+//! Replays the committed seed corpus through the targets' code (a
+//! regression test that needs neither cargo-fuzz nor nightly flags), and
+//! checks that every reproducer in `artifacts-found/` still fails: when a
+//! finding is fixed this test says so, and its reproducer moves to
+//! `corpus/<target>/` as a regression seed.
 //!
 //! `cargo test --manifest-path fuzz/Cargo.toml`
 
@@ -59,5 +61,32 @@ fn wire_views_seeds() {
     for (name, data) in files("wire_views") {
         println!("{name}");
         overpass_fuzz::wire_views::run(&data);
+    }
+}
+
+#[test]
+fn findings_still_reproduce() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts-found");
+    let Ok(targets) = fs::read_dir(&dir) else { return };
+    for t in targets {
+        let t = t.unwrap().path();
+        let target = t.file_name().unwrap().to_string_lossy().into_owned();
+        for f in fs::read_dir(&t).unwrap() {
+            let f = f.unwrap().path();
+            let data = fs::read(&f).unwrap();
+            let run = || match target.as_str() {
+                "pipeline_rx" => drop(overpass_fuzz::pipeline_rx::run(&data)),
+                "encap_decap_roundtrip" => overpass_fuzz::encap_decap_roundtrip::run(&data),
+                "wire_views" => overpass_fuzz::wire_views::run(&data),
+                other => panic!("unknown target directory {other}"),
+            };
+            let failed = std::panic::catch_unwind(run).is_err();
+            assert!(
+                failed,
+                "{} no longer fails: the finding is fixed; move it to corpus/{target}/ \
+                 and drop its ID from README.md",
+                f.display()
+            );
+        }
     }
 }

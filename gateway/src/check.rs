@@ -402,15 +402,9 @@ fn btf_finding() -> Finding {
 }
 
 fn af_xdp_socket_finding() -> Finding {
-    // SAFETY: socket(2) has no memory preconditions; the descriptor it may
-    // return is closed right below and used for nothing else.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd >= 0 {
-        // SAFETY: `fd` is a descriptor we own and close exactly once.
-        unsafe { libc::close(fd) };
+    let Err(e) = xsk::af_xdp_available() else {
         return Finding::ok("af_xdp.socket", "kernel", "an AF_XDP socket can be created");
-    }
-    let e = std::io::Error::last_os_error();
+    };
     let fix = match e.raw_os_error() {
         Some(libc::EAFNOSUPPORT) => "use a kernel built with CONFIG_XDP_SOCKETS=y",
         Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -523,17 +517,9 @@ pub fn privilege_findings(eff: Option<u64>) -> Vec<Finding> {
 
 /// RLIMIT_MEMLOCK soft limit in bytes; `None` = unlimited.
 fn memlock_limit() -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` through a pointer to a
-    // live, correctly typed value.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
-    if rc != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(rl.rlim_cur)
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK).ok()?;
+    (soft != libc::RLIM_INFINITY).then_some(soft)
 }
 
 /// Bytes of UMEM one worker locks, as `XskIo::open` sizes it: twice the
@@ -738,7 +724,7 @@ pub fn link_facts(name: &str) -> LinkFacts {
         });
     f.peer_ifindex = l["link_index"].as_u64().map(|i| i as u32);
     f.peer_nsid = l["link_netnsid"].as_i64();
-    f.driver = driver_name(name);
+    f.driver = xsk::driver_name(name);
     f.rx_queues = xsk::rx_queue_count(name).ok();
     f.features = ethtool_features(None, name);
     if f.kind == "veth" {
@@ -759,64 +745,6 @@ pub fn parse_ntuple_total(text: &str) -> Option<u32> {
         .find_map(|l| l.trim().strip_prefix("Total "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-}
-
-/// The driver of an interface (SIOCETHTOOL / ETHTOOL_GDRVINFO), in the
-/// calling thread's namespace.
-pub fn driver_name(ifname: &str) -> Option<String> {
-    use std::os::fd::AsRawFd;
-    /// `struct ethtool_drvinfo` from linux/ethtool.h.
-    #[repr(C)]
-    struct DrvInfo {
-        cmd: u32,
-        driver: [u8; 32],
-        version: [u8; 32],
-        fw_version: [u8; 32],
-        bus_info: [u8; 32],
-        erom_version: [u8; 32],
-        reserved2: [u8; 12],
-        n_priv_flags: u32,
-        n_stats: u32,
-        testinfo_len: u32,
-        eedump_len: u32,
-        regdump_len: u32,
-    }
-    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
-    let name = ifname.as_bytes();
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
-        return None;
-    }
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    let mut info = DrvInfo {
-        cmd: ETHTOOL_GDRVINFO,
-        driver: [0; 32],
-        version: [0; 32],
-        fw_version: [0; 32],
-        bus_info: [0; 32],
-        erom_version: [0; 32],
-        reserved2: [0; 12],
-        n_priv_flags: 0,
-        n_stats: 0,
-        testinfo_len: 0,
-        eedump_len: 0,
-        regdump_len: 0,
-    };
-    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
-    // SAFETY: SIOCETHTOOL/ETHTOOL_GDRVINFO reads the NUL-terminated name in
-    // `req` and writes one ethtool_drvinfo through `ifru_data`, which points
-    // at a live struct of exactly that layout.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
-    if rc < 0 {
-        return None;
-    }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
-    let d = String::from_utf8_lossy(&info.driver[..end]).into_owned();
-    (!d.is_empty()).then_some(d)
 }
 
 /// Parses `ethtool -k` output into feature → on.

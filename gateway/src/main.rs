@@ -283,7 +283,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
         // First start with this state dir: record the configuration's set,
         // so the state dir always holds the route set in force.
         let (generation, routes) = gw.rib().routes();
-        store.save_routes(generation, &routes).context("persisting the initial route set")?;
+        store
+            .save_routes(generation, &routes)
+            .context("persisting the initial route set")?;
     }
     let server = match cp.config.api.is_some() {
         true => Some(serve(&cp, gw.rib().clone(), gw.view(), "dataplane", None)?),

@@ -350,20 +350,7 @@ impl Pipeline {
                 if ip_len > pod.mtu as usize {
                     // The veth would drop it silently: refuse it here, as
                     // for a tunnel, so the sender learns the MTU.
-                    let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
-                    if df && from != Origin::Local {
-                        let mtu = pod.mtu;
-                        return self.icmp_error(
-                            t,
-                            c,
-                            buf,
-                            off,
-                            ip_len,
-                            icmp::ErrorRepr::FragNeeded { mtu },
-                            DropReason::TooBig,
-                        );
-                    }
-                    return Err(DropReason::TooBig);
+                    return self.too_big(t, c, buf, off, ip_len, pod.mtu, from);
                 }
                 if from != Origin::Local {
                     ipv4::Packet::new_unchecked(&mut buf[off..off + ip_len]).decrement_ttl();
@@ -408,22 +395,8 @@ impl Pipeline {
                 // table can make us emit a wrong one.
                 let vx = vxlan::Repr::new(peer.vni).map_err(|_| DropReason::UnknownVni)?;
                 if ip_len > peer.mtu as usize {
-                    // VTEPs never fragment their output (RFC 7348 §4.3):
-                    // with DF the sender learns the tunnel MTU (RFC 1191).
-                    let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
-                    if df && from != Origin::Local {
-                        let mtu = peer.mtu;
-                        return self.icmp_error(
-                            t,
-                            c,
-                            buf,
-                            off,
-                            ip_len,
-                            icmp::ErrorRepr::FragNeeded { mtu },
-                            DropReason::TooBig,
-                        );
-                    }
-                    return Err(DropReason::TooBig);
+                    // VTEPs never fragment their output (RFC 7348 §4.3).
+                    return self.too_big(t, c, buf, off, ip_len, peer.mtu, from);
                 }
                 let new_off = match peer.encap {
                     Encap::Vxlan => VXLAN_INNER_IP,
@@ -512,6 +485,28 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Refuses a packet larger than its next hop's `mtu`: with DF set the
+    /// sender learns the MTU from an ICMP fragmentation-needed (RFC 1191);
+    /// without it the packet is dropped (this gateway does not fragment).
+    #[allow(clippy::too_many_arguments)]
+    fn too_big(
+        &mut self,
+        t: &RouteTable,
+        c: &Counters,
+        buf: &mut [u8],
+        off: usize,
+        ip_len: usize,
+        mtu: u16,
+        from: Origin,
+    ) -> Step<Verdict> {
+        let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
+        if df && from != Origin::Local {
+            let repr = icmp::ErrorRepr::FragNeeded { mtu };
+            return self.icmp_error(t, c, buf, off, ip_len, repr, DropReason::TooBig);
+        }
+        Err(DropReason::TooBig)
+    }
+
     /// Answers the packet at `buf[off..off + ip_len]` with an ICMP error
     /// from this node's overlay address, routed like any other packet (to
     /// a local pod, or encapsulated toward the sender's node). The

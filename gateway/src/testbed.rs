@@ -45,7 +45,6 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -1154,10 +1153,10 @@ impl IpipPeer {
     /// `ipip_peer: encap=10 decap=10 ignored=0 errors=0`.
     pub fn stop(self) -> anyhow::Result<String> {
         let pid = libc::pid_t::try_from(self.child.id()).context("endpoint pid")?;
-        // SAFETY: kill(2) only sends a signal; it reads and writes no memory of ours.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let summary = self
             .lines
             .recv_timeout(Duration::from_secs(5))
@@ -1173,13 +1172,25 @@ impl Drop for IpipPeer {
     }
 }
 
+/// Polls `f` every 50 ms until it holds; panics naming `what` after
+/// `timeout` (for tests).
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Whether the test may do root-only work. Root: `true`. Not root: prints a
 /// loud `SKIPPED (needs root): {what}` to stderr and returns `false`, unless
 /// the environment has `CI=true`, where skipping would hide a broken setup:
 /// then it panics.
 pub fn require_root(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -1279,13 +1290,12 @@ impl TagLock {
         let deadline = Instant::now() + wait;
         let mut told = false;
         loop {
-            // SAFETY: flock(2) on a descriptor we own; it touches no memory of ours.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err).with_context(|| format!("locking {path}"));
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {path}"));
+                }
             }
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
@@ -1487,10 +1497,10 @@ fn kill(pid: u32) {
     if pid <= 1 {
         return;
     }
-    // SAFETY: kill(2) only sends a signal; it reads and writes no memory of ours.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 fn link_json(ns: &str, dev: &str, flag: &str) -> anyhow::Result<serde_json::Value> {

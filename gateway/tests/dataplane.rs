@@ -9,11 +9,11 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use overpass::gateway::Gateway;
 use overpass::stats::{DropReason, Event, Snapshot};
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
+use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -230,17 +230,6 @@ fn spawn_gateway(bed: &Testbed, dir: &std::path::Path) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawning overpass")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

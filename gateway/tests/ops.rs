@@ -5,26 +5,15 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use overpass::config::{Config, StateConfig};
 use overpass::store::RoutesFile;
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
+use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
 
 fn routes_file(state: &Path) -> RoutesFile {
     let text = std::fs::read_to_string(state.join("routes.json")).expect("routes.json written");
     serde_json::from_str(&text).expect("routes.json parses")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -97,6 +97,11 @@ function setupTokenDialog() {
   renderTokenButton(!!token.get());
 }
 
+/** Resolves true once a token is set (asking for it if none is). */
+export async function ensureToken() {
+  return !!token.get() || askToken();
+}
+
 /**
  * Runs a mutation; on 401/403 asks for the token (once) and retries.
  * Other errors are thrown to the caller.
@@ -292,7 +297,7 @@ const emptyRow = (cols, text) => h("tr", { class: "empty" }, [h("td", { colspan:
 function renderPeers() {
   const peers = state.peers?.peers ?? [];
   $("#peer-count").textContent = `${peers.length} remote node${peers.length === 1 ? "" : "s"} · route set generation ${state.peers?.generation ?? "–"}`;
-  $("#peers tbody").replaceChildren(
+  $("#peers-table tbody").replaceChildren(
     ...(peers.length
       ? peers.map((p) => {
           const pr = state.peerRates.get(p.underlay_ip) ?? {};
@@ -336,7 +341,7 @@ function renderDrops() {
   if (!c) return;
   const nonzero = c.drops.filter((d) => d.value).length;
   $("#drops-total").textContent = `${int(c.total_drops)} dropped since start · ${si(state.rates.drops ?? 0)}/s now · ${nonzero} of ${c.drops.length} reasons seen`;
-  $("#drops tbody").replaceChildren(...counterRows(c.drops, "drop", { describe: true }));
+  $("#drops-table tbody").replaceChildren(...counterRows(c.drops, "drop", { describe: true }));
   $("#events tbody").replaceChildren(...counterRows(c.events, "ev"));
   $("#xdp tbody").replaceChildren(...(c.xdp.length ? counterRows(c.xdp, "xdp") : [emptyRow(3, "no dataplane (api-only)")]));
 }
@@ -411,7 +416,7 @@ async function loadFacts() {
 
 // ---------------------------------------------------------------- start
 
-const routes = new Routes({ withToken, onGeneration: (g) => ($("#fact-generation").textContent = `generation ${g}`) });
+const routes = new Routes({ withToken, ensureToken, onGeneration: (g) => ($("#fact-generation").textContent = `generation ${g}`) });
 const lat = new Latency({ withToken });
 
 function start() {

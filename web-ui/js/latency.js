@@ -147,7 +147,7 @@ export class Latency {
     const rows = [["all packets", r.total, "total"]];
     for (const d of r.directions) rows.push([d.direction, d.summary, `direction=${d.direction}`]);
     for (const p of r.peers) rows.push([`peer ${p.name ?? "?"} ${p.underlay_ip ?? `slot ${p.slot}`}`, p.summary, `peer=${p.underlay_ip}`]);
-    $("#latency tbody").replaceChildren(
+    $("#latency-table tbody").replaceChildren(
       ...rows.map(([name, s, key]) =>
         h("tr", { class: s.count ? "" : "zero", dataset: { series: key, count: s.count, p99: s.p99_ns } }, [
           h("th", { scope: "row" }, [h("i", { class: `swatch c${colorOf(key) % 8}`, "aria-hidden": "true" }), name]),

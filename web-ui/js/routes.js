@@ -53,8 +53,9 @@ const FIELDS = ["prefix", "node.name", "node.underlay_ip", "node.encap", "node.v
 const fieldId = (f) => `err-${f.replace(/\./g, "-")}`;
 
 export class Routes {
-  constructor({ withToken, onGeneration }) {
+  constructor({ withToken, ensureToken, onGeneration }) {
     this.withToken = withToken;
+    this.ensureToken = ensureToken;
     this.onGeneration = onGeneration;
     this.routes = [];
     this.generation = null;
@@ -69,7 +70,7 @@ export class Routes {
       this.filter = e.target.value.trim().toLowerCase();
       this.render();
     });
-    for (const th of $$("#routes th[data-sort]")) {
+    for (const th of $$("#routes-table th[data-sort]")) {
       th.querySelector("button").addEventListener("click", () => {
         const key = th.dataset.sort;
         this.sort = { key, dir: this.sort.key === key ? -this.sort.dir : 1 };
@@ -142,12 +143,12 @@ export class Routes {
       const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
       return c * dir || prefixKey(a.prefix) - prefixKey(b.prefix);
     });
-    for (const th of $$("#routes th[data-sort]")) {
+    for (const th of $$("#routes-table th[data-sort]")) {
       if (th.dataset.sort === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
     }
     $("#route-count").textContent = `${rows.length === this.routes.length ? "" : `${rows.length} of `}${this.routes.length} routes · generation ${this.generation ?? "–"}`;
-    $("#routes tbody").replaceChildren(
+    $("#routes-table tbody").replaceChildren(
       ...(rows.length
         ? rows.map((r) =>
             h("tr", { dataset: { prefix: r.prefix } }, [
@@ -203,7 +204,9 @@ export class Routes {
     fe.textContent = message;
   }
 
-  openForm(route) {
+  /** Changes need the token: ask for it before the form, not after. */
+  async openForm(route) {
+    if (!(await this.ensureToken())) return;
     this.editing = route ? route.prefix : null;
     const f = $("#route-form");
     f.reset();
@@ -318,14 +321,15 @@ export class Routes {
   }
 
   flash(prefix) {
-    const tr = $(`#routes tr[data-prefix="${CSS.escape(prefix)}"]`);
+    const tr = $(`#routes-table tr[data-prefix="${CSS.escape(prefix)}"]`);
     if (tr) {
       tr.classList.add("flash");
       setTimeout(() => tr.classList.remove("flash"), 2500);
     }
   }
 
-  confirmDelete(route) {
+  async confirmDelete(route) {
+    if (!(await this.ensureToken())) return;
     const d = $("#confirm-dialog");
     const r = row(route);
     $("#confirm-text").textContent = `${route.prefix} → ${r.kind} ${r.name} (${r.target}). Traffic to it will be dropped with no_route unless a shorter prefix covers it.`;

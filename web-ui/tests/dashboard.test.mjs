@@ -77,12 +77,33 @@ async function until(what, f, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
+/** A fresh load of the page at a view (a hash change alone would not reload it). */
+async function load(view = "overview") {
+  await page.goto("about:blank");
+  const resp = await page.goto(`${URL_BASE}/#${view}`);
+  return resp;
+}
+
+/** Waits for the route form to close; if it does not, fails with what the form says. */
+async function formClosed() {
+  try {
+    await page.locator("#route-dialog").waitFor({ state: "hidden", timeout: 10000 });
+  } catch {
+    const said = await page.$$eval("#route-form .form-error:not([hidden]), #route-form .field-error:not([hidden])", (els) =>
+      els.map((e) => `${e.id}: ${e.textContent}`),
+    );
+    await page.screenshot({ path: join(SHOTS, "failure-route-form.png") });
+    await page.keyboard.press("Escape");
+    throw new Error(`the route form stayed open: ${said.join("; ") || "(no message)"}`);
+  }
+}
+
 const num = async (sel) => Number(await page.locator(sel).first().getAttribute("data-value"));
 
 async function shot(name, { width = 1280, height = 800, scheme = "light", view = "overview", fullPage = false } = {}) {
   await page.setViewportSize({ width, height });
   await page.emulateMedia({ colorScheme: scheme });
-  await page.goto(`${URL_BASE}/#${view}`);
+  await load(view);
   // Let a few polls fill the live charts.
   await page.waitForFunction(() => document.querySelector("#live")?.textContent.startsWith("live"));
   await page.waitForTimeout(3500);
@@ -146,7 +167,7 @@ test("the page loads without console errors and shows live traffic", async () =>
 
 /** The table as the page shows it: prefix -> [name, target]. */
 async function tableRows() {
-  return page.$$eval("#routes tbody tr[data-prefix]", (trs) =>
+  return page.$$eval("#routes-table tbody tr[data-prefix]", (trs) =>
     trs.map((tr) => [tr.dataset.prefix, tr.cells[2].textContent, tr.cells[3].textContent]),
   );
 }
@@ -157,16 +178,16 @@ test("the route table equals the API's, and search and sort work", async () => {
   phase = "routes";
   await page.goto(`${URL_BASE}/#routes`);
   const set = await routeSet();
-  await until("the route rows", async () => (await page.locator("#routes tbody tr[data-prefix]").count()) === set.routes.length);
+  await until("the route rows", async () => (await page.locator("#routes-table tbody tr[data-prefix]").count()) === set.routes.length);
   assert.deepEqual((await tableRows()).sort(byPrefix), apiRows(set).sort(byPrefix));
   assert.match(await page.locator("#route-count").textContent(), new RegExp(`generation ${set.generation}`));
   // Sort by prefix: ascending by default; clicking flips it.
   const prefixes = async () => (await tableRows()).map((r) => r[0]);
   const asc = await prefixes();
-  await page.locator('#routes th[data-sort="prefix"] button').click();
-  assert.equal(await page.locator('#routes th[data-sort="prefix"]').getAttribute("aria-sort"), "descending");
+  await page.locator('#routes-table th[data-sort="prefix"] button').click();
+  assert.equal(await page.locator('#routes-table th[data-sort="prefix"]').getAttribute("aria-sort"), "descending");
   assert.deepEqual(await prefixes(), [...asc].reverse());
-  await page.locator('#routes th[data-sort="prefix"] button').click();
+  await page.locator('#routes-table th[data-sort="prefix"] button').click();
   // Search by text, and by an address inside a prefix.
   const node = set.routes.find((r) => r.node).node;
   await page.fill("#route-filter", node.name);
@@ -199,15 +220,21 @@ async function fillNode(prefix, n, extra = {}) {
 const NEW = "10.250.0.0/24";
 const OTHER = "10.250.2.0/24";
 
+/** A node no route uses yet, on the test bed's underlay (its settings can change freely). */
+async function freshNode() {
+  const n = await template();
+  return { ...n, name: "ui-node", underlay_ip: n.underlay_ip.replace(/\.\d+$/, ".99"), vtep_mac: "02:00:00:00:99:01" };
+}
+
 test("adding a route in the form (token asked once) makes it appear in the API", async () => {
   phase = "mutations";
-  const n = await template();
+  const n = await freshNode();
   const before = await routeSet();
   assert.ok(!before.routes.some((r) => r.prefix === NEW));
   await page.goto(`${URL_BASE}/#routes`);
   await page.evaluate(() => sessionStorage.clear());
   await page.reload();
-  await until("the route rows", async () => (await page.locator("#routes tbody tr[data-prefix]").count()) === before.routes.length);
+  await until("the route rows", async () => (await page.locator("#routes-table tbody tr[data-prefix]").count()) === before.routes.length);
   await page.click("#route-add");
   // No token yet: the token dialog comes first.
   await page.locator("#token-dialog").waitFor({ state: "visible" });
@@ -216,14 +243,14 @@ test("adding a route in the form (token asked once) makes it appear in the API",
   await page.locator("#route-dialog").waitFor({ state: "visible" });
   await fillNode(NEW, n);
   await page.click("#route-submit");
-  await page.locator("#route-dialog").waitFor({ state: "hidden" });
+  await formClosed();
   const after = await routeSet();
   const added = after.routes.find((r) => r.prefix === NEW);
   assert.ok(added, "the new route is in the API");
   assert.equal(added.node.underlay_ip, n.underlay_ip);
   assert.equal(added.node.vtep_mac, n.vtep_mac);
   assert.equal(after.generation, before.generation + 1);
-  await until("the new row", async () => (await page.locator(`#routes tr[data-prefix="${NEW}"]`).count()) === 1);
+  await until("the new row", async () => (await page.locator(`#routes-table tr[data-prefix="${NEW}"]`).count()) === 1);
   assert.match(await page.locator("#route-status").textContent(), /Added 10\.250\.0\.0\/24/);
   // The token is in sessionStorage, never in the URL.
   assert.equal(await page.evaluate(() => sessionStorage.getItem("overpass.token")), TOKEN);
@@ -263,7 +290,7 @@ test("a bad CIDR (or VNI) shows the API's error beside the field and changes not
 test("a stale generation (412) is explained, the table reloaded, and a resubmit applies", async () => {
   phase = "mutations";
   const n = await template();
-  await page.locator(`#routes tr[data-prefix="${NEW}"] button:has-text("Edit")`).click();
+  await page.locator(`#routes-table tr[data-prefix="${NEW}"] button:has-text("Edit")`).click();
   await page.locator("#route-dialog").waitFor({ state: "visible" });
   assert.equal(await page.locator("#f-prefix").inputValue(), NEW);
   // Someone else changes the set meanwhile.
@@ -275,23 +302,23 @@ test("a stale generation (412) is explained, the table reloaded, and a resubmit 
   await until("the 412 explanation", async () => /changed while you were editing/.test(await fe.textContent()));
   const set = await routeSet();
   assert.equal(set.routes.find((r) => r.prefix === NEW).node.mtu, undefined, "not applied");
-  await until("the reloaded table", async () => (await page.locator(`#routes tr[data-prefix="${OTHER}"]`).count()) === 1);
+  await until("the reloaded table", async () => (await page.locator(`#routes-table tr[data-prefix="${OTHER}"]`).count()) === 1);
   assert.match(await fe.textContent(), new RegExp(`it is now ${set.generation}`));
   // Submitting again applies it on top of the new generation.
   await page.click("#route-submit");
-  await page.locator("#route-dialog").waitFor({ state: "hidden" });
+  await formClosed();
   assert.equal((await routeSet()).routes.find((r) => r.prefix === NEW).node.mtu, 1400);
 });
 
 test("deleting a route through the confirmation removes it from the API", async () => {
   phase = "mutations";
   for (const prefix of [NEW, OTHER]) {
-    await until("the row", async () => (await page.locator(`#routes tr[data-prefix="${prefix}"]`).count()) === 1);
-    await page.locator(`#routes tr[data-prefix="${prefix}"] button:has-text("Delete")`).click();
+    await until("the row", async () => (await page.locator(`#routes-table tr[data-prefix="${prefix}"]`).count()) === 1);
+    await page.locator(`#routes-table tr[data-prefix="${prefix}"] button:has-text("Delete")`).click();
     await page.locator("#confirm-dialog").waitFor({ state: "visible" });
     await page.click("#confirm-ok");
     await until(`${prefix} gone from the API`, async () => !(await routeSet()).routes.some((r) => r.prefix === prefix));
-    await until(`${prefix} gone from the table`, async () => (await page.locator(`#routes tr[data-prefix="${prefix}"]`).count()) === 0);
+    await until(`${prefix} gone from the table`, async () => (await page.locator(`#routes-table tr[data-prefix="${prefix}"]`).count()) === 0);
   }
   const set = await routeSet();
   assert.deepEqual((await tableRows()).sort(byPrefix), apiRows(set).sort(byPrefix));
@@ -305,9 +332,9 @@ test("peers show encap, MTU, traffic and last seen; drops list every reason", as
   const before = problems.length;
   await page.goto(`${URL_BASE}/#peers`);
   const peers = (await api("GET", "/api/v1/peers")).body.peers;
-  await until("the peer rows", async () => (await page.locator("#peers tbody tr[data-peer]").count()) === peers.length);
+  await until("the peer rows", async () => (await page.locator("#peers-table tbody tr[data-peer]").count()) === peers.length);
   const busy = peers.find((p) => p.counters.tx_packets > 0);
-  const row = page.locator(`#peers tr[data-peer="${busy.underlay_ip}"]`);
+  const row = page.locator(`#peers-table tr[data-peer="${busy.underlay_ip}"]`);
   await until("a non-zero peer rate and a last-seen time", async () => {
     const rate = Number(await row.locator("td[data-value]").last().getAttribute("data-value"));
     return rate > 0 && /ago|just now/.test(await row.textContent());
@@ -317,8 +344,8 @@ test("peers show encap, MTU, traffic and last seen; drops list every reason", as
 
   await page.goto(`${URL_BASE}/#drops`);
   const c = (await api("GET", "/api/v1/counters")).body;
-  await until("the drop rows", async () => (await page.locator("#drops tbody tr").count()) === c.drops.length);
-  const zero = page.locator("#drops tbody tr.zero");
+  await until("the drop rows", async () => (await page.locator("#drops-table tbody tr").count()) === c.drops.length);
+  const zero = page.locator("#drops-table tbody tr.zero");
   const zeros = c.drops.filter((d) => d.value === 0).length;
   assert.ok(Math.abs((await zero.count()) - zeros) <= 1, "zero rows are dimmed, not hidden");
   if (zeros) {
@@ -333,8 +360,8 @@ test("the latency view shows the distribution and percentiles over time from the
   phase = "latency";
   const before = problems.length;
   await page.goto(`${URL_BASE}/#latency`);
-  await until("a non-empty histogram in the table", async () => Number(await page.locator('#latency tr[data-series="total"]').getAttribute("data-count")) > 0);
-  assert.ok(Number(await page.locator('#latency tr[data-series="total"]').getAttribute("data-p99")) > 0);
+  await until("a non-empty histogram in the table", async () => Number(await page.locator('#latency-table tr[data-series="total"]').getAttribute("data-count")) > 0);
+  assert.ok(Number(await page.locator('#latency-table tr[data-series="total"]').getAttribute("data-p99")) > 0);
   await until("distribution curves per direction", async () => (await page.locator("#chart-dist-dir path.line").count()) >= 1);
   await until("distribution curves per peer", async () => (await page.locator("#chart-dist-peer path.line").count()) >= 1);
   // The percentile axis is HdrHistogram's: 90%, 99%, 99.9% … ticks.
@@ -344,6 +371,7 @@ test("the latency view shows the distribution and percentiles over time from the
   // The chart's values are non-zero (the legend carries the latest ones).
   const legend = await page.locator("#chart-lat-time .legend").textContent();
   assert.match(legend, /p99[^.]*\d+(\.\d+)? (ns|µs|ms)/, legend);
+  await page.click('.tabs a[data-view="overview"]');
   await until("a non-zero p99 on the overview card", async () => (await num("#kpi-p99")) > 0);
   assert.deepEqual(problems.slice(before), []);
 });
@@ -352,8 +380,8 @@ test("keyboard: visible focus, labelled controls, dialogs close with Escape", as
   phase = "keyboard";
   const before = problems.length;
   await page.setViewportSize({ width: 1280, height: 800 });
-  await page.goto(`${URL_BASE}/#routes`);
-  await page.waitForSelector("#routes tbody tr[data-prefix]");
+  await load("routes");
+  await page.waitForSelector("#routes-table tbody tr[data-prefix]");
   // Every control has an accessible name.
   const unlabelled = await page.$$eval("input, select, button, a[href], [tabindex='0']", (els) =>
     els
