@@ -828,6 +828,19 @@ pub fn all() -> Vec<Fixture> {
         };
         eth(GW_UL_MAC, N1.mac.unwrap(), 0x0800, &outer.packet(&u))
     };
+    // The UDP datagram ends before the inner packet does, the outer IPv4
+    // length covering the rest: the inner packet is bounded by UDP (as the
+    // kernel trims to it), so it is truncated (found by the fuzzer).
+    let mut t = good.clone();
+    let udp_len = u16::from_be_bytes([t[38], t[39]]) - 10;
+    set(&mut t, 38, &udp_len.to_be_bytes());
+    v.push(drop(
+        "vxlan whose UDP length ends inside the inner packet",
+        UNDERLAY_PORT,
+        t,
+        DropReason::Ipv4Malformed,
+        "steer_vxlan",
+    ));
     v.push(drop(
         "truncated VXLAN header",
         UNDERLAY_PORT,

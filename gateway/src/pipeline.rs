@@ -39,7 +39,8 @@ pub const SRC_PORT_MIN: u16 = 49152;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
     Peer(u32),
-    Pod(PortId),
+    /// Index into the table's pods (any of its RX queues' ports).
+    Pod(u32),
     /// Originated by the gateway itself (ICMP errors): no TTL decrement.
     Local,
 }
@@ -215,7 +216,7 @@ impl Pipeline {
         c.peer(peer.slot, PeerStat::RxBytes, len as u64);
         // End of the outer packet: Ethernet padding past it is ignored.
         let outer_end = ETH_IP + ip.total_len() as usize;
-        let inner_off = match ip.protocol() {
+        let (inner_off, inner_end) = match ip.protocol() {
             ipv4::PROTO_UDP => {
                 if peer.encap != Encap::Vxlan {
                     return Err(DropReason::EncapMismatch);
@@ -259,17 +260,19 @@ impl Pipeline {
                     }
                     _ => return Err(DropReason::InnerNotIpv4),
                 }
-                VXLAN_INNER_IP
+                // The inner packet ends with the UDP datagram, whatever the
+                // outer IPv4 length says (as the kernel trims to it).
+                (VXLAN_INNER_IP, inner_end)
             }
             ipv4::PROTO_IPIP => {
                 if peer.encap != Encap::Ipip {
                     return Err(DropReason::EncapMismatch);
                 }
-                IPIP_INNER_IP
+                (IPIP_INNER_IP, outer_end)
             }
             _ => return Err(DropReason::NotTunnel),
         };
-        let inner = ipv4::Packet::new_checked(frame.get(inner_off..outer_end).unwrap_or(&[]))
+        let inner = ipv4::Packet::new_checked(frame.get(inner_off..inner_end).unwrap_or(&[]))
             .map_err(|_| DropReason::Ipv4Malformed)?;
         if !inner.verify_checksum() {
             return Err(DropReason::Ipv4Checksum);
@@ -304,12 +307,14 @@ impl Pipeline {
             return Err(DropReason::Ipv4Checksum);
         }
         // Anti-spoofing: a pod may only send from its own address.
-        let pod = t.pod_on_port(port).ok_or(DropReason::PodSourceMismatch)?;
-        if ip.src_addr() != pod.ip {
+        let pod_idx = t
+            .pod_index_on_port(port)
+            .ok_or(DropReason::PodSourceMismatch)?;
+        if ip.src_addr() != t.pods[pod_idx as usize].ip {
             return Err(DropReason::PodSourceMismatch);
         }
         let ip_len = ip.total_len() as usize;
-        self.forward(t, c, buf, ETH_IP, ip_len, Origin::Pod(port))
+        self.forward(t, c, buf, ETH_IP, ip_len, Origin::Pod(pod_idx))
     }
 
     /// Routes the inner IPv4 packet at `buf[off..off + ip_len]` (already
@@ -344,7 +349,7 @@ impl Pipeline {
         match nh {
             NextHop::Pod(i) => {
                 let pod = &t.pods[i as usize];
-                if from == Origin::Pod(pod.port) {
+                if from == Origin::Pod(i) {
                     return Err(DropReason::Hairpin);
                 }
                 if ip_len > pod.mtu as usize {
@@ -579,17 +584,29 @@ impl Pipeline {
         .emit(&mut ipv4::Packet::new_unchecked(
             &mut buf[new_off..icmp_off],
         ));
-        c.dropped(reason);
-        c.event(match repr {
-            icmp::ErrorRepr::TtlExceeded => Event::IcmpTimeExceeded,
-            icmp::ErrorRepr::FragNeeded { .. } => Event::IcmpFragNeeded,
-        });
         let rx_peer = self.rx_peer;
         let v = self.forward(t, c, buf, new_off, total, Origin::Local);
         // The flow belongs to the ICMP error now; drop attribution of a
         // failed send stays with the peer the original came from.
         self.rx_peer = rx_peer;
-        v
+        match v {
+            Ok(v) => {
+                // The offending packet is dropped (counted here, since the
+                // verdict is the error's transmission) and answered.
+                c.dropped(reason);
+                c.event(match repr {
+                    icmp::ErrorRepr::TtlExceeded => Event::IcmpTimeExceeded,
+                    icmp::ErrorRepr::FragNeeded { .. } => Event::IcmpFragNeeded,
+                });
+                Ok(v)
+            }
+            Err(_) => {
+                // No way back to the sender: the packet counts once, under
+                // its own reason.
+                c.event(Event::IcmpUnroutable);
+                Err(reason)
+            }
+        }
     }
 }
 
@@ -736,6 +753,53 @@ mod tests {
                 r.description()
             );
         }
+    }
+
+    /// A pod whose veth has several RX queues sends to itself on a queue
+    /// other than the first: still a hairpin (found by the fuzzer).
+    #[test]
+    fn hairpin_from_any_rx_queue_of_the_pod() {
+        let mut ctx = fixtures::context();
+        ctx.pod_ports.get_mut("gwp-a").unwrap().rx_ports = vec![fixtures::PA.port, 9];
+        let table = crate::rib::build_fib(
+            &ctx,
+            &fixtures::routes(),
+            &Default::default(),
+            &mut Default::default(),
+            1,
+        )
+        .unwrap();
+        let payload = fixtures::pod_payload(40);
+        let frame = fixtures::from_pod(
+            &fixtures::PA,
+            &fixtures::Ip::pods(fixtures::PA.ip, fixtures::PA.ip).packet(&payload),
+        );
+        for port in [fixtures::PA.port, 9] {
+            let (v, _, _) = run(&table, port, &frame);
+            assert_eq!(v, Verdict::Drop(DropReason::Hairpin), "rx port {port}");
+        }
+    }
+
+    /// An ICMP error with no route back: the offending packet is counted
+    /// once, under its own reason (found by the fuzzer).
+    #[test]
+    fn unroutable_icmp_error_counts_the_drop_once() {
+        let table = fixtures::table();
+        let payload = fixtures::pod_payload(40);
+        let inner = fixtures::Ip::pods(std::net::Ipv4Addr::new(192, 0, 2, 1), fixtures::PA.ip)
+            .ttl(1)
+            .packet(&payload);
+        let frame = fixtures::vxlan_from(
+            &fixtures::N1,
+            1,
+            0x08,
+            &fixtures::inner_eth_from(&fixtures::N1, &inner),
+        );
+        let (v, _, snap) = run(&table, crate::route::UNDERLAY_PORT, &frame);
+        assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+        assert_eq!(snap.total_drops(), 1, "{}", snap.render());
+        assert_eq!(snap.event_count(Event::IcmpUnroutable), 1);
+        assert_eq!(snap.event_count(Event::IcmpTimeExceeded), 0);
     }
 
     #[test]

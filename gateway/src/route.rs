@@ -213,6 +213,12 @@ impl RouteTable {
             .map(|i| self.peer_by_ip[i].1)
     }
 
+    /// The index of the pod attached to `port`, if any.
+    #[inline]
+    pub fn pod_index_on_port(&self, port: PortId) -> Option<u32> {
+        *self.pod_by_port.get(port as usize)?
+    }
+
     /// The pod attached to `port`, if any.
     #[inline]
     pub fn pod_on_port(&self, port: PortId) -> Option<&Pod> {

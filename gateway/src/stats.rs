@@ -102,6 +102,8 @@ pub enum Event {
     IcmpRateLimited,
     /// ICMP errors not sent because RFC 1812 forbids one for that packet.
     IcmpNotAllowed,
+    /// ICMP errors not sent because there is no route back to the sender.
+    IcmpUnroutable,
     /// Outer CE copied onto the inner header on decapsulation (RFC 6040).
     EcnCePropagated,
     /// Frames queued for transmission.

@@ -97,7 +97,8 @@ impl FromStr for MacAddr {
             let part = parts
                 .next()
                 .ok_or_else(|| format!("invalid MAC address {s:?}: expected 6 octets"))?;
-            if part.len() != 2 {
+            // Exactly two hex digits (from_str_radix alone would take "+2").
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("invalid MAC address {s:?}: octet {part:?}"));
             }
             *byte = u8::from_str_radix(part, 16)
@@ -348,6 +349,9 @@ mod tests {
         assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("02:00:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
+        // from_str_radix alone accepts a sign (found by the fuzzer).
+        assert!("+2:00:00:00:00:01".parse::<MacAddr>().is_err());
+        assert!("02:00:00:00:00:-1".parse::<MacAddr>().is_err());
         assert!("2:00:00:00:00:000".parse::<MacAddr>().is_err());
         assert_eq!(
             "0A:0b:00:00:00:ff".parse::<MacAddr>().unwrap().to_string(),
