@@ -203,6 +203,7 @@ impl Gateway {
             all_counters.push(counters);
             epochs.push(Arc::new(RoundEpoch::default()));
         }
+        let busy_poll = config.gateway.busy_poll;
         let mut workers = vec![];
         let mut pinning = vec![];
         for (w, io) in ios.into_iter().enumerate() {
@@ -227,7 +228,7 @@ impl Gateway {
                         tracing::warn!(worker = w, core, "could not pin worker");
                     }
                     let mut worker =
-                        Worker::new(io, Pipeline::new(w as u16), routes, counters, false)
+                        Worker::new(io, Pipeline::new(w as u16), routes, counters, busy_poll)
                             .with_latency(recorder)
                             .with_epoch(epoch);
                     worker.run(&stop);

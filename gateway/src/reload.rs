@@ -110,6 +110,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.vtep_mac", a.vtep_mac != b.vtep_mac),
         ("gateway.outer_ttl", a.outer_ttl != b.outer_ttl),
         ("gateway.cores", a.cores != b.cores),
+        ("gateway.busy_poll", a.busy_poll != b.busy_poll),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),
