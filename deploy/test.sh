@@ -10,5 +10,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # Property-based API test against the served OpenAPI document (schemathesis from PyPI).
 bash gateway/tests/schemathesis.sh
+# Coverage-guided fuzzing of the pipeline and header views, 30 s per target (cargo-fuzz).
+fuzz/run.sh all 30
 # The Debian package: one release build, dpkg -i / -r / --purge (root).
 ./deploy/test-deploy.sh

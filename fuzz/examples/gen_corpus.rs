@@ -26,11 +26,18 @@ fn main() {
     write(&root.join("wire_views"), wire_views_seeds());
     // Hand-minimised reproducers of the findings (see README.md), next to
     // the corpus directory: fuzz/artifacts-found/TARGET/.
+    // They are fixed, so they are regression seeds too (`drop-finding-*`
+    // must be dropped; `seed-finding-*` must pass).
     let found = root.parent().unwrap().join("artifacts-found");
     for (target, name, bytes) in findings() {
         let dir = found.join(target);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(name), bytes).unwrap();
+        fs::write(dir.join(name), &bytes).unwrap();
+        let seed = match target {
+            "pipeline_rx" => format!("drop-finding-{name}"),
+            _ => format!("seed-finding-{name}"),
+        };
+        fs::write(root.join(target).join(seed), bytes).unwrap();
     }
 }
 

@@ -407,9 +407,16 @@ fn check_tx(
     assert_eq!((m[0], m[1]), (ty, code), "ICMP type/code for {kind:?}");
     assert_eq!(m[4..8], want_hdr, "ICMP rest-of-header for {kind:?}");
     assert_eq!(ones_sum(m, 0), 0xffff, "ICMP checksum");
-    // The quote: the offending packet as received (ECN as decapsulated).
-    if let Some(i) = (0..quote).find(|&i| m[8 + i] != a[i]) {
-        panic!("ICMP quote byte {i}: {:#04x}, offending packet has {:#04x}", m[8 + i], a[i]);
+    // The quote: the offending packet as received (ECN as decapsulated, so
+    // its header checksum may have been updated: it must verify).
+    let q = &m[8..];
+    if let Some(i) = (0..quote).find(|&i| !matches!(i, 10 | 11) && q[i] != a[i]) {
+        panic!("ICMP quote byte {i}: {:#04x}, offending packet has {:#04x}", q[i], a[i]);
+    }
+    if quote >= ihl && a[1] == frame[inn.off + 1] {
+        assert_eq!(q[10..12], a[10..12], "ICMP quote changed the header checksum");
+    } else if quote >= ihl {
+        assert!(checksum_ok(&q[..ihl]), "quoted header checksum does not verify");
     }
     // The error itself is forwarded like any packet, without TTL decrement
     // and with no hairpin rule (it goes back where the original came from).

@@ -1,8 +1,7 @@
-//! Replays the committed seed corpus through the targets' code (a
-//! regression test that needs neither cargo-fuzz nor nightly flags), and
-//! checks that every reproducer in `artifacts-found/` still fails: when a
-//! finding is fixed this test says so, and its reproducer moves to
-//! `corpus/<target>/` as a regression seed.
+//! Replays the committed seed corpus and the reproducers of past findings
+//! (`artifacts-found/<target>/`) through the targets' code: a regression
+//! test that needs neither cargo-fuzz nor nightly flags. A finding that is
+//! still open makes `findings_are_fixed` fail, as it should.
 //!
 //! `cargo test --manifest-path fuzz/Cargo.toml`
 
@@ -65,7 +64,7 @@ fn wire_views_seeds() {
 }
 
 #[test]
-fn findings_still_reproduce() {
+fn findings_are_fixed() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts-found");
     let Ok(targets) = fs::read_dir(&dir) else { return };
     for t in targets {
@@ -74,19 +73,13 @@ fn findings_still_reproduce() {
         for f in fs::read_dir(&t).unwrap() {
             let f = f.unwrap().path();
             let data = fs::read(&f).unwrap();
-            let run = || match target.as_str() {
+            println!("{}", f.display());
+            match target.as_str() {
                 "pipeline_rx" => drop(overpass_fuzz::pipeline_rx::run(&data)),
                 "encap_decap_roundtrip" => overpass_fuzz::encap_decap_roundtrip::run(&data),
                 "wire_views" => overpass_fuzz::wire_views::run(&data),
                 other => panic!("unknown target directory {other}"),
-            };
-            let failed = std::panic::catch_unwind(run).is_err();
-            assert!(
-                failed,
-                "{} no longer fails: the finding is fixed; move it to corpus/{target}/ \
-                 and drop its ID from README.md",
-                f.display()
-            );
+            }
         }
     }
 }
