@@ -13,7 +13,12 @@ packages=(
   # packaging tests (deploy/test-deploy.sh): systemd-analyze verify, bpftool on the shipped
   # XDP object, PyYAML for the k8s manifests; cargo-deb comes from crates.io (build-deb.sh)
   systemd bpftool python3-yaml
+  # dashboard browser tests (gateway/tests/dashboard.rs): Debian's Chromium, driven headless by
+  # playwright-core from npm (web-ui/package-lock.json); no browser is ever downloaded
+  chromium fonts-dejavu-core nodejs
 )
+# npm: a separate Debian package, unless node came with its own (NodeSource's nodejs)
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

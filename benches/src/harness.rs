@@ -612,7 +612,11 @@ impl Bench {
             Dir::Transit => (v.wire_in.peer(), v.wire_out.peer()),
         };
         for p in &mut c.peer {
-            p.encap = if p.name == "n1" { n1 } else { n2 };
+            match p.name.as_str() {
+                "n1" => p.encap = n1,
+                "n2" => p.encap = n2,
+                _ => {}
+            }
         }
         c
     }

@@ -267,12 +267,13 @@ function renderOverview() {
             h("td", {}, [h("b", {}, p.name), " ", h("span", { class: "muted" }, p.underlay_ip)]),
             h("td", { class: "num" }, pps(pr.rx)),
             h("td", { class: "num" }, pps(pr.tx)),
-            h("td", {}, seenText(p.underlay_ip)),
+            h("td", { class: "seen" }, seenText(p.underlay_ip)),
           ]);
         })
       : [emptyRow(4, "no remote nodes in the route set")]),
   );
-  // Drops (top 5 by count, zero rows dimmed).
+  $("#drops-mini-note").textContent = c && !c.total_drops ? "No frame dropped since start." : "";
+  // Drops (top 6 by count, zero rows dimmed).
   const drops = [...(c?.drops ?? [])].sort((a, b) => b.value - a.value).slice(0, 6);
   $("#drops-mini tbody").replaceChildren(
     ...drops.map((dr) =>
@@ -302,25 +303,25 @@ function renderPeers() {
       ? peers.map((p) => {
           const pr = state.peerRates.get(p.underlay_ip) ?? {};
           const c = p.counters;
+          const traffic = (pkts, byts, rate, bits) => [
+            h("span", { class: "rate" }, pps(rate)),
+            h("span", { class: "muted" }, ` · ${bps(bits)}`),
+            h("br"),
+            h("span", { class: "muted small" }, `${int(pkts)} pkts · ${bytes(byts)}`),
+          ];
           return h("tr", { dataset: { peer: p.underlay_ip } }, [
-            h("th", { scope: "row" }, p.name),
-            h("td", { class: "mono" }, p.underlay_ip),
-            h("td", {}, p.encap === "ipip" ? "IP-in-IP" : "VXLAN"),
-            h("td", { class: "num" }, p.encap === "ipip" ? "–" : `${p.vni} / ${p.port}`),
+            h("th", { scope: "row" }, [p.name, h("br"), h("span", { class: "mono muted" }, p.underlay_ip)]),
+            h("td", { class: "nowrap" }, p.encap === "ipip" ? "IP-in-IP" : ["VXLAN", h("br"), h("span", { class: "muted small" }, `VNI ${p.vni} · port ${p.port}`)]),
             h("td", { class: "num" }, p.mtu),
             h("td", { class: p.next_hop_mac ? "mono" : "warn" }, p.next_hop_mac ?? "unresolved"),
-            h("td", { class: "num" }, int(c.rx_packets)),
-            h("td", { class: "num" }, bytes(c.rx_bytes)),
-            h("td", { class: "num", dataset: { value: pr.rx ?? 0 } }, [pps(pr.rx), h("br"), h("span", { class: "muted" }, bps(pr.rxB))]),
-            h("td", { class: "num" }, int(c.tx_packets)),
-            h("td", { class: "num" }, bytes(c.tx_bytes)),
-            h("td", { class: "num", dataset: { value: pr.tx ?? 0 } }, [pps(pr.tx), h("br"), h("span", { class: "muted" }, bps(pr.txB))]),
+            h("td", { class: "num", dataset: { value: pr.rx ?? 0 } }, traffic(c.rx_packets, c.rx_bytes, pr.rx, pr.rxB)),
+            h("td", { class: "num", dataset: { value: pr.tx ?? 0 } }, traffic(c.tx_packets, c.tx_bytes, pr.tx, pr.txB)),
             h("td", { class: `num ${c.drops ? "warn" : ""}` }, [int(c.drops), pr.drops ? h("span", { class: "muted" }, ` (${si(pr.drops)}/s)`) : null]),
-            h("td", {}, seenText(p.underlay_ip)),
+            h("td", { class: "seen" }, seenText(p.underlay_ip)),
             h("td", { class: "mono small" }, p.prefixes.join(", ")),
           ]);
         })
-      : [emptyRow(15, "The route set has no remote nodes.")]),
+      : [emptyRow(9, "The route set has no remote nodes.")]),
   );
 }
 

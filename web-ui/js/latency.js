@@ -50,6 +50,10 @@ export class Latency {
     this.peerPlot = new Plot($("#chart-dist-peer"), { kind: "percentile", yFormat: ns, label: "Latency by percentile, per peer", height: 230, empty: "no packets to or from peers yet" });
     this.timePlot = new Plot($("#chart-lat-time"), { kind: "time", yFormat: ns, label: "Latency percentiles per second", windowMs: HISTORY_MS, height: 200 });
     $("#lat-series").addEventListener("change", () => this.render());
+    const log = $("#lat-log");
+    const applyLog = () => [this.dirPlot, this.peerPlot, this.timePlot].forEach((p) => p.setLog(log.checked));
+    log.addEventListener("change", applyLog);
+    applyLog();
     $("#latency-reset").addEventListener("click", async () => {
       try {
         await this.withToken(() => request("POST", "/api/v1/latency/reset"));

@@ -57,6 +57,12 @@ export class Plot {
     new ResizeObserver(() => this.render()).observe(this.svgWrap);
   }
 
+  /** Switches the value axis between linear and logarithmic. */
+  setLog(on) {
+    this.opts.yLog = on;
+    this.render();
+  }
+
   update(series, now = Date.now()) {
     this.series = series;
     this.now = now;
@@ -77,7 +83,10 @@ export class Plot {
     let xs;
     if (kind === "time") {
       x1 = this.now ?? Date.now();
-      x0 = x1 - this.opts.windowMs;
+      // The window grows with the data (from one minute) up to windowMs.
+      let first = x1;
+      for (const se of this.series) if (se.points.length && se.points[0][0] < first) first = se.points[0][0];
+      x0 = x1 - Math.min(this.opts.windowMs, Math.max(60_000, x1 - first));
       xs = (x) => m.l + ((x - x0) / (x1 - x0)) * W;
     } else {
       let xmax = 100;
@@ -86,12 +95,34 @@ export class Plot {
       x1 = Math.ceil(Math.log10(xmax) - 1e-9);
       xs = (x) => m.l + (Math.log10(Math.max(1, x)) / x1) * W;
     }
-    // Y domain.
+    // Y domain: linear from 0, or (yLog) whole decades around the data.
     let ymax = 0;
+    let ymin = Infinity;
     for (const se of this.series)
-      for (const [x, y] of se.points) if (y != null && y > ymax && (kind !== "time" || x >= x0)) ymax = y;
-    const { top, ticks } = linearTicks(ymax > 0 ? ymax * 1.05 : 1);
-    const ys = (y) => m.t + H - (y / top) * H;
+      for (const [x, y] of se.points) {
+        if (y == null || (kind === "time" && x < x0)) continue;
+        if (y > ymax) ymax = y;
+        if (y > 0 && y < ymin) ymin = y;
+      }
+    const log = this.opts.yLog && ymax > 0;
+    let ys;
+    let ticks;
+    let visible = (y) => y != null;
+    if (log) {
+      const d0 = Math.floor(Math.log10(ymin));
+      const d1 = Math.max(d0 + 1, Math.ceil(Math.log10(ymax) - 1e-9));
+      ys = (y) => m.t + H - ((Math.log10(y) - d0) / (d1 - d0)) * H;
+      ticks = [];
+      for (let d = d0; d <= d1; d++) {
+        ticks.push(10 ** d);
+        if (d1 - d0 <= 2 && d < d1) ticks.push(2 * 10 ** d, 5 * 10 ** d);
+      }
+      visible = (y) => y != null && y > 0;
+    } else {
+      const lin = linearTicks(ymax > 0 ? ymax * 1.05 : 1);
+      ticks = lin.ticks;
+      ys = (y) => m.t + H - (y / lin.top) * H;
+    }
 
     const svg = s("svg", {
       viewBox: `0 0 ${width} ${height}`,
@@ -108,7 +139,8 @@ export class Plot {
     }
     if (kind === "time") {
       const span = (x1 - x0) / 1000;
-      const step = [10, 15, 30, 60, 120, 300, 600, 1800, 3600].find((st) => span / st <= 6) ?? 3600;
+      const most = Math.max(2, Math.min(6, Math.floor(W / 80)));
+      const step = [10, 15, 30, 60, 120, 300, 600, 1800, 3600].find((st) => span / st <= most) ?? 3600;
       for (let t = Math.ceil(x0 / 1000 / step) * step; t * 1000 <= x1; t += step) {
         const x = xs(t * 1000);
         grid.append(s("line", { x1: x, x2: x, y1: m.t, y2: m.t + H, class: "v" }));
@@ -117,10 +149,14 @@ export class Plot {
         );
       }
     } else {
+      const every = W / Math.max(1, x1) < 56 ? 2 : 1;
       for (let d = 0; d <= x1; d++) {
         const x = xs(10 ** d);
         grid.append(s("line", { x1: x, x2: x, y1: m.t, y2: m.t + H, class: "v" }));
-        grid.append(s("text", { x, y: height - 8, "text-anchor": d === 0 ? "start" : "middle", class: "tick" }, percentileLabel(10 ** d)));
+        if (d % every === 0) {
+          const anchor = d === 0 ? "start" : d === x1 ? "end" : "middle";
+          grid.append(s("text", { x, y: height - 8, "text-anchor": anchor, class: "tick" }, percentileLabel(10 ** d)));
+        }
       }
     }
     grid.append(s("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "axis" }));
@@ -131,7 +167,7 @@ export class Plot {
       let d = "";
       let pen = false;
       for (const [x, y] of se.points) {
-        if (y == null || (kind === "time" && x < x0)) {
+        if (!visible(y) || (kind === "time" && x < x0)) {
           pen = false;
           continue;
         }

@@ -153,14 +153,14 @@ export class Routes {
         ? rows.map((r) =>
             h("tr", { dataset: { prefix: r.prefix } }, [
               h("th", { scope: "row", class: "mono" }, r.prefix),
-              h("td", {}, h("span", { class: `tag ${r.kind}` }, r.kind)),
-              h("td", {}, r.name),
-              h("td", { class: "mono" }, r.target),
-              h("td", {}, r.encap === "ipip" ? "IP-in-IP" : r.encap === "vxlan" ? "VXLAN" : "–"),
-              h("td", { class: "num" }, r.vni ?? "–"),
-              h("td", { class: "num" }, r.port ?? "–"),
-              h("td", { class: "mono" }, r.mac || "–"),
-              h("td", { class: "num" }, r.mtu ?? (r.kind === "node" ? "auto" : "–")),
+              h("td", { "data-label": "Kind" }, h("span", { class: `tag ${r.kind}` }, r.kind)),
+              h("td", { "data-label": "Name" }, r.name),
+              h("td", { class: "mono", "data-label": r.kind === "node" ? "Underlay IP" : "Interface" }, r.target),
+              h("td", { "data-label": "Encap", class: r.encap ? "" : "na" }, r.encap === "ipip" ? "IP-in-IP" : r.encap === "vxlan" ? "VXLAN" : "–"),
+              h("td", { class: `num ${r.vni == null ? "na" : ""}`, "data-label": "VNI" }, r.vni ?? "–"),
+              h("td", { class: `num ${r.port == null ? "na" : ""}`, "data-label": "Port" }, r.port ?? "–"),
+              h("td", { class: `mono ${r.mac ? "" : "na"}`, "data-label": r.kind === "node" ? "VTEP MAC" : "Pod MAC" }, r.mac || "–"),
+              h("td", { class: `num ${r.kind === "node" ? "" : "na"}`, "data-label": "MTU" }, r.mtu ?? (r.kind === "node" ? "auto" : "–")),
               h("td", { class: "row-actions" }, [
                 h("button", { type: "button", class: "btn small ghost", "aria-label": `Edit route ${r.prefix}`, onclick: () => this.openForm(r.route) }, "Edit"),
                 h("button", { type: "button", class: "btn small ghost danger", "aria-label": `Delete route ${r.prefix}`, onclick: () => this.confirmDelete(r.route) }, "Delete"),

@@ -103,10 +103,9 @@ const num = async (sel) => Number(await page.locator(sel).first().getAttribute("
 async function shot(name, { width = 1280, height = 800, scheme = "light", view = "overview", fullPage = false } = {}) {
   await page.setViewportSize({ width, height });
   await page.emulateMedia({ colorScheme: scheme });
-  await load(view);
-  // Let a few polls fill the live charts.
-  await page.waitForFunction(() => document.querySelector("#live")?.textContent.startsWith("live"));
-  await page.waitForTimeout(3500);
+  await page.click(`.tabs a[data-view="${view}"]`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForTimeout(1200);
   const path = join(SHOTS, `${name}.png`);
   await page.screenshot({ path, fullPage });
   return path;
@@ -283,6 +282,7 @@ test("a bad CIDR (or VNI) shows the API's error beside the field and changes not
   const vniErr = page.locator("#err-node-vni");
   await vniErr.waitFor({ state: "visible" });
   assert.ok(await err.isHidden(), "the fixed prefix error is cleared");
+  await page.screenshot({ path: join(SHOTS, "route-form-error-1280-light.png") });
   assert.deepEqual(await routeSet(), before, "the API is unchanged");
   await page.click("#route-cancel");
 });
@@ -348,6 +348,13 @@ test("peers show encap, MTU, traffic and last seen; drops list every reason", as
   const zero = page.locator("#drops-table tbody tr.zero");
   const zeros = c.drops.filter((d) => d.value === 0).length;
   assert.ok(Math.abs((await zero.count()) - zeros) <= 1, "zero rows are dimmed, not hidden");
+  // The traffic includes packets to an unrouted address: that reason is counted, bright, with a rate.
+  await until("no_route drops on the page", async () => {
+    const row = page.locator('#drops-table tr[data-name="no_route"]');
+    return Number(await row.getAttribute("data-value")) > 0 && !(await row.getAttribute("class"))?.includes("zero");
+  });
+  const lit = page.locator('#drops-table tr[data-name="no_route"] th');
+  assert.equal(await lit.evaluate((el) => getComputedStyle(el).opacity), "1");
   if (zeros) {
     assert.ok(await zero.first().isVisible());
     const opacity = await zero.first().locator("th").evaluate((el) => getComputedStyle(el).opacity);
@@ -424,22 +431,31 @@ test("keyboard: visible focus, labelled controls, dialogs close with Escape", as
 test("screenshots: 1280x800 light and dark, and a 390 px wide screen", async () => {
   phase = "screenshots";
   const before = problems.length;
+  // One page left open for a while, as on an operator's second screen, so
+  // the live charts have a history; then each view, scheme and width.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.emulateMedia({ colorScheme: "light" });
+  await load("overview");
+  await page.waitForTimeout(Number(process.env.OVERPASS_SCREENSHOT_WARMUP_MS ?? 25000));
   const overview = await shot("overview-1280-light");
   await shot("overview-1280-dark", { scheme: "dark" });
   await shot("overview-390-light", { width: 390, height: 844, fullPage: true });
   await shot("overview-390-dark", { width: 390, height: 844, scheme: "dark" });
   await shot("latency-1280-light", { view: "latency" });
   await shot("latency-1280-dark", { view: "latency", scheme: "dark" });
+  await shot("latency-390-dark", { view: "latency", width: 390, height: 844, scheme: "dark", fullPage: true });
   await shot("routes-1280-light", { view: "routes" });
   await shot("routes-390-light", { view: "routes", width: 390, height: 844 });
   await shot("peers-1280-dark", { view: "peers", scheme: "dark" });
   await shot("drops-1280-light", { view: "drops" });
   // Nothing wider than the narrow screen but the tables' own scroll areas.
   await page.setViewportSize({ width: 390, height: 844 });
-  await page.goto(`${URL_BASE}/#overview`);
-  await page.waitForTimeout(1500);
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow} px at 390 px`);
+  for (const view of ["overview", "routes", "peers", "drops", "latency"]) {
+    await page.click(`.tabs a[data-view="${view}"]`);
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `${view} scrolls sideways by ${overflow} px at 390 px`);
+  }
   if (process.env.OVERPASS_DOCS_SCREENSHOT) copyFileSync(overview, process.env.OVERPASS_DOCS_SCREENSHOT);
   assert.deepEqual(problems.slice(before), []);
 });

@@ -122,6 +122,38 @@ mod tests {
     }
 
     #[test]
+    fn serves_the_page_and_its_modules_with_a_strict_policy() {
+        use tower::ServiceExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (path, ty) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/js/app.js", JS),
+            ("/style.css", "text/css; charset=utf-8"),
+        ] {
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = rt.block_on(router().oneshot(req)).unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            let h = resp.headers();
+            assert_eq!(h[header::CONTENT_TYPE], ty, "{path}");
+            let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(
+                csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+                "{csp}"
+            );
+        }
+        let index = ASSETS.iter().find(|a| a.path == "/index.html").unwrap();
+        let html = std::str::from_utf8(index.body).unwrap();
+        // No inline script, nothing from another origin.
+        assert!(
+            !html.contains("<script>") && !html.contains("http://") && !html.contains("https://")
+        );
+    }
+
+    #[test]
     fn modules_import_only_embedded_files() {
         // Every relative import of a module must be served.
         for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
