@@ -341,11 +341,8 @@ fn ethtool<T>(ifname: &str, data: &mut T) -> io::Result<()> {
     // points at a live `T`; callers pass the struct the command expects.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
     if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("{ifname}: SIOCETHTOOL: {e}"),
-        ));
+        // The raw errno, so callers can tell EOPNOTSUPP from the rest.
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -377,7 +374,10 @@ pub fn rx_queue_count(ifname: &str) -> io::Result<u32> {
     match ethtool(ifname, &mut channels) {
         Ok(()) => Ok((channels.rx_count + channels.combined_count).max(1)),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(1),
-        Err(e) => Err(e),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{ifname}: ETHTOOL_GCHANNELS: {e}"),
+        )),
     }
 }
 
