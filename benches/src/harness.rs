@@ -606,6 +606,8 @@ impl Bench {
     pub fn gateway_config(&self, v: &Variant) -> Config {
         let mut c = self.bed.gateway_config();
         c.gateway.cores = Some(vec![DATAPLANE_CPU]);
+        // As on a gateway with a dedicated core: the worker never sleeps.
+        c.gateway.busy_poll = true;
         let (n1, n2) = match v.dir {
             Dir::Decap => (v.wire_in.peer(), PeerEncap::Vxlan),
             Dir::Encap => (v.wire_out.peer(), PeerEncap::Vxlan),

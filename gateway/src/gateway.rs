@@ -576,17 +576,21 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
 /// the highest-numbered cores this process may run on, leaving core 0 to
 /// the kernel and the control plane when there is more than one.
 pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<usize>> {
+    // The cores this thread may run on (the default choice stays inside
+    // them, e.g. systemd's CPUAffinity=).
     let available: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
         .map(|c| c.id)
         .collect();
     if let Some(cores) = configured {
+        // Configured cores only have to exist: workers set their own
+        // affinity, which may lie outside the starting thread's (isolated
+        // cores, or a caller pinned elsewhere).
+        let online = online_cpus().unwrap_or_else(|| available.clone());
         for (i, c) in cores.iter().enumerate() {
-            if !available.contains(c) {
-                bail!(
-                    "gateway.cores[{i}]: core {c} does not exist or is not allowed (available: {available:?})"
-                );
+            if !online.contains(c) {
+                bail!("gateway.cores[{i}]: core {c} does not exist (online: {online:?})");
             }
         }
         if cores.len() < n {
@@ -603,6 +607,24 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
     Ok((0..n)
         .map(|i| available[(available.len() - 1 - i % available.len()) % available.len()])
         .collect())
+}
+
+/// The online CPUs (`/sys/devices/system/cpu/online`, e.g. "0-3,6").
+fn online_cpus() -> Option<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    parse_cpu_list(text.trim())
+}
+
+/// Parses a kernel CPU list ("0-3,6").
+fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
+    let mut out = vec![];
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>().ok()?..=b.parse::<usize>().ok()?),
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
 }
 
 /// Keeps every node's underlay next-hop MAC in step with the kernel's
@@ -636,5 +658,32 @@ fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
         // Woken at once by a neighbour change; otherwise re-checked so new
         // routes and route changes are picked up.
         next_hops.wait(if known.len() == nodes.len() { 200 } else { 20 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("x"), None);
+        assert!(online_cpus().is_some_and(|c| c.contains(&0)));
+    }
+
+    #[test]
+    fn configured_cores_must_exist() {
+        let e = pick_cores(Some(&[4096]), 1).unwrap_err().to_string();
+        assert!(
+            e.starts_with("gateway.cores[0]: core 4096 does not exist"),
+            "{e}"
+        );
+        assert_eq!(pick_cores(Some(&[0]), 1).unwrap(), vec![0]);
+        assert!(
+            pick_cores(Some(&[0]), 2).is_err(),
+            "two workers need two cores"
+        );
     }
 }
