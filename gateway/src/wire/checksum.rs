@@ -17,6 +17,12 @@ use std::net::Ipv4Addr;
 /// [`combine`] two sums only if the first covered an even number of bytes.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
+    // The per-packet case: an IPv4 header without options. Five fixed
+    // loads and adds, no loop or tail handling (found by profiling: the
+    // generic loop was ~35 instructions per header).
+    if let Ok(h) = <&[u8; 20]>::try_from(data) {
+        return sum20(h);
+    }
     // Add 32-bit words into a 64-bit accumulator: 2^32 ≡ 1 (mod 2^16 − 1),
     // so this is the same ones'-complement sum, with half the additions.
     let mut acc: u64 = 0;
@@ -33,6 +39,17 @@ pub fn sum(data: &[u8]) -> u32 {
         acc = (acc & u64::from(u32::MAX)) + (acc >> 32);
     }
     acc as u32
+}
+
+/// [`sum`] of exactly 20 bytes.
+#[inline]
+fn sum20(h: &[u8; 20]) -> u32 {
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let acc = w(0) + w(4) + w(8) + w(12) + w(16);
+    // At most 5 · (2^32 − 1): one end-around carry leaves < 2^32 + 4, a
+    // second one fits.
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    ((acc & 0xffff_ffff) + (acc >> 32)) as u32
 }
 
 /// Ones'-complement sum of two partial sums.
