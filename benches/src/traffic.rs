@@ -82,9 +82,26 @@ impl Sock {
         let iface: Interface = ifname
             .parse()
             .map_err(|_| anyhow!("bad interface name {ifname:?}"))?;
-        // SAFETY: the UMEM is fresh and used by this one socket only, which
-        // keeps a clone of it alive; (ifname, queue 0) is bound once.
-        let (tx, rx, rings) = unsafe { xsk_rs::Socket::new(config, &umem, &iface, 0) }
+        // The queue may still be held by a socket closed a moment ago (the
+        // previous configuration of the run): retry EBUSY for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let created = loop {
+            // SAFETY: the UMEM is fresh and used by this one socket only, which
+            // keeps a clone of it alive; (ifname, queue 0) is bound once.
+            let r = unsafe { xsk_rs::Socket::new(config.clone(), &umem, &iface, 0) };
+            let busy = r
+                .as_ref()
+                .err()
+                .and_then(|e| std::error::Error::source(e))
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY));
+            if busy && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            break r;
+        };
+        let (tx, rx, rings) = created
             .with_context(|| format!("binding an AF_XDP socket to {ifname} queue 0 (copy mode)"))?;
         let (fq, cq) =
             rings.ok_or_else(|| anyhow!("{ifname}: socket got no fill/completion rings"))?;

@@ -1172,6 +1172,33 @@ impl Drop for IpipPeer {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a test
+/// that panics never leaves a gateway running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Polls `f` every 50 ms until it holds; panics naming `what` after
 /// `timeout` (for tests).
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -277,9 +277,21 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | flag)
             .build();
-        // SAFETY: the UMEM outlives the sockets (they hold a clone of it) and
-        // each (interface, queue) pair is bound once per worker.
-        match unsafe { Socket::new(config, umem, &ifname, spec.queue) } {
+        // A queue whose previous socket was just closed (a restart) stays
+        // busy until the kernel finishes releasing it: retry for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let created = loop {
+            // SAFETY: the UMEM outlives the sockets (they hold a clone of
+            // it) and each (interface, queue) pair is bound once per worker.
+            let r = unsafe { Socket::new(config.clone(), umem, &ifname, spec.queue) };
+            match &r {
+                Err(e) if is_busy(e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                _ => break r,
+            }
+        };
+        match created {
             Ok((tx, rx, Some((fq, cq)))) => {
                 if mode != modes[0] {
                     tracing::info!(ifname = %spec.ifname, queue = spec.queue, "zero-copy bind refused; using copy mode");
@@ -430,6 +442,14 @@ pub fn af_xdp_available() -> io::Result<()> {
     // SAFETY: `fd` is a descriptor we just created and own; closing it once.
     unsafe { libc::close(fd) };
     Ok(())
+}
+
+/// Whether a socket creation failed with EBUSY (queue still held).
+fn is_busy(e: &xsk_rs::socket::SocketCreateError) -> bool {
+    use std::error::Error;
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
 }
 
 /// The mode the kernel actually bound a socket in (XDP_OPTIONS).

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use overpass::gateway::Gateway;
 use overpass::stats::{DropReason, Event, Snapshot};
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
+use overpass::testbed::{KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -245,7 +245,7 @@ fn binary_serves_traffic_and_leaves_no_xdp_behind() {
     let attached = |dev: &str| bed.link_xdp_attached(&gw_ns, dev).unwrap();
 
     for signal in ["TERM", "KILL"] {
-        let mut child = spawn_gateway(&bed, &dir);
+        let mut child = KillOnDrop(spawn_gateway(&bed, &dir));
         wait_until(
             "XDP attached by overpass run",
             Duration::from_secs(10),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use overpass::config::{Config, StateConfig};
 use overpass::store::RoutesFile;
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
+use overpass::testbed::{KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
 
 fn routes_file(state: &Path) -> RoutesFile {
     let text = std::fs::read_to_string(state.join("routes.json")).expect("routes.json written");
@@ -74,13 +74,15 @@ fn sighup_reloads_hitlessly_and_sigterm_stops_cleanly() {
 
     let log_path = dir.join("overpass.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_overpass"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawning overpass run");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_overpass"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning overpass run"),
+    );
     let gw_ns = bed.ns(Ns::Gateway);
     let attached = |dev: &str| bed.link_xdp_attached(&gw_ns, dev).unwrap();
     wait_until("overpass run attached XDP", Duration::from_secs(15), || {
