@@ -88,7 +88,7 @@ impl Sock {
         let created = loop {
             // SAFETY: the UMEM is fresh and used by this one socket only, which
             // keeps a clone of it alive; (ifname, queue 0) is bound once.
-            let r = unsafe { xsk_rs::Socket::new(config.clone(), &umem, &iface, 0) };
+            let r = unsafe { xsk_rs::Socket::new(config, &umem, &iface, 0) };
             let busy = r
                 .as_ref()
                 .err()

@@ -283,7 +283,7 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
         let created = loop {
             // SAFETY: the UMEM outlives the sockets (they hold a clone of
             // it) and each (interface, queue) pair is bound once per worker.
-            let r = unsafe { Socket::new(config.clone(), umem, &ifname, spec.queue) };
+            let r = unsafe { Socket::new(config, umem, &ifname, spec.queue) };
             match &r {
                 Err(e) if is_busy(e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
