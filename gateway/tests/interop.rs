@@ -492,8 +492,8 @@ fn icmp_rate_limit_refills_over_time() {
 /// An IP-in-IP node's tunnel MTU (1480) is larger than the local pods' veth
 /// MTU (1450). A DF packet between the two sizes must not vanish: a router
 /// answers it with frag-needed (mtu = 1450), as the kernel would for its
-/// own egress device. (The gateway delivers it to the 1450-byte veth, whose
-/// kernel side drops it silently: a PMTU black hole.)
+/// own egress device (delivered to the 1450-byte veth, the veth's kernel
+/// side would drop it silently: a PMTU black hole).
 #[test]
 fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
