@@ -826,39 +826,12 @@ impl Testbed {
     }
 
     fn build_node(&self, n: u8) -> anyhow::Result<()> {
-        let ul = self.ns(Ns::Underlay);
         let node = self.ns(Ns::Node(n));
         let pod = self.ns(Ns::NodePod(n));
-        let sw = format!("sw-n{n}");
         let node_addr = node_ip(n).to_string();
         let mtu = OVERLAY_MTU.to_string();
 
-        // Uplink to the switch.
-        ip(
-            &node,
-            &[
-                "link",
-                "add",
-                "eth0",
-                "address",
-                &mac(0x01, 10 + n).to_string(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &sw,
-                "netns",
-                &ul,
-                "address",
-                &mac(0x02, 10 + n).to_string(),
-            ],
-        )?;
-        ip(&ul, &["link", "set", &sw, "master", "br0", "up"])?;
-        ip(
-            &node,
-            &["addr", "add", &format!("{node_addr}/24"), "dev", "eth0"],
-        )?;
-        ip(&node, &["link", "set", "eth0", "up"])?;
+        self.build_node_uplink(n)?;
 
         // flannel.1, exactly as Flannel's VXLAN backend creates it.
         ip(
@@ -1000,11 +973,9 @@ impl Testbed {
         tx_csum_off(&pod, "eth0")
     }
 
-    /// Node 3, Calico-style IP-in-IP: uplink `eth0`, and a persistent TUN
-    /// device `tunl0` (MTU underlay − 20) carrying the node's pod address,
-    /// routed toward the cluster. [`Testbed::start_ipip_peer`] runs the
-    /// tunnel endpoint behind it.
-    fn build_ipip_node(&self, n: u8) -> anyhow::Result<()> {
+    /// Node `n`'s underlay link: `eth0` (its underlay address) in the node's
+    /// namespace, its peer `sw-n{n}` enslaved to the switch bridge.
+    fn build_node_uplink(&self, n: u8) -> anyhow::Result<()> {
         let ul = self.ns(Ns::Underlay);
         let node = self.ns(Ns::Node(n));
         let sw = format!("sw-n{n}");
@@ -1033,6 +1004,16 @@ impl Testbed {
             &["addr", "add", &format!("{}/24", node_ip(n)), "dev", "eth0"],
         )?;
         ip(&node, &["link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// Node 3, Calico-style IP-in-IP: uplink `eth0`, and a persistent TUN
+    /// device `tunl0` (MTU underlay − 20) carrying the node's pod address,
+    /// routed toward the cluster. [`Testbed::start_ipip_peer`] runs the
+    /// tunnel endpoint behind it.
+    fn build_ipip_node(&self, n: u8) -> anyhow::Result<()> {
+        let node = self.ns(Ns::Node(n));
+        self.build_node_uplink(n)?;
 
         ip(&node, &["tuntap", "add", "dev", IPIP_DEV, "mode", "tun"])?;
         ip(
