@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ipnet::Ipv4Net;
 use overpass::config::Encap;
-use overpass::io::Verdict;
+use overpass::io::{NoSpare, Verdict};
 use overpass::pipeline::Pipeline;
 use overpass::route::Lpm;
 use overpass::stats::Counters;
@@ -77,7 +77,7 @@ fn pipeline(c: &mut Criterion) {
             // Sanity: the prepared frame really is forwarded.
             let mut buf = vec![0u8; 2048];
             buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len());
+            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
             assert!(matches!(v, Verdict::Tx { .. }), "{name}: {v:?}");
             g.bench_function(format!("{name}_{size}B"), |b| {
                 b.iter_batched_ref(
@@ -86,7 +86,7 @@ fn pipeline(c: &mut Criterion) {
                         buf[..t.bytes.len()].copy_from_slice(&t.bytes);
                         buf
                     },
-                    |buf| p.process(&table, &counters, port, buf, t.bytes.len()),
+                    |buf| p.process(&table, &counters, port, buf, t.bytes.len(), &mut NoSpare),
                     BatchSize::SmallInput,
                 )
             });
@@ -113,7 +113,7 @@ fn icmp(c: &mut Criterion) {
         let mut buf = vec![0u8; 2048];
         buf[..t.bytes.len()].copy_from_slice(&t.bytes);
         p.set_clock(now);
-        let v = p.process(&table, &counters, port, &mut buf, t.bytes.len());
+        let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
         assert!(
             matches!(v, Verdict::Tx { port: 0, .. }),
             "TTL 1 must produce an ICMP error back: {v:?}"
@@ -128,7 +128,7 @@ fn icmp(c: &mut Criterion) {
                 |buf| {
                     now += 1_000_000;
                     p.set_clock(now);
-                    p.process(&table, &counters, port, buf, t.bytes.len())
+                    p.process(&table, &counters, port, buf, t.bytes.len(), &mut NoSpare)
                 },
                 BatchSize::SmallInput,
             )

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use overpass::config::{Config, Encap as PeerEncap, MacAddr};
 use overpass::gateway::Gateway;
+use overpass::io::NoSpare;
 use overpass::rib::RouteSpec;
 use overpass::stats::{CounterKind, DropReason, Event};
 use overpass::testbed::{self, Ns, Testbed, TestbedSpec};
@@ -1060,7 +1061,7 @@ pub fn run_micro(full: bool) -> Vec<MicroResult> {
         let mut ok = true;
         let ns = micro::time_ns(2_000_000, |_| {
             buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len());
+            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
             ok &= matches!(v, overpass::io::Verdict::Tx { .. });
         });
         out.push(MicroResult {

@@ -212,7 +212,7 @@ fn bounce_loop(mut io: XskIo, bounce: Bounce, core: usize, stop: &AtomicBool) {
     };
     let mut idle = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let n = io.poll(|port, buf, len| match (bounce, port) {
+        let n = io.poll(|port, buf, len, _spare| match (bounce, port) {
             (Bounce::UnderlayToPod, 0) => Verdict::Tx { port: 1, len },
             (Bounce::PodToUnderlay { dst, src }, 1) => {
                 rewrite(buf, &dst, &src);
@@ -236,6 +236,6 @@ fn bounce_loop(mut io: XskIo, bounce: Bounce, core: usize, stop: &AtomicBool) {
         }
     }
     for _ in 0..64 {
-        io.poll(|_, _, _| Verdict::Drop(overpass::stats::DropReason::Hairpin));
+        io.poll(|_, _, _, _| Verdict::Drop(overpass::stats::DropReason::Hairpin));
     }
 }

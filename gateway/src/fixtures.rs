@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 
 use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
 use etherparse::{
-    EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpEcn, IpNumber, Ipv4Header,
-    UdpHeader,
+    EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpEcn, IpFragOffset, IpNumber,
+    Ipv4Header, UdpHeader,
 };
 use ipnet::Ipv4Net;
 
@@ -182,11 +182,16 @@ pub fn routes() -> Vec<RouteSpec> {
 
 /// The FIB of the fixture world, neighbours resolved as [`NODES`] say.
 pub fn table() -> RouteTable {
+    table_of(&routes())
+}
+
+/// The FIB of the fixture world with another route set.
+pub fn table_of(routes: &[RouteSpec]) -> RouteTable {
     let neigh = NODES
         .iter()
         .filter_map(|n| n.mac.map(|m| (n.ip, m)))
         .collect();
-    crate::rib::build_fib(&context(), &routes(), &neigh, &mut Default::default(), 1)
+    crate::rib::build_fib(&context(), routes, &neigh, &mut Default::default(), 1)
         .expect("the fixture world is valid")
 }
 
@@ -428,6 +433,71 @@ pub fn icmp_error(
     (ip, packet)
 }
 
+/// How a datagram is cut into fragments (RFC 791 §3.2), written out here
+/// independently of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    /// Largest fragment (the next hop's MTU).
+    pub mtu: usize,
+    /// Offset of the datagram being cut, in bytes (non-zero when it is
+    /// itself a fragment).
+    pub base: usize,
+    /// MF of the datagram being cut: the last piece keeps it.
+    pub mf: bool,
+}
+
+impl Cut {
+    pub fn mtu(mtu: usize) -> Cut {
+        Cut {
+            mtu,
+            base: 0,
+            mf: false,
+        }
+    }
+}
+
+/// The IPv4 fragments of `ip` carrying `payload` with header `options`,
+/// cut per `cut`: data in multiples of 8 bytes, MF on all but the last
+/// (which keeps the datagram's own MF), and after the first fragment only
+/// the options with the copied flag (the others NOP'd). Headers by
+/// etherparse.
+pub fn fragments(ip: &Ip, options: &[u8], payload: &[u8], cut: Cut) -> Vec<Vec<u8>> {
+    let ihl = 20 + options.len();
+    let chunk = (cut.mtu - ihl) / 8 * 8;
+    let mut later = options.to_vec();
+    let mut i = 0;
+    while i < later.len() {
+        match later[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = later[i + 1] as usize;
+                if kind & 0x80 == 0 {
+                    later[i..i + len].fill(1);
+                }
+                i += len;
+            }
+        }
+    }
+    payload
+        .chunks(chunk)
+        .enumerate()
+        .map(|(k, part)| {
+            let mut h = ip.header(part.len());
+            let opts = if k == 0 { options } else { &later[..] };
+            h.options = opts.try_into().expect("valid options");
+            h.set_payload_len(part.len()).expect("fits");
+            h.more_fragments = cut.mf || (k + 1) * chunk < payload.len();
+            h.fragment_offset =
+                IpFragOffset::try_new(((cut.base + k * chunk) / 8) as u16).expect("13 bits");
+            h.header_checksum = h.calc_header_checksum();
+            let mut v = h.to_bytes().to_vec();
+            v.extend_from_slice(part);
+            v
+        })
+        .collect()
+}
+
 pub fn time_exceeded() -> Icmpv4Type {
     Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
 }
@@ -454,6 +524,16 @@ pub enum Expect {
         /// An ICMP error answers a dropped packet: its drop reason is
         /// counted too.
         also_dropped: Option<DropReason>,
+    },
+    /// Fragmented (DF clear, over the next hop's MTU): `frames` are sent on
+    /// `port` in order, the last one as the verdict; `event` counted once
+    /// per fragment.
+    Fragments {
+        port: PortId,
+        frames: Vec<Vec<u8>>,
+        event: Event,
+        /// As for [`Expect::Tx`], per frame.
+        sport_is_hash: bool,
     },
     /// Dropped, counted once under this reason.
     Drop(DropReason),
@@ -981,18 +1061,6 @@ pub fn all() -> Vec<Fixture> {
         "steer_pod",
     ));
     v.push(drop(
-        "larger than the tunnel MTU without DF (not fragmented)",
-        PA.port,
-        from_pod(
-            &PA,
-            &Ip::pods(PA.ip, N1.pod)
-                .df(false)
-                .packet(&pod_payload(1451 - 20)),
-        ),
-        DropReason::TooBig,
-        "steer_pod",
-    ));
-    v.push(drop(
         "ARP from a pod reaching the pipeline",
         PA.port,
         eth(PA.host_mac, PA.mac, 0x0806, &[0; 28]),
@@ -1273,6 +1341,100 @@ fn issue3(payload: &[u8]) -> Vec<Fixture> {
         xdp: "steer_pod",
     });
 
+    // -- Fragmentation: DF clear and too big for the next hop (RFC 791,
+    // RFC 1812 §5.2.6): cut to fit, every fragment rewritten for the hop.
+    let ip = Ip::pods(PA.ip, N1.pod).df(false);
+    let data = pod_payload(1451 - 20);
+    let frames = fragments(&ip.ttl(63), &[], &data, Cut::mtu(1450))
+        .iter()
+        .zip(1..)
+        .map(|(f, ident)| to_node_ident(&N1, &ip, f, ident))
+        .collect();
+    v.push(Fixture {
+        name: "pod a to n1 without DF, 1451 B over the 1450 vxlan MTU: 2 fragments",
+        port: PA.port,
+        input: from_pod(&PA, &ip.packet(&data)),
+        expect: Expect::Fragments {
+            port: UNDERLAY_PORT,
+            frames,
+            event: Event::EncapToPeer,
+            sport_is_hash: true,
+        },
+        xdp: "steer_pod",
+    });
+    let ip = Ip::pods(N3.pod, PA.ip).df(false);
+    let data = pod_payload(1480 - 20);
+    let frames = fragments(&ip.ttl(63), &[], &data, Cut::mtu(POD_MTU as usize))
+        .iter()
+        .map(|f| to_pod(&PA, f))
+        .collect();
+    v.push(Fixture {
+        name: "ip-in-ip n3 to pod a without DF, 1480 B over the pod's 1450 MTU: 2 fragments",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &ip.packet(&data)),
+        expect: Expect::Fragments {
+            port: PA.port,
+            frames,
+            event: Event::DecapToPod,
+            sport_is_hash: false,
+        },
+        xdp: "steer_ipip",
+    });
+    // Transit IP-in-IP (1480) → VXLAN (1450), the datagram itself a middle
+    // fragment carrying a copied option (router alert) and an uncopied one
+    // (record route): offsets continue from its own, MF stays set, and
+    // only the copied option survives past the first piece.
+    let ip = Ip::pods(N3.pod, N1.pod).df(false);
+    let options = [0x94, 4, 0, 0, 0x07, 3, 4, 0];
+    let data = pod_payload(1448);
+    let cut = Cut {
+        mtu: 1450,
+        base: 2960,
+        mf: true,
+    };
+    let input = &fragments(&ip, &options, &data, Cut { mtu: 1480, ..cut })[0];
+    let frames = fragments(&ip.ttl(63), &options, &data, cut)
+        .iter()
+        .zip(1..)
+        .map(|(f, ident)| to_node_ident(&N1, &ip, f, ident))
+        .collect();
+    v.push(Fixture {
+        name: "transit ip-in-ip to vxlan of a fragment with options, over 1450: refragmented",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, input),
+        expect: Expect::Fragments {
+            port: UNDERLAY_PORT,
+            frames,
+            event: Event::Transit,
+            sport_is_hash: true,
+        },
+        xdp: "steer_ipip",
+    });
+    // A fragment whose pieces would reach past 65535 bytes ("ping of
+    // death") is not cut further.
+    let data = pod_payload(1456);
+    let huge = Cut {
+        mtu: 1480,
+        base: 65528 - 1448,
+        mf: false,
+    };
+    let input = &fragments(&Ip::pods(N3.pod, N1.pod).df(false), &[], &data, huge)[0];
+    let offending = Ip::pods(Ipv4Addr::UNSPECIFIED, PA.ip).packet(&pod_payload(1480 - 20));
+    v.push(Fixture {
+        name: "DF packet over the pod MTU from 0.0.0.0: dropped, no ICMP (RFC 1812)",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, &offending),
+        expect: Expect::Drop(DropReason::TooBig),
+        xdp: "steer_ipip",
+    });
+    v.push(Fixture {
+        name: "fragment reaching past 64 KiB, too big for the next hop: malformed",
+        port: UNDERLAY_PORT,
+        input: ipip_from(&N3, input),
+        expect: Expect::Drop(DropReason::Ipv4Malformed),
+        xdp: "steer_ipip",
+    });
+
     // -- ECN on decapsulation (RFC 6040 §4.2).
     let ecn_case = |name, outer: u8, inner: u8, out: Option<u8>| {
         let ip = Ip::pods(N1.pod, PA.ip).tos(0x20 | inner);
@@ -1340,7 +1502,14 @@ fn issue3(payload: &[u8]) -> Vec<Fixture> {
 }
 
 /// Drop reasons no fixture can produce, with why.
-pub const UNREACHABLE_IN_FIXTURES: &[(DropReason, &str)] = &[(
-    DropReason::TxRingFull,
-    "counted by the AF_XDP layer when a TX ring is full, not by the pipeline",
-)];
+pub const UNREACHABLE_IN_FIXTURES: &[(DropReason, &str)] = &[
+    (
+        DropReason::TxRingFull,
+        "counted by the AF_XDP layer when a TX ring is full, not by the pipeline",
+    ),
+    (
+        DropReason::FragNoFrame,
+        "needs an I/O layer out of free frames (fixtures run with plenty): \
+         pipeline::tests::fragmentation_without_enough_spare_frames_sends_nothing",
+    ),
+];

@@ -69,6 +69,8 @@ pub enum DropReason {
     TooBig,
     /// Underlay next-hop MAC not resolved yet (resolution was triggered).
     NeighUnresolved,
+    /// Packet to fragment (DF clear, over the next hop's MTU) but too few free frames for its fragments.
+    FragNoFrame,
     /// TX ring of the output port was full.
     TxRingFull,
 }
@@ -106,6 +108,10 @@ pub enum Event {
     IcmpUnroutable,
     /// Outer CE copied onto the inner header on decapsulation (RFC 6040).
     EcnCePropagated,
+    /// Packets without DF larger than their next hop's MTU, split into IPv4 fragments.
+    Fragmented,
+    /// Fragments those packets were split into (each also counted as forwarded).
+    FragmentsOut,
     /// Frames queued for transmission.
     TxQueued,
     /// Frames whose transmission completed.

@@ -152,8 +152,8 @@ impl<I: PacketIo + Wait> Worker<I> {
         let pipeline = &mut self.pipeline;
         let counters = &*self.counters;
         let Some(latency) = self.latency.as_mut() else {
-            let n = self.io.poll(|port, buf, len| {
-                let v = pipeline.process(&table, counters, port, buf, len);
+            let n = self.io.poll(|port, buf, len, spare| {
+                let v = pipeline.process(&table, counters, port, buf, len, spare);
                 if let Verdict::Drop(reason) = v {
                     counters.dropped(reason);
                 }
@@ -164,8 +164,8 @@ impl<I: PacketIo + Wait> Worker<I> {
             return n;
         };
         // Two clock reads per round (vDSO); per packet only an array bump.
-        let n = self.io.poll(|port, buf, len| {
-            let v = pipeline.process(&table, counters, port, buf, len);
+        let n = self.io.poll(|port, buf, len, spare| {
+            let v = pipeline.process(&table, counters, port, buf, len, spare);
             match v {
                 Verdict::Drop(reason) => counters.dropped(reason),
                 Verdict::Tx { .. } => latency.note(pipeline.last_flow()),

@@ -27,7 +27,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::io::{PacketIo, Verdict};
+use crate::io::{Handler, PacketIo, Spare, Verdict};
 use crate::route::PortId;
 use crate::stats::{DropReason, Event, WorkerCounters};
 
@@ -477,44 +477,117 @@ fn bound_mode(fd: i32) -> io::Result<XskMode> {
     })
 }
 
+/// Exposes a frame's whole capacity as its contents (so the pipeline can
+/// grow a packet in place), calls `f` on it, and sets the frame's length to
+/// what `f` returns when that is `Some`.
+fn with_whole_frame<R>(
+    data: &mut xsk_rs::umem::frame::DataMut<'_>,
+    f: impl FnOnce(&mut [u8]) -> (R, Option<usize>),
+) -> R {
+    let mut cursor = data.cursor();
+    let cap = cursor.buf_len();
+    cursor.set_pos(cap);
+    let (r, len) = f(data.contents_mut());
+    if let Some(len) = len {
+        data.cursor().set_pos(len);
+    }
+    r
+}
+
+/// [`Spare`] frames of an [`XskIo`]: taken from the free list and staged
+/// on the output port ahead of the frame being handled.
+struct XskSpare<'a> {
+    umem: &'a Umem,
+    free: &'a mut Vec<FrameDesc>,
+    ports: &'a mut [Port],
+}
+
+impl Spare for XskSpare<'_> {
+    fn available(&self, port: PortId) -> usize {
+        let Some(p) = self.ports.get(port as usize) else {
+            return 0;
+        };
+        // One staging slot stays free for the handled frame itself.
+        let room = (p.staged.capacity() - p.staged.len()).saturating_sub(1);
+        room.min(self.free.len())
+    }
+
+    fn send(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if self.available(port) == 0 {
+            return false;
+        }
+        let Some(mut desc) = self.free.pop() else {
+            return false;
+        };
+        let len = {
+            // SAFETY: `desc` comes from our free list: a frame of this UMEM
+            // that neither the kernel nor any other reference holds.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            with_whole_frame(&mut data, |buf| {
+                let len = fill(buf).min(buf.len());
+                (len, Some(len))
+            })
+        };
+        if len == 0 {
+            self.free.push(desc);
+        } else {
+            self.ports[port as usize].staged.push(desc);
+        }
+        true
+    }
+}
+
 impl PacketIo for XskIo {
-    fn poll(&mut self, mut handler: impl FnMut(PortId, &mut [u8], usize) -> Verdict) -> usize {
+    fn poll(&mut self, mut handler: impl Handler) -> usize {
+        let XskIo {
+            umem,
+            ports,
+            free,
+            scratch,
+            counters,
+            ..
+        } = self;
+        let umem = &*umem;
         let mut total = 0;
-        for port in 0..self.ports.len() {
-            let rx_batch = &mut self.scratch[..BATCH];
+        for port in 0..ports.len() {
+            let rx_batch = &mut scratch[..BATCH];
             // SAFETY: the RX ring hands us frames of this UMEM; from here on
             // they are ours alone until passed on below.
-            let n = unsafe { self.ports[port].rx.consume(rx_batch) };
+            let n = unsafe { ports[port].rx.consume(rx_batch) };
             total += n;
-            for i in 0..n {
-                let mut desc = self.scratch[i];
+            for &rx_desc in &scratch[..n] {
+                let mut desc = rx_desc;
                 let len = desc.lengths().data();
                 let verdict = {
                     // SAFETY: `desc` is a frame of this UMEM that we own (see
-                    // above); no other reference to its bytes exists.
-                    let mut data = unsafe { self.umem.data_mut(&mut desc) };
-                    // Expose the whole frame capacity so the pipeline can
-                    // grow the packet (encapsulation) in place.
-                    let mut cursor = data.cursor();
-                    let cap = cursor.buf_len();
-                    cursor.set_pos(cap);
-                    let verdict = handler(port as PortId, data.contents_mut(), len);
-                    if let Verdict::Tx { len, .. } = verdict {
-                        data.cursor().set_pos(len);
-                    }
-                    verdict
+                    // above); no other reference to its bytes exists. Spare
+                    // frames are other descriptors from the free list.
+                    let mut data = unsafe { umem.data_mut(&mut desc) };
+                    let mut spare = XskSpare {
+                        umem,
+                        free: &mut *free,
+                        ports: &mut ports[..],
+                    };
+                    with_whole_frame(&mut data, |buf| {
+                        let verdict = handler(port as PortId, buf, len, &mut spare);
+                        let tx_len = match verdict {
+                            Verdict::Tx { len, .. } => Some(len),
+                            Verdict::Drop(_) => None,
+                        };
+                        (verdict, tx_len)
+                    })
                 };
                 match verdict {
                     Verdict::Tx { port: out, .. } => {
-                        let staged = &mut self.ports[out as usize].staged;
+                        let staged = &mut ports[out as usize].staged;
                         if staged.len() < staged.capacity() {
                             staged.push(desc);
                         } else {
-                            self.counters.dropped(DropReason::TxRingFull);
-                            self.free.push(desc);
+                            counters.dropped(DropReason::TxRingFull);
+                            free.push(desc);
                         }
                     }
-                    Verdict::Drop(_) => self.free.push(desc),
+                    Verdict::Drop(_) => free.push(desc),
                 }
             }
         }

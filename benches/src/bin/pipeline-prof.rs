@@ -11,7 +11,7 @@
 //! Directions: decap-vxlan, decap-ipip, encap-vxlan, encap-ipip, transit.
 
 use overpass::config::Encap;
-use overpass::io::Verdict;
+use overpass::io::{NoSpare, Verdict};
 use overpass::pipeline::Pipeline;
 use overpass::stats::Counters;
 use overpass_benches::micro::{self, Direction};
@@ -46,6 +46,7 @@ fn main() {
             port,
             std::hint::black_box(&mut buf),
             t.bytes.len(),
+            &mut NoSpare,
         );
         if matches!(v, Verdict::Tx { .. }) {
             tx += 1;

@@ -1,8 +1,9 @@
 //! IPv4 headers (RFC 791).
 //!
-//! Options are read over (the payload starts after them) but never emitted.
+//! Options are read over (the payload starts after them) but never emitted;
+//! the only edit is [`Packet::strip_uncopied_options`] for fragmentation.
 //! Fragments are visible through the view but not representable as a
-//! [`Repr`]: the gateway does not reassemble.
+//! [`Repr`]: the gateway fragments (see the pipeline) but never reassembles.
 
 use std::net::Ipv4Addr;
 
@@ -33,6 +34,16 @@ pub mod ecn {
     pub const ECT_0: u8 = 0b10;
     /// Congestion experienced.
     pub const CE: u8 = 0b11;
+}
+
+/// Option type bytes (RFC 791 §3.1).
+pub mod option {
+    /// End of option list.
+    pub const END: u8 = 0;
+    /// No operation (padding).
+    pub const NOP: u8 = 1;
+    /// The "copied" flag: the option is copied into every fragment.
+    pub const COPIED: u8 = 0x80;
 }
 
 mod field {
@@ -318,6 +329,41 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
+    /// Rewrites the options for a fragment after the first (RFC 791 §3.1):
+    /// options without the "copied" flag become NOPs, as Linux does, so the
+    /// header length stays the same. A malformed option list ends at the
+    /// bad option: from there on it is overwritten with end-of-list. The
+    /// checksum is not updated.
+    pub fn strip_uncopied_options(&mut self) {
+        let header_len = self.header_len();
+        let data = self.buffer.as_mut();
+        let Some(options) = data.get_mut(MIN_HEADER_LEN..header_len) else {
+            return;
+        };
+        let mut i = 0;
+        while i < options.len() {
+            let kind = options[i];
+            match kind {
+                option::END => {
+                    options[i..].fill(option::END);
+                    return;
+                }
+                option::NOP => i += 1,
+                _ => {
+                    let len = options.get(i + 1).map_or(0, |&l| l as usize);
+                    if len < 2 || i + len > options.len() {
+                        options[i..].fill(option::END);
+                        return;
+                    }
+                    if kind & option::COPIED == 0 {
+                        options[i..i + len].fill(option::NOP);
+                    }
+                    i += len;
+                }
+            }
+        }
+    }
+
     /// Recomputes the header checksum over `header_len()` bytes.
     #[inline]
     pub fn fill_checksum(&mut self) {
@@ -438,6 +484,39 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_options(options: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; MIN_HEADER_LEN + options.len()];
+        v[0] = 0x40 | ((MIN_HEADER_LEN + options.len()) / 4) as u8;
+        let len = v.len() as u16;
+        v[2..4].copy_from_slice(&len.to_be_bytes());
+        v[MIN_HEADER_LEN..].copy_from_slice(options);
+        v
+    }
+
+    #[test]
+    fn strip_uncopied_options_keeps_copied_ones() {
+        // Record route (uncopied), security (copied), NOP, EOL, junk after EOL.
+        let mut v = with_options(&[7, 7, 4, 0, 0, 0, 0, 0x82, 3, 9, 1, 0, 0x44, 0x44, 0, 0]);
+        Packet::new_unchecked(&mut v[..]).strip_uncopied_options();
+        assert_eq!(&v[MIN_HEADER_LEN..], &[
+            1, 1, 1, 1, 1, 1, 1, 0x82, 3, 9, 1, 0, 0, 0, 0, 0
+        ]);
+    }
+
+    #[test]
+    fn strip_uncopied_options_ends_a_malformed_list() {
+        for bad in [[0x44, 1, 0, 0], [0x44, 9, 0, 0], [0x94, 0, 1, 1]] {
+            let mut v = with_options(&bad);
+            Packet::new_unchecked(&mut v[..]).strip_uncopied_options();
+            assert_eq!(&v[MIN_HEADER_LEN..], &[0, 0, 0, 0], "{bad:?}");
+        }
+        // No options, or an IHL past the buffer: nothing to do, no panic.
+        let mut v = with_options(&[]);
+        Packet::new_unchecked(&mut v[..]).strip_uncopied_options();
+        v[0] = 0x4f;
+        Packet::new_unchecked(&mut v[..]).strip_uncopied_options();
+    }
     use crate::wire::test_util::XorShift;
 
     // Version 4, IHL 5, DSCP 46 (EF) + ECT(1), total 24, ident 0x1234, DF,
