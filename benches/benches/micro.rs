@@ -77,7 +77,14 @@ fn pipeline(c: &mut Criterion) {
             // Sanity: the prepared frame really is forwarded.
             let mut buf = vec![0u8; 2048];
             buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
+            let v = p.process(
+                &table,
+                &counters,
+                port,
+                &mut buf,
+                t.bytes.len(),
+                &mut NoSpare,
+            );
             assert!(matches!(v, Verdict::Tx { .. }), "{name}: {v:?}");
             g.bench_function(format!("{name}_{size}B"), |b| {
                 b.iter_batched_ref(
@@ -113,7 +120,14 @@ fn icmp(c: &mut Criterion) {
         let mut buf = vec![0u8; 2048];
         buf[..t.bytes.len()].copy_from_slice(&t.bytes);
         p.set_clock(now);
-        let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
+        let v = p.process(
+            &table,
+            &counters,
+            port,
+            &mut buf,
+            t.bytes.len(),
+            &mut NoSpare,
+        );
         assert!(
             matches!(v, Verdict::Tx { port: 0, .. }),
             "TTL 1 must produce an ICMP error back: {v:?}"

@@ -1061,7 +1061,14 @@ pub fn run_micro(full: bool) -> Vec<MicroResult> {
         let mut ok = true;
         let ns = micro::time_ns(2_000_000, |_| {
             buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(&table, &counters, port, &mut buf, t.bytes.len(), &mut NoSpare);
+            let v = p.process(
+                &table,
+                &counters,
+                port,
+                &mut buf,
+                t.bytes.len(),
+                &mut NoSpare,
+            );
             ok &= matches!(v, overpass::io::Verdict::Tx { .. });
         });
         out.push(MicroResult {

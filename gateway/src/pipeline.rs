@@ -1004,9 +1004,10 @@ mod tests {
         assert_eq!(snap.event_count(Event::FragmentsOut), 3);
         assert_eq!(snap.event_count(Event::EncapToPeer), 3);
         // The later fragments' timestamp option is NOPs, router alert kept.
-        assert_eq!(&out[1][VXLAN_INNER_IP + 20..VXLAN_INNER_IP + 28], &[
-            0x94, 4, 0, 0, 1, 1, 1, 1
-        ]);
+        assert_eq!(
+            &out[1][VXLAN_INNER_IP + 20..VXLAN_INNER_IP + 28],
+            &[0x94, 4, 0, 0, 1, 1, 1, 1]
+        );
     }
 
     #[test]
@@ -1097,7 +1098,14 @@ mod tests {
             buf[..frame.len()].copy_from_slice(&frame);
             let spare = &mut crate::io::NoSpare;
             matches!(
-                p.process(&table, &counters, fixtures::PA.port, &mut buf, frame.len(), spare),
+                p.process(
+                    &table,
+                    &counters,
+                    fixtures::PA.port,
+                    &mut buf,
+                    frame.len(),
+                    spare
+                ),
                 Verdict::Tx { .. }
             )
         };

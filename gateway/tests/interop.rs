@@ -493,7 +493,8 @@ fn icmp_rate_limit_refills_over_time() {
 /// MTU (1450). A DF packet between the two sizes must not vanish: a router
 /// answers it with frag-needed (mtu = 1450), as the kernel would for its
 /// own egress device (delivered to the 1450-byte veth, the veth's kernel
-/// side would drop it silently: a PMTU black hole).
+/// side would drop it silently: a PMTU black hole). Without DF it is
+/// fragmented to the pod's MTU and reassembled by the pod.
 #[test]
 fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -513,6 +514,26 @@ fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
     };
     let r = bed.ping(&n3, dst, 2, &fits).unwrap();
     assert!(r.all_received(), "{}", r.raw);
+    // 1480 bytes without DF (first, before n3 learns the PMTU from a
+    // frag-needed below): the gateway fragments it to the pod's MTU after
+    // decapsulation, and the pod's kernel reassembles it.
+    let no_df = PingOpts {
+        size: Some(1452),
+        dont_fragment: false,
+        ..fits
+    };
+    let before = gw.counters();
+    let r = bed.ping(&n3, dst, 3, &no_df).unwrap();
+    let after = gw.counters();
+    assert!(r.all_received(), "{}\n{}", r.raw, after.render());
+    assert_eq!(
+        delta(&after, &before, Event::Fragmented),
+        3,
+        "{}",
+        after.render()
+    );
+    assert_eq!(delta(&after, &before, Event::FragmentsOut), 6);
+    assert_eq!(drops(&after, &before, DropReason::TooBig), 0);
     // 1480 bytes: fits the IP-in-IP tunnel, not the pod's veth.
     let big = PingOpts {
         size: Some(1452),
@@ -534,5 +555,63 @@ fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
         r.raw,
         after.render()
     );
+    gw.stop();
+}
+
+/// A packet without DF larger than the path is fragmented by the gateway
+/// as a router would (RFC 791, RFC 1812 §5.2.6), never by the VTEP: from a
+/// 1500-MTU pod across the 1450-byte VXLAN tunnel the fragments are whole
+/// VXLAN packets, and the remote pod's kernel reassembles them. A datagram
+/// the pod's own kernel already fragmented (3000 bytes → 1500-byte pieces)
+/// is fragmented again, offsets continuing. Replies come back (fragmented
+/// by the remote node's kernel, which knows its own tunnel MTU).
+#[test]
+fn packets_without_df_are_fragmented_across_the_tunnel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("fragmentation (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed_with(
+        "ix8",
+        &TestbedOptions {
+            local_pod_mtu: 1500,
+        },
+    );
+    let gw = start(&bed);
+    let pod = bed.ns(Ns::LocalPod('a'));
+    let dst = bed.remote_pod_ip(1);
+    // (ping -s, packets the gateway cuts, fragments it sends) for 3 pings:
+    // 1500 bytes → 1444 + 76; 3000 bytes leave the pod as 1500 + 1500 + 68,
+    // and each 1500-byte fragment is cut again in two.
+    for (size, cut, out) in [(1472, 3, 6), (3000, 6, 12)] {
+        let opts = PingOpts {
+            size: Some(size),
+            dont_fragment: false,
+            ..PingOpts::default()
+        };
+        let before = gw.counters();
+        let r = bed.ping(&pod, dst, 3, &opts).unwrap();
+        let after = gw.counters();
+        assert!(
+            r.all_received(),
+            "ping -s {size}: {}\n{}",
+            r.raw,
+            after.render()
+        );
+        assert!(!r.raw.contains("Frag needed"), "{}", r.raw);
+        assert_eq!(
+            delta(&after, &before, Event::Fragmented),
+            cut,
+            "ping -s {size}"
+        );
+        assert_eq!(
+            delta(&after, &before, Event::FragmentsOut),
+            out,
+            "ping -s {size}: {}",
+            after.render()
+        );
+        assert_eq!(drops(&after, &before, DropReason::TooBig), 0);
+        assert_eq!(drops(&after, &before, DropReason::FragNoFrame), 0);
+    }
     gw.stop();
 }

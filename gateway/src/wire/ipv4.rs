@@ -499,9 +499,10 @@ mod tests {
         // Record route (uncopied), security (copied), NOP, EOL, junk after EOL.
         let mut v = with_options(&[7, 7, 4, 0, 0, 0, 0, 0x82, 3, 9, 1, 0, 0x44, 0x44, 0, 0]);
         Packet::new_unchecked(&mut v[..]).strip_uncopied_options();
-        assert_eq!(&v[MIN_HEADER_LEN..], &[
-            1, 1, 1, 1, 1, 1, 1, 0x82, 3, 9, 1, 0, 0, 0, 0, 0
-        ]);
+        assert_eq!(
+            &v[MIN_HEADER_LEN..],
+            &[1, 1, 1, 1, 1, 1, 1, 0x82, 3, 9, 1, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
