@@ -69,6 +69,9 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Print the findings as JSON (`{"config", "findings", "summary"}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Build a Flannel-style test bed in network namespaces on this machine,
     /// run the gateway on it, show traffic flowing, and clean up.
@@ -171,7 +174,14 @@ fn main() {
         Command::Routes { client, action } => routes_cmd(&client, action),
         Command::Stats { client, json } => stats_cmd(&client, json),
         Command::CheckConfig { config } => Config::load(&config).map(|c| print!("{}", c.to_toml())),
-        Command::Check { config } => overpass::check::run(&config),
+        Command::Check { config, json } => {
+            let format = if json {
+                overpass::check::Format::Json
+            } else {
+                overpass::check::Format::Text
+            };
+            overpass::check::run_with(&config, format)
+        }
         Command::Demo {
             tag,
             hold,

@@ -34,9 +34,15 @@ fn write_config(config: &Config, name: &str) -> PathBuf {
 
 /// Runs the real binary: (exit success, stdout).
 fn run_binary(path: &PathBuf) -> (bool, String) {
+    run_binary_with(path, &[])
+}
+
+/// [`run_binary`] with extra arguments.
+fn run_binary_with(path: &PathBuf, extra: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_overpass"))
         .args(["check", "--config"])
         .arg(path)
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -146,6 +152,26 @@ fn check_on_a_test_bed_healthy_then_broken() {
             .lines()
             .any(|l| l.starts_with("BLOCKER") && l.contains("nic.mtu") && l.contains("fix:")),
         "{stdout}"
+    );
+    // The same findings as JSON, for scripts.
+    let (ok, stdout) = run_binary_with(&good, &["--json"]);
+    assert!(
+        !ok,
+        "overpass check --json must exit non-zero on blockers too"
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(
+        v["summary"]["blocker"],
+        r.count(Severity::Blocker) as u64,
+        "{v}"
+    );
+    let findings = v["findings"].as_array().expect("findings array");
+    assert_eq!(findings.len(), r.findings.len());
+    assert!(
+        findings.iter().any(|f| f["check"] == "pod.tx_checksum"
+            && f["subject"] == "gwp-a"
+            && f["severity"] == "blocker"),
+        "{v}"
     );
 
     // Broken 4: configuration asks for what the host cannot give.

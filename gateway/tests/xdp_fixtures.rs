@@ -59,7 +59,10 @@ fn fixtures_through_the_xdp_program() {
         }
         checked += 1;
     }
-    eprintln!("{checked} of {} fixtures ran through the XDP program", all.len());
+    eprintln!(
+        "{checked} of {} fixtures ran through the XDP program",
+        all.len()
+    );
     assert!(
         checked >= 40,
         "only {checked} fixtures ran through the program"
