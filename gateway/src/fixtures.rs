@@ -1508,6 +1508,14 @@ pub const UNREACHABLE_IN_FIXTURES: &[(DropReason, &str)] = &[
         "counted by the AF_XDP layer when a TX ring is full, not by the pipeline",
     ),
     (
+        DropReason::XskRxDropped,
+        "counted by the kernel before a frame reaches the worker (XDP_STATISTICS)",
+    ),
+    (
+        DropReason::XskRxRingFull,
+        "counted by the kernel before a frame reaches the worker (XDP_STATISTICS)",
+    ),
+    (
         DropReason::FragNoFrame,
         "needs an I/O layer out of free frames (fixtures run with plenty): \
          pipeline::tests::fragmentation_without_enough_spare_frames_sends_nothing",

@@ -73,6 +73,10 @@ pub enum DropReason {
     FragNoFrame,
     /// TX ring of the output port was full.
     TxRingFull,
+    /// Dropped by the kernel on the way into a socket: no free frame in its fill ring, or a frame larger than a UMEM frame (read from XDP_STATISTICS).
+    XskRxDropped,
+    /// Dropped by the kernel because a socket's RX ring was full: the worker fell behind (read from XDP_STATISTICS).
+    XskRxRingFull,
 }
 
 /// What happened to frames that were not dropped, plus notable events.
@@ -116,6 +120,8 @@ pub enum Event {
     TxQueued,
     /// Frames whose transmission completed.
     TxCompleted,
+    /// Times the kernel found a socket's fill ring empty (read from XDP_STATISTICS).
+    XskFillRingEmpty,
 }
 
 /// Names, descriptions and iteration shared by [`DropReason`] and [`Event`].
@@ -193,6 +199,11 @@ impl Counters {
     #[inline]
     pub fn dropped(&self, reason: DropReason) {
         bump(&self.drops[reason as usize], 1);
+    }
+
+    #[inline]
+    pub fn dropped_n(&self, reason: DropReason, n: u64) {
+        bump(&self.drops[reason as usize], n);
     }
 
     #[inline]

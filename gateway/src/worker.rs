@@ -73,7 +73,14 @@ pub trait Wait {
     fn tx_pending(&self) -> bool {
         false
     }
+
+    /// Folds drop counts kept by the kernel into the worker's counters
+    /// (called every [`KERNEL_SYNC`], not per packet).
+    fn sync_kernel_counters(&mut self) {}
 }
+
+/// How often a worker reads its sockets' kernel statistics.
+pub const KERNEL_SYNC: Duration = Duration::from_millis(100);
 
 impl Wait for crate::xsk::XskIo {
     fn wait(&mut self, timeout_ms: i32) {
@@ -82,6 +89,10 @@ impl Wait for crate::xsk::XskIo {
 
     fn tx_pending(&self) -> bool {
         crate::xsk::XskIo::tx_pending(self)
+    }
+
+    fn sync_kernel_counters(&mut self) {
+        crate::xsk::XskIo::sync_kernel_counters(self)
     }
 }
 
@@ -185,7 +196,17 @@ impl<I: PacketIo + Wait> Worker<I> {
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut idle = 0u32;
+        let mut rounds = 0u32;
+        let mut next_sync = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            rounds = rounds.wrapping_add(1);
+            if rounds.is_multiple_of(256) {
+                let now = Instant::now();
+                if now >= next_sync {
+                    self.io.sync_kernel_counters();
+                    next_sync = now + KERNEL_SYNC;
+                }
+            }
             if self.poll_once() > 0 {
                 idle = 0;
                 continue;
@@ -207,6 +228,7 @@ impl<I: PacketIo + Wait> Worker<I> {
                 break;
             }
         }
+        self.io.sync_kernel_counters();
         if let Some(latency) = self.latency.as_mut() {
             latency.flush();
         }

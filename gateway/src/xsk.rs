@@ -73,6 +73,17 @@ struct Port {
     staged: Vec<FrameDesc>,
     /// Produced to the TX ring, not yet completed.
     in_flight: u32,
+    /// The kernel's cumulative XDP_STATISTICS as last folded into the
+    /// worker's counters.
+    seen: KernelSeen,
+}
+
+/// Cumulative kernel socket statistics already counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct KernelSeen {
+    rx_dropped: u64,
+    rx_ring_full: u64,
+    fill_ring_empty: u64,
 }
 
 /// The AF_XDP implementation of [`PacketIo`].
@@ -198,6 +209,37 @@ impl XskIo {
             .collect()
     }
 
+    /// Folds the kernel's drop statistics of every socket (XDP_STATISTICS,
+    /// cumulative) into the worker's counters as `xsk_rx_dropped`,
+    /// `xsk_rx_ring_full` and `xsk_fill_ring_empty`: the frames lost before
+    /// the worker could see them. One `getsockopt` per socket; the worker
+    /// calls it every few milliseconds, never per packet.
+    pub fn sync_kernel_counters(&mut self) {
+        let delta = |now: u64, seen: &mut u64| {
+            let d = now.saturating_sub(*seen);
+            *seen = now;
+            d
+        };
+        for p in &mut self.ports {
+            let Ok(s) = p.rx.fd().xdp_statistics() else {
+                continue;
+            };
+            let c = &self.counters;
+            c.dropped_n(
+                DropReason::XskRxDropped,
+                delta(s.rx_dropped(), &mut p.seen.rx_dropped),
+            );
+            c.dropped_n(
+                DropReason::XskRxRingFull,
+                delta(s.rx_ring_full(), &mut p.seen.rx_ring_full),
+            );
+            c.event_n(
+                Event::XskFillRingEmpty,
+                delta(s.rx_fill_ring_empty_descs(), &mut p.seen.fill_ring_empty),
+            );
+        }
+    }
+
     /// Tops up every fill ring from the free list.
     fn refill(&mut self) {
         for p in &mut self.ports {
@@ -310,6 +352,7 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
                     ring_size: spec.ring_size,
                     staged: Vec::with_capacity(spec.ring_size as usize),
                     in_flight: 0,
+                    seen: KernelSeen::default(),
                 });
             }
             Ok((_, _, None)) => {
