@@ -37,7 +37,8 @@ pub trait Spare {
     fn available(&self, port: PortId) -> usize;
 
     /// Takes a free frame, lets `fill` write a packet into its buffer
-    /// (whole capacity) and return the packet's length, and queues it for
+    /// (whole capacity, the same as the received frame's) and return the
+    /// packet's length, and queues it for
     /// transmission on `port` ahead of the received frame. A length of 0
     /// recycles the frame unsent. Returns false, having called nothing, when
     /// [`Spare::available`] is 0.

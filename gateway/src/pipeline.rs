@@ -616,12 +616,16 @@ impl Pipeline {
             return Err(DropReason::Ipv4Malformed);
         }
         let count = data_len.div_ceil(chunk);
+        let new_off = out.ip_offset();
+        // Every fragment, written for the next hop, must fit a frame (spare
+        // frames are as big as the received one): checked before anything
+        // is sent, so a packet goes out whole or not at all.
+        if new_off + ihl + chunk > buf.len() {
+            return Err(DropReason::TooBig);
+        }
         if spare.available(out.port()) < count - 1 {
             return Err(DropReason::FragNoFrame);
         }
-        c.event(Event::Fragmented);
-        c.event_n(Event::FragmentsOut, count as u64);
-        let new_off = out.ip_offset();
         for k in 0..count - 1 {
             if k == 1 {
                 // Fragments after the first: non-copied options go.
@@ -665,7 +669,10 @@ impl Pipeline {
             ip.set_flags_frag(false, last_mf, base + done as u16);
             ip.fill_checksum();
         }
-        self.deliver(t, c, buf, off, last_len, out, from)
+        let v = self.deliver(t, c, buf, off, last_len, out, from)?;
+        c.event(Event::Fragmented);
+        c.event_n(Event::FragmentsOut, count as u64);
+        Ok(v)
     }
 
     /// Answers the packet at `buf[off..off + ip_len]` with an ICMP error
