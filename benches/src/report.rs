@@ -19,6 +19,9 @@ pub struct Meta {
     pub window_s: f64,
     pub warmup_s: f64,
     pub elapsed_s: f64,
+    /// Fixed-rate trials per loss-free rate search, and their window.
+    pub search_trials: usize,
+    pub search_window_s: f64,
 }
 
 impl Meta {
@@ -58,6 +61,8 @@ impl Meta {
             window_s,
             warmup_s,
             elapsed_s,
+            search_trials: 0,
+            search_window_s: 0.0,
         }
     }
 }
@@ -511,9 +516,14 @@ pub fn markdown(r: &Report) -> String {
                 .map(fmt_ratio)
                 .unwrap_or_else(|| "–".into())
             };
+            let mark = if v.search_max_loss.is_some() {
+                " ‡"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {}{mark} | {} | {} | {} | {} | {} | {} |",
                 v.name,
                 col(Path::B0),
                 col(Path::B1),
@@ -522,6 +532,9 @@ pub fn markdown(r: &Report) -> String {
                 rat(Path::B1),
                 rat(Path::B3)
             );
+        }
+        if let Some(max_loss) = r.raw.variants.iter().find_map(|(v, _)| v.search_max_loss) {
+            let _ = writeln!(s, "\n{}", search_note(max_loss, &r.meta));
         }
         s.push('\n');
     }
@@ -590,6 +603,9 @@ pub fn markdown(r: &Report) -> String {
             .expect("outcome")
             .1;
         let _ = writeln!(s, "## {} (kpps)\n", v.name);
+        if let Some(max_loss) = v.search_max_loss {
+            let _ = writeln!(s, "{}\n", search_note(max_loss, &r.meta));
+        }
         let _ = writeln!(s, "| configuration | kpps |");
         let _ = writeln!(s, "|---|---|");
         for o in list {
@@ -659,4 +675,17 @@ pub fn markdown(r: &Report) -> String {
         s.push('\n');
     }
     s
+}
+
+/// What a "‡" (loss-free rate) row means.
+fn search_note(max_loss: f64, meta: &Meta) -> String {
+    format!(
+        "‡ Loss-free rate (RFC 2544 throughput): the highest offered rate losing at most {}% of \
+         the frames, found per run by a flat-out trial and then {} fixed-rate trials of {:.2} s \
+         bisecting below it on the same path (every trial is in the JSON). Offered flat out, \
+         these paths collapse instead of saturating.",
+        max_loss * 100.0,
+        meta.search_trials,
+        meta.search_window_s
+    )
 }

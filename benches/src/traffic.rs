@@ -400,12 +400,19 @@ pub struct Measured {
     pub sink_rx_ring_full: u64,
     /// Frames the sink's steering program redirected.
     pub sink_steered: u64,
+    /// The trials of a rate search ([`search`]); empty for a single run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<Trial>,
 }
 
 /// Runs `gen` into `sink` according to `plan`. Stops early when `stop` is set.
 pub fn run(tx_gen: &mut Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBool) -> Measured {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     let start = now_ns();
+    // The generator may have run before (a rate search reuses it): count
+    // from here.
+    let sent0 = tx_gen.sent();
+    let sent = |g: &Generator| g.sent() - sent0;
     let t0 = start + plan.warmup.as_nanos() as u64;
     let t1 = t0 + plan.window.as_nanos() as u64;
     let t_end = t1 + plan.drain.as_nanos() as u64;
@@ -426,13 +433,13 @@ pub fn run(tx_gen: &mut Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBo
         }
         iter += 1;
         if now >= t0 && tx_at_t0.is_none() {
-            tx_at_t0 = Some(tx_gen.sent());
+            tx_at_t0 = Some(sent(tx_gen));
         }
         if now < t1 {
             let want = match plan.rate_pps {
                 Some(rate) => {
                     let due = ((now - start) as f64 * rate / 1e9) as u64;
-                    due.saturating_sub(tx_gen.sent()).min(256)
+                    due.saturating_sub(sent(tx_gen)).min(256)
                 }
                 None => 256,
             };
@@ -440,7 +447,7 @@ pub fn run(tx_gen: &mut Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBo
                 tx_gen.send(want, now);
             }
         } else if tx_at_t1.is_none() {
-            tx_at_t1 = Some(tx_gen.sent());
+            tx_at_t1 = Some(sent(tx_gen));
         }
         tx_gen.service();
         let rx_now = now_ns();
@@ -470,8 +477,8 @@ pub fn run(tx_gen: &mut Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBo
         (s.0, s.1)
     };
     let window_s = plan.window.as_secs_f64();
-    let tx_window = tx_at_t1.unwrap_or(tx_gen.sent()) - tx_at_t0.unwrap_or(0);
-    let tx_total = tx_gen.sent();
+    let tx_window = tx_at_t1.unwrap_or(sent(tx_gen)) - tx_at_t0.unwrap_or(0);
+    let tx_total = sent(tx_gen);
     let q = |p: f64| {
         if hist.is_empty() {
             0
@@ -497,5 +504,105 @@ pub fn run(tx_gen: &mut Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBo
         sink_rx_dropped: drop1 - drop0,
         sink_rx_ring_full: full1 - full0,
         sink_steered: sink.steered() - steered0,
+        trials: vec![],
     }
+}
+
+/// One trial of a rate search.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Trial {
+    /// Offered rate (`None`: flat out).
+    pub offered_pps: Option<f64>,
+    pub tx_pps: f64,
+    pub rx_pps: f64,
+    /// Lost share of the frames sent.
+    pub loss: f64,
+}
+
+/// Lost share of the frames a run sent.
+pub fn loss(m: &Measured) -> f64 {
+    if m.tx_total == 0 {
+        1.0
+    } else {
+        m.lost as f64 / m.tx_total as f64
+    }
+}
+
+/// Throughput as RFC 2544 §26.1 defines it, with a loss tolerance: the
+/// highest offered rate at which at most `max_loss` of the frames are lost.
+/// A short flat-out trial bounds the search; if it loses no more than
+/// `max_loss` it is the answer. Otherwise `trials` fixed-rate runs of
+/// `plan` on the same path bisect below the flat-out rate, starting from
+/// what got through flat out (or half the flat-out rate if that collapsed).
+/// Returns the passing trial with the highest rate (every trial listed in
+/// [`Measured::trials`]); when none passes, the lowest-rate trial, so the
+/// reported rate is an upper bound and the loss column shows it failed.
+pub fn search(
+    tx_gen: &mut Generator,
+    sink: &mut Sink,
+    plan: &Plan,
+    max_loss: f64,
+    trials: usize,
+    stop: &AtomicBool,
+) -> Measured {
+    let mut log = vec![];
+    let mut note = |m: &Measured, offered: Option<f64>| {
+        log.push(Trial {
+            offered_pps: offered,
+            tx_pps: m.tx_pps,
+            rx_pps: m.rx_pps,
+            loss: loss(m),
+        })
+    };
+    let flat = run(
+        tx_gen,
+        sink,
+        &Plan {
+            rate_pps: None,
+            ..*plan
+        },
+        stop,
+    );
+    note(&flat, None);
+    if loss(&flat) <= max_loss {
+        return Measured {
+            trials: log,
+            ..flat
+        };
+    }
+    let (mut lo, mut hi) = (0.0f64, flat.tx_pps);
+    // What got through flat out is a good first guess, unless the path
+    // collapsed under the overload (then plain bisection).
+    let mut rate = if flat.rx_pps > hi / 4.0 {
+        flat.rx_pps * 0.95
+    } else {
+        hi / 2.0
+    };
+    let mut best: Option<Measured> = None;
+    let mut lowest: Option<Measured> = None;
+    for _ in 0..trials {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let m = run(
+            tx_gen,
+            sink,
+            &Plan {
+                rate_pps: Some(rate),
+                ..*plan
+            },
+            stop,
+        );
+        note(&m, Some(rate));
+        if loss(&m) <= max_loss {
+            lo = rate;
+            best = Some(m);
+        } else {
+            hi = rate;
+            lowest = Some(m);
+        }
+        rate = (lo + hi) / 2.0;
+    }
+    let m = best.or(lowest).unwrap_or(flat);
+    Measured { trials: log, ..m }
 }

@@ -46,6 +46,11 @@ fn every_configuration_moves_traffic_through_its_path() {
                 }
                 let m = r.measured.as_ref().expect("measured");
                 assert!(m.rx_total > 0, "{} / {label}: nothing received", v.name);
+                // A loss-free rate search ran its flat-out trial at least.
+                if v.search_max_loss.is_some() {
+                    assert!(!m.trials.is_empty(), "{} / {label}: no trials", v.name);
+                    assert!(m.trials[0].offered_pps.is_none(), "flat out first");
+                }
                 // The path's own counters account for what the sink received.
                 let key = match c.path {
                     Path::B0 => "sink_xdp_steered".to_string(),

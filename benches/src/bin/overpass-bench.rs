@@ -88,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         opts.window.as_secs_f64(),
         opts.warmup.as_secs_f64(),
     );
+    let (search_trials, search_window_s) = (opts.search_trials, opts.search_window.as_secs_f64());
 
     let mut bench = Bench::new(opts, stop.clone(), true)?;
     let results = bench.run_all();
@@ -98,7 +99,11 @@ fn main() -> anyhow::Result<()> {
         eprintln!("cleanup: {e:#}");
     }
     let results = results?;
-    let meta = report::Meta::collect(command, runs, window, warmup, results.elapsed_s);
+    let meta = report::Meta {
+        search_trials,
+        search_window_s,
+        ..report::Meta::collect(command, runs, window, warmup, results.elapsed_s)
+    };
     let rep = report::build(meta, results);
     for (path, text) in [
         (&args.json, serde_json::to_string_pretty(&rep)?),
