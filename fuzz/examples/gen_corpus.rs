@@ -14,7 +14,7 @@ use overpass::config::MacAddr;
 use overpass_fuzz::encap_decap_roundtrip::Packet;
 use overpass_fuzz::fixture::{GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, NODES, NodeDef, PODS};
 use overpass_fuzz::net::*;
-use overpass_fuzz::pipeline_rx::{encode, encode_tight};
+use overpass_fuzz::pipeline_rx::{encode, encode_spare, encode_tight};
 
 fn main() {
     let root: PathBuf = std::env::args()
@@ -62,12 +62,21 @@ fn findings() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut ip = inner(Ipv4Addr::new(192, 0, 2, 1), a, 8);
     ip.ip.ttl = 1;
     let double = encode(0, &vxlan_from(N1, &ip.bytes(), false));
+    // frag-events-on-drop: pod a sends 1451 bytes without DF to node1 (MTU
+    // 1450) in a buffer (and spare frames) of exactly its 1465 bytes: the
+    // first fragment (64 + 1444 bytes) does not fit a spare frame and the
+    // packet is dropped as TooBig, but the gateway had already counted
+    // `fragmented` and `fragments_out` (2).
+    let mut ip = inner(a, remote(N1, 32), 1450 - 28 + 1);
+    ip.ip.flags_frag = 0;
+    let frag_events = encode_tight(1, 0, &pod_frame(A, &ip.bytes()));
     let mut mac = vec![0u8; 16];
     mac.extend_from_slice(b"+2:00:00:00:00:01");
     vec![
         ("pipeline_rx", "vxlan-udp-len", udp_len_short),
         ("pipeline_rx", "pod-rxq-hairpin", hairpin),
         ("pipeline_rx", "icmp-drop-double-count", double),
+        ("pipeline_rx", "frag-events-on-drop", frag_events),
         ("wire_views", "mac-plus-sign", mac),
     ]
 }
@@ -92,6 +101,7 @@ const N1: usize = 0;
 const N2: usize = 1;
 const N3: usize = 2;
 const N4: usize = 3;
+const N5: usize = 4;
 const A: usize = 0;
 const B: usize = 1;
 
@@ -220,7 +230,69 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     add("icmp-pod-a-ttl1-time-exceeded", encode(1, &pod_frame(A, &ip.bytes())));
     let mut ip = inner(a, remote(N1, 32), full + 1);
     ip.ip.flags_frag = 0;
-    add("drop-pod-a-to-node1-too-big-no-df", encode(1, &pod_frame(A, &ip.bytes())));
+    let f = pod_frame(A, &ip.bytes());
+    add("tx-frag-pod-a-to-node1-no-df", encode(1, &f));
+    add("tx-frag-pod-a-to-node1-one-spare-frame", encode_spare(1, 1, &f));
+    add("drop-frag-no-frame-pod-a-to-node1", encode_spare(1, 0, &f));
+    // Tight buffers: the spare frames are as small as the received one.
+    add("tx-frag-pod-a-to-node1-tight-buffer", encode_tight(1, 7, &f));
+
+    // Fragmentation (no DF, over the next hop's MTU).
+    // Pod → node5 (MTU 576): 4 pieces, a copied option (router alert), an
+    // uncopied one (record route), a NOP.
+    let mut ip = inner(a, remote(N5, 2), 1700);
+    ip.ip.flags_frag = 0;
+    ip.ip.options = vec![0x94, 4, 0, 0, 7, 7, 4, 0, 0, 0, 0, 1];
+    let f = pod_frame(A, &ip.bytes());
+    add("tx-frag-pod-a-to-node5-options-4-pieces", encode_spare(1, 3, &f));
+    add("drop-frag-no-frame-pod-a-to-node5-2-of-3", encode_spare(1, 2, &f));
+    // A malformed option list: ends at the bad option past the first piece.
+    let mut ip = inner(a, remote(N5, 3), 1200);
+    ip.ip.flags_frag = 0;
+    ip.ip.options = vec![7, 3, 4, 0x44, 0x20, 0, 0, 0];
+    add("tx-frag-pod-a-to-node5-malformed-options", encode(2, &pod_frame(A, &ip.bytes())));
+    // 2 pieces with options: the last (the received buffer) loses the
+    // uncopied one.
+    let mut ip = inner(a, remote(N1, 5), 1480);
+    ip.ip.flags_frag = 0;
+    ip.ip.options = vec![0x44, 8, 5, 0, 0, 0, 0, 0, 0x94, 4, 0, 0];
+    add("tx-frag-pod-a-to-node1-options-2-pieces", encode(1, &pod_frame(A, &ip.bytes())));
+    // Pod → IP-in-IP node3 (MTU 1400).
+    let mut ip = inner(b, remote(N3, 4), 1500);
+    ip.ip.flags_frag = 0;
+    add("tx-frag-pod-b-to-node3-ipip", encode(3, &pod_frame(B, &ip.bytes())));
+    // Over a pod's veth MTU (a 1500, b 1480): decap and pod → pod.
+    let mut ip = inner(remote(N1, 44), a, 1600);
+    ip.ip.flags_frag = 0;
+    add("tx-frag-vxlan-node1-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    ip.ip.flags_frag = 0x4000;
+    add("icmp-vxlan-node1-to-pod-a-frag-needed", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    let mut ip = inner(remote(N3, 45), b, 1490);
+    ip.ip.flags_frag = 0;
+    add("tx-frag-ipip-node3-to-pod-b", encode(0, &ipip_frame(&from_node(&NODES[N3]), &ip.bytes())));
+    let mut ip = inner(a, b, 1460);
+    ip.ip.flags_frag = 0;
+    add("tx-frag-pod-a-to-pod-b", encode(1, &pod_frame(A, &ip.bytes())));
+    ip.ip.flags_frag = 0x4000;
+    add("icmp-pod-a-to-pod-b-frag-needed", encode(1, &pod_frame(A, &ip.bytes())));
+    // Transit of a middle fragment (MF, offset 2960) with options,
+    // IP-in-IP → VXLAN node5: offsets continue from 2960, MF stays.
+    let mut ip = inner(remote(N3, 46), remote(N5, 47), 1300);
+    ip.ip.flags_frag = 0x2000 | (2960 / 8);
+    ip.ip.options = vec![0x94, 4, 0, 0, 0x44, 4, 5, 0];
+    add(
+        "tx-frag-ipip-node3-transit-node5-middle-fragment",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &ip.bytes())),
+    );
+    // Too big, no DF, but TTL 1: time exceeded, not fragments.
+    let mut ip = inner(a, remote(N1, 48), full + 1);
+    ip.ip.flags_frag = 0;
+    ip.ip.ttl = 1;
+    add("icmp-pod-a-no-df-too-big-ttl1-time-exceeded", encode(1, &pod_frame(A, &ip.bytes())));
+    // A fragment whose pieces would reach past 65535 bytes: malformed.
+    let mut ip = inner(a, remote(N1, 49), 1448);
+    ip.ip.flags_frag = ((65528 - 1448) / 8) as u16;
+    add("drop-frag-past-64k-pod-a-to-node1", encode(1, &pod_frame(A, &ip.bytes())));
     let mut ip = inner(a, remote(N1, 33), 8);
     ip.ip.ttl = 1;
     ip.ip.flags_frag = 0x2000 | 0x10;
@@ -332,7 +404,7 @@ fn roundtrip_seeds() -> Vec<(String, Vec<u8>)> {
         reply_sport: 50000,
         reply_udp_csum: false,
     };
-    // Prefix order: node1 ×2, node2 ×2, node3 ×2 (see remote_prefixes).
+    // Prefix order: node1 ×2, node2 ×2, node3 ×2, node5 (see remote_prefixes).
     for prefix in 0..6 {
         let mut p = base.clone();
         p.prefix = prefix;
@@ -358,6 +430,30 @@ fn roundtrip_seeds() -> Vec<(String, Vec<u8>)> {
     p.payload = (0..1600).map(|i| (i * 7) as u8).collect();
     p.prefix = 4;
     s.push(("seed-ipip-max-payload".into(), p.encode()));
+    // Without DF, over the tunnel MTU: fragmented out, each fragment back.
+    let mut p = base.clone();
+    p.prefix = 6;
+    p.host = 77;
+    s.push(("seed-prefix6".into(), p.encode()));
+    p.ip.flags_frag = 0;
+    p.ip.options = vec![0x94, 4, 0, 0, 7, 3, 4, 1];
+    p.payload = (0..1800).map(|i| (i * 11) as u8).collect();
+    p.reply_pod = 1;
+    s.push(("seed-no-df-node5-4-fragments".into(), p.encode()));
+    let mut p = base.clone();
+    p.ip.flags_frag = 0x2000 | 0x100;
+    p.payload = (0..1700).map(|i| (i * 3) as u8).collect();
+    p.prefix = 4;
+    s.push(("seed-no-df-ipip-middle-fragment".into(), p.encode()));
+    let mut p = base.clone();
+    p.ip.flags_frag = 0;
+    p.ip.ttl = 2;
+    p.payload = (0..1500).map(|i| (i * 5) as u8).collect();
+    s.push(("seed-no-df-fragmented-ttl2".into(), p.encode()));
+    let mut p = base.clone();
+    p.ip.flags_frag = ((65528 - 1448) / 8) as u16;
+    p.payload = vec![0x5a; 1456];
+    s.push(("seed-fragment-past-64k".into(), p.encode()));
     let mut p = base;
     p.payload = (0..1600).map(|i| (i * 13) as u8).collect();
     p.ip.ttl = 255;

@@ -5,10 +5,14 @@
 //! the remote prefixes (nodes with a resolved MAC: VXLAN VNI 1 / 8472,
 //! VXLAN VNI 4096 / 4789, and the IP-in-IP node), TTL 2–255, TOS, ident,
 //! flags and fragment offset, protocol, 0–40 bytes of options and a payload
-//! (cut to the tunnel MTU).
+//! (with DF: cut to the tunnel MTU; without: cut to what the 2048-byte frame
+//! buffer holds, so that a packet over the tunnel MTU is fragmented).
 //!
 //! 1. The pod sends it: the pipeline must encapsulate it toward the node
-//!    the reference LPM picks (all of `pipeline_rx`'s checks apply).
+//!    the reference LPM picks (all of `pipeline_rx`'s checks apply) — as
+//!    fragments if it exceeds the tunnel MTU (no DF then), or drop it as
+//!    `Ipv4Malformed` if it is itself a fragment whose pieces would reach
+//!    past 65535 bytes.
 //! 2. The node answers the way a peer does: outer MACs and IPs swapped (the
 //!    node's MAC → our underlay MAC), its own outer ident, UDP source port
 //!    from the input and optionally a real UDP checksum; inner Ethernet from
@@ -20,7 +24,11 @@
 //!    options, payload byte for byte) with TTL decremented twice, the
 //!    addresses set in step 2 and a valid checksum — or, when the original
 //!    TTL was 2, drop it as `TtlExpired` or answer the remote sender with an
-//!    ICMP time exceeded (checked like every other output).
+//!    ICMP time exceeded (checked like every other output). Fragments come
+//!    back one by one (the node answers each as it came, with its own outer
+//!    ident): each is delivered whole (they fit the pod's MTU) as the
+//!    gateway sent it with one more hop, and their data, in order, are the
+//!    original's.
 
 use std::net::Ipv4Addr;
 
@@ -34,7 +42,7 @@ use crate::fixture::{
     BUF_LEN, GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, NODES, PODS, fixture, naive_lookup,
 };
 use crate::net::*;
-use crate::pipeline_rx::{check_inner, process_checked};
+use crate::pipeline_rx::{UNLIMITED, check_inner, process_checked};
 
 /// Remote prefixes whose node has a resolved next-hop MAC.
 fn remote_prefixes() -> Vec<ipnet::Ipv4Net> {
@@ -131,9 +139,10 @@ pub fn run(data: &[u8]) {
     roundtrip(&Packet::decode(data));
 }
 
-/// Runs the round trip; returns the delivered frame (`None`: TTL expired
-/// on the way back, as it must for TTL 2).
-pub fn roundtrip(pk: &Packet) -> Option<Vec<u8>> {
+/// Runs the round trip; returns the frames delivered to the pod (one, or
+/// one per fragment; `None`: TTL expired on the way back, as it must for
+/// TTL 2, or a fragment reaching past 64 KiB dropped on the way out).
+pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
     let fx = fixture();
     let t = &fx.table;
     let prefixes = remote_prefixes();
@@ -151,87 +160,137 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<u8>> {
     let rx: PortId = src_pod.rx_ports[pk.rx_queue % src_pod.rx_ports.len()];
     let mut ip = pk.ip.clone();
     ip.dst = dst;
-    let room = usize::from(peer.mtu) - IP_LEN - ip.options.len();
+    let header = IP_LEN + ip.options.len();
+    let df = ip.flags_frag & 0x4000 != 0;
+    let room = if df {
+        usize::from(peer.mtu) - header
+    } else {
+        BUF_LEN - ETH_LEN - header
+    };
     let payload = &pk.payload[..pk.payload.len().min(room)];
     let original = ip.packet(payload);
     let frame = eth(src_pod.host_mac, src_pod.mac, ETHERTYPE_IPV4, &original);
     let mut p = Pipeline::new(0);
-    let (v, out) = process_checked(&mut p, rx, &frame, BUF_LEN);
-    assert!(
-        matches!(v, Verdict::Tx { port: UNDERLAY_PORT, .. }),
-        "a valid pod packet to {dst} was not encapsulated: {v:?}"
-    );
-
-    // 2. The node answers.
-    let mut back = match peer.encap {
-        Encap::Vxlan => {
-            let inner_off = ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN;
-            let mut inner = out[inner_off..].to_vec();
-            reply_inner(&mut inner, dst, PODS[pk.reply_pod].ip);
-            let inner_frame = eth(GW_VTEP_MAC, peer.vtep_mac, ETHERTYPE_IPV4, &inner);
-            let o = Outer {
-                src_mac: node_mac,
-                dst_mac: GW_UNDERLAY_MAC,
-                src_ip: peer.underlay_ip,
-                dst_ip: GW_UNDERLAY_IP,
-            };
-            vxlan_frame(
-                &o,
-                pk.reply_sport,
-                peer.port,
-                peer.vni,
-                &inner_frame,
-                pk.reply_udp_csum,
-            )
-        }
-        Encap::Ipip => {
-            let inner_off = ETH_LEN + IP_LEN;
-            let mut inner = out[inner_off..].to_vec();
-            reply_inner(&mut inner, dst, PODS[pk.reply_pod].ip);
-            let o = Outer {
-                src_mac: node_mac,
-                dst_mac: GW_UNDERLAY_MAC,
-                src_ip: peer.underlay_ip,
-                dst_ip: GW_UNDERLAY_IP,
-            };
-            ipip_frame(&o, &inner)
-        }
-    };
-    // The peer's own outer ident, as a real one would use.
-    put16(&mut back, ETH_LEN + 4, pk.ip.ident.rotate_left(7));
-    fix_ip_checksum(&mut back, ETH_LEN);
-    assert_eq!(back.len(), out.len());
-
-    // 3. Node → pod.
-    let (v, delivered) = process_checked(&mut p, UNDERLAY_PORT, &back, BUF_LEN);
-    if pk.ip.ttl == 2 {
-        // TTL 1 on arrival: dropped, or answered with an ICMP time exceeded
-        // toward the remote sender (process_checked verified its content).
-        assert!(
-            matches!(
-                v,
-                Verdict::Drop(DropReason::TtlExpired) | Verdict::Tx { port: UNDERLAY_PORT, .. }
-            ),
-            "a packet sent with TTL 2 came back with TTL 1: {v:?}"
+    let sent = process_checked(&mut p, rx, &frame, BUF_LEN, UNLIMITED);
+    let base = usize::from(ip.flags_frag & 0x1fff) * 8;
+    if original.len() > usize::from(peer.mtu) && base + payload.len() > usize::from(u16::MAX) {
+        // A fragment to cut whose pieces would reach past 64 KiB.
+        assert_eq!(
+            sent.verdict,
+            Verdict::Drop(DropReason::Ipv4Malformed),
+            "a fragment at offset {base} with {} data bytes was not dropped",
+            payload.len()
         );
         return None;
     }
-    let reply_pod = &PODS[pk.reply_pod];
-    assert_eq!(
-        v,
-        Verdict::Tx {
-            port: reply_pod.port,
-            len: ETH_LEN + original.len()
-        },
-        "the node's answer was not delivered to pod {}",
-        reply_pod.name
+    assert!(
+        matches!(sent.verdict, Verdict::Tx { port: UNDERLAY_PORT, .. }),
+        "a valid pod packet to {dst} was not encapsulated: {:?}",
+        sent.verdict
     );
-    assert_eq!(mac_at(&delivered, 0), reply_pod.mac);
-    assert_eq!(mac_at(&delivered, 6), reply_pod.host_mac);
-    // What the pod gets is the original with the addresses the node set.
+    // Every frame the pod's packet became (process_checked verified that
+    // they are its fragments if there are several).
+    let outs: Vec<Vec<u8>> =
+        sent.spare.into_iter().map(|(_, f)| f).chain(std::iter::once(sent.frame)).collect();
+    assert_eq!(
+        outs.len() > 1,
+        original.len() > usize::from(peer.mtu),
+        "{} frame(s) for a {}-byte packet over a {}-byte tunnel MTU",
+        outs.len(),
+        original.len(),
+        peer.mtu
+    );
+
+    let reply_pod = &PODS[pk.reply_pod];
+    let mut delivered = vec![];
+    for (i, out) in outs.iter().enumerate() {
+        // 2. The node answers (each fragment as it came).
+        let inner_off = match peer.encap {
+            Encap::Vxlan => ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN,
+            Encap::Ipip => ETH_LEN + IP_LEN,
+        };
+        let mut inner = out[inner_off..].to_vec();
+        reply_inner(&mut inner, dst, reply_pod.ip);
+        let o = Outer {
+            src_mac: node_mac,
+            dst_mac: GW_UNDERLAY_MAC,
+            src_ip: peer.underlay_ip,
+            dst_ip: GW_UNDERLAY_IP,
+        };
+        let mut back = match peer.encap {
+            Encap::Vxlan => {
+                let inner_frame = eth(GW_VTEP_MAC, peer.vtep_mac, ETHERTYPE_IPV4, &inner);
+                vxlan_frame(
+                    &o,
+                    pk.reply_sport,
+                    peer.port,
+                    peer.vni,
+                    &inner_frame,
+                    pk.reply_udp_csum,
+                )
+            }
+            Encap::Ipip => ipip_frame(&o, &inner),
+        };
+        // The peer's own outer ident, as a real one would use.
+        put16(&mut back, ETH_LEN + 4, pk.ip.ident.rotate_left(7).wrapping_add(i as u16));
+        fix_ip_checksum(&mut back, ETH_LEN);
+        assert_eq!(back.len(), out.len());
+
+        // 3. Node → pod.
+        let got = process_checked(&mut p, UNDERLAY_PORT, &back, BUF_LEN, UNLIMITED);
+        let v = got.verdict;
+        if pk.ip.ttl == 2 {
+            // TTL 1 on arrival: dropped, or answered with an ICMP time
+            // exceeded toward the remote sender (process_checked verified
+            // its content; only the first fragment is answered).
+            assert!(
+                matches!(
+                    v,
+                    Verdict::Drop(DropReason::TtlExpired) | Verdict::Tx { port: UNDERLAY_PORT, .. }
+                ),
+                "a packet sent with TTL 2 came back with TTL 1: {v:?}"
+            );
+            continue;
+        }
+        assert_eq!(
+            v,
+            Verdict::Tx {
+                port: reply_pod.port,
+                len: ETH_LEN + inner.len()
+            },
+            "the node's answer (frame {i} of {}) was not delivered to pod {}",
+            outs.len(),
+            reply_pod.name
+        );
+        assert!(got.spare.is_empty(), "a fragment that fits the pod's MTU was cut again");
+        let d = got.frame;
+        assert_eq!(mac_at(&d, 0), reply_pod.mac);
+        assert_eq!(mac_at(&d, 6), reply_pod.host_mac);
+        // What the pod gets is what the gateway sent with the addresses the
+        // node set, one hop later.
+        check_inner(&inner, &d[ETH_LEN..], 1);
+        delivered.push(d);
+    }
+    if pk.ip.ttl == 2 {
+        return None;
+    }
+    // Reassembled, the pod has the original (with the node's addresses),
+    // TTL −2.
     let mut want = original.clone();
     reply_inner(&mut want, dst, reply_pod.ip);
-    check_inner(&want, &delivered[ETH_LEN..], 2);
+    if let [d] = &delivered[..] {
+        check_inner(&want, &d[ETH_LEN..], 2);
+    } else {
+        let mut data = vec![];
+        for d in &delivered {
+            let f = &d[ETH_LEN..];
+            let ihl = usize::from(f[0] & 0x0f) * 4;
+            assert_eq!(usize::from(be16(f, 6) & 0x1fff) * 8, base + data.len());
+            assert_eq!(f[8], pk.ip.ttl - 2, "fragment TTL");
+            data.extend_from_slice(&f[ihl..]);
+        }
+        assert_eq!(data, payload, "reassembled data differ from the original's");
+    }
     Some(delivered)
 }
 

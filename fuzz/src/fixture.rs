@@ -5,12 +5,19 @@
 //! ```text
 //! local    podCIDR 10.244.0.0/24, underlay 198.18.0.1 (02:00:00:00:00:01), VTEP MAC 02:00:00:00:00:02
 //! ports    0 underlay; pod a = port 1 (RX queues 1, 2); pod b = port 3 (RX queues 3, 4); 5 serves nothing
-//! pods     10.244.0.2 (a), 10.244.0.3 (b)
+//! pods     10.244.0.2 (a, veth MTU 1500), 10.244.0.3 (b, veth MTU 1480)
 //! node1    198.18.0.11 VXLAN VNI 1    port 8472  ← 10.244.1.0/24, 10.245.0.0/16      (Flannel-like)
 //! node2    198.18.0.12 VXLAN VNI 4096 port 4789  ← 10.244.2.0/24, 172.16.0.0/12      (Calico-like)
 //! node3    198.18.0.13 IP-in-IP, MTU 1400        ← 10.244.3.0/24, 172.16.5.0/24 (inside node2's /12)
 //! node4    198.18.0.14 VXLAN VNI 1 port 8472, next-hop MAC unresolved ← 10.244.4.0/24
+//! node5    198.18.0.15 VXLAN VNI 5 port 4789, MTU 576 (the least a route may set) ← 10.244.5.0/24
 //! ```
+//!
+//! Tunnel MTUs are 1450 (VXLAN over the 1500-byte underlay), 1400 and 576;
+//! pod MTUs 1500 and 1480. Frames up to the 2048-byte buffer exceed every
+//! one of them, so a packet without DF is cut into 2 fragments for the
+//! large MTUs and up to 4 for node5 (whose small MTU also gives fragments
+//! in the middle, which carry only the copied options).
 //!
 //! Pods have two RX queues each, as `gateway::rib_context` sets up a
 //! multi-queue veth (one worker port per queue), so the hairpin and
@@ -51,6 +58,8 @@ pub struct PodDef {
     pub host_mac: MacAddr,
     pub port: PortId,
     pub rx_ports: &'static [PortId],
+    /// The veth's MTU (the largest IPv4 packet the pod is sent).
+    pub mtu: u16,
 }
 
 pub const PODS: [PodDef; 2] = [
@@ -62,6 +71,7 @@ pub const PODS: [PodDef; 2] = [
         host_mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
         port: 1,
         rx_ports: &[1, 2],
+        mtu: 1500,
     },
     PodDef {
         name: "b",
@@ -71,6 +81,7 @@ pub const PODS: [PodDef; 2] = [
         host_mac: MacAddr([2, 0, 0, 0, 0, 0x0b]),
         port: 3,
         rx_ports: &[3, 4],
+        mtu: 1480,
     },
 ];
 
@@ -89,7 +100,7 @@ pub struct NodeDef {
     pub prefixes: &'static [&'static str],
 }
 
-pub const NODES: [NodeDef; 4] = [
+pub const NODES: [NodeDef; 5] = [
     NodeDef {
         name: "node1",
         ip: Ipv4Addr::new(198, 18, 0, 11),
@@ -134,6 +145,17 @@ pub const NODES: [NodeDef; 4] = [
         next_hop_mac: None,
         prefixes: &["10.244.4.0/24"],
     },
+    NodeDef {
+        name: "node5",
+        ip: Ipv4Addr::new(198, 18, 0, 15),
+        encap: Encap::Vxlan,
+        vni: 5,
+        port: 4789,
+        vtep_mac: MacAddr([2, 0, 0, 0, 1, 15]),
+        mtu: Some(576),
+        next_hop_mac: Some(MacAddr([2, 0, 0, 0, 0xaa, 15])),
+        prefixes: &["10.244.5.0/24"],
+    },
 ];
 
 /// The route table every target uses.
@@ -160,7 +182,7 @@ pub fn build_table() -> RouteTable {
                 port: p.port,
                 rx_ports: p.rx_ports.to_vec(),
                 host_mac: p.host_mac,
-                mtu: 1500,
+                mtu: p.mtu,
             },
         );
     }

@@ -121,7 +121,7 @@ impl Ip4 {
 
     /// The whole packet: header (checksum filled) and `payload`.
     pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.options.len() % 4 == 0 && self.options.len() <= 40);
+        assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
         let hl = IP_LEN + self.options.len();
         let mut b = vec![0u8; hl + payload.len()];
         b[0] = 0x40 | (hl / 4) as u8;

@@ -5,14 +5,33 @@
 //!   1–2 pod a's queues, 3–4 pod b's, 5 no pod);
 //! - the buffer: bit 7 clear → the whole 2048-byte frame buffer; bit 7 set →
 //!   a tight buffer of `frame.len() + 8 × ((sel >> 4) & 7)` bytes, so the
-//!   "no room to encapsulate" path is reached too.
+//!   "no room to encapsulate" path is reached too;
+//! - the spare frames the pipeline may use for fragments 1..n−1 of a packet
+//!   it fragments: with bit 7 clear, `s = (sel >> 4) & 7` gives `s − 1`
+//!   frames (0–6), and `s = 0` as many as it asks for; with bit 7 set (bits
+//!   4–6 are the slack), as many as it asks for. The fixture's MTUs make at
+//!   most 4 fragments of a frame that fits the buffer, so both "enough" and
+//!   "too few" are reached. (Seeds written before spare frames existed have
+//!   bits 4–6 clear with bit 7 clear: unlimited frames, as the I/O layer of
+//!   the tests gives.)
 //!
-//! The frame is copied to the start of a buffer pre-filled with [`FILL`].
+//! The frame is copied to the start of a buffer pre-filled with [`FILL`];
+//! spare frames are fresh buffers of the same capacity, pre-filled alike
+//! ([`CollectSpare`]).
 //!
 //! Invariants (any violation panics, which libFuzzer reports as a crash):
 //! - `process` never panics (debug assertions and overflow checks are on);
-//! - a drop never claims `TxRingFull` (that is the I/O layer's) and leaves
-//!   `last_flow()` at its default;
+//! - a drop never claims `TxRingFull` (that is the I/O layer's), leaves
+//!   `last_flow()` at its default, sends no spare frame and counts no
+//!   `fragmented` / `fragments_out` event;
+//! - the pipeline never calls `Spare::send` when `Spare::available` is 0
+//!   (it must check before cutting, so that nothing goes out unless every
+//!   fragment has a frame), and no spare frame is longer than its buffer;
+//! - spare frames: a `Drop` with a limited number of spare frames must be
+//!   the drop the same input gets with unlimited frames (replayed on a
+//!   fresh pipeline), except that a packet cut there into `n` pieces must
+//!   be `Drop(FragNoFrame)` here, with fewer than `n − 1` frames
+//!   available; `FragNoFrame` never occurs with unlimited frames;
 //! - a forwarded frame was acceptable input: pod frames come from an
 //!   attached pod's own address; underlay frames are unfragmented IPv4
 //!   without options, with a valid header checksum, addressed to us, from a
@@ -25,7 +44,8 @@
 //!   pod's TX port; the next hop is what a linear-scan longest-prefix match
 //!   gives; never back to the node or pod it came from (hairpin, also across
 //!   a pod's RX queues); never to a node whose MAC is unresolved; the inner
-//!   packet fits the tunnel MTU;
+//!   packet fits the next hop's MTU (the node's tunnel MTU, the pod's veth
+//!   MTU);
 //! - toward a node: outer Ethernet (next-hop MAC ← our underlay MAC,
 //!   IPv4), outer IPv4 (IHL 5, total length = frame − 14, valid checksum,
 //!   no MF/offset/reserved bit, DF and TOS copied from the inner header,
@@ -40,54 +60,103 @@
 //!   less), header checksum (valid) and, on decapsulation, the ECN bits
 //!   (RFC 6040 §4.2: outer CE → CE, outer ECT(1) over ECT(0) → ECT(1));
 //!   so no byte of the output comes from the fill pattern;
-//! - ICMP errors: a Tx for an input whose inner TTL is ≤ 1, or that is
-//!   bigger than its node's tunnel MTU, must be an ICMP error (time
-//!   exceeded 11/0; frag needed 3/4 with the MTU, only for DF packets)
-//!   from 10.244.0.0 to the offending packet's source, TOS 0xc0, TTL 64,
-//!   valid IPv4 and ICMP checksums, quoting the first min(len, 548) bytes
-//!   of the offending packet; never about a non-initial fragment, an ICMP
-//!   error, or a non-unicast source; delivered (to a pod or encapsulated
-//!   to a node, all checks above) without TTL decrement;
+//! - fragmentation: an input without DF, TTL > 1, bigger than its next
+//!   hop's MTU, must go out as `n` ≥ 2 fragments: `n − 1` spare frames then
+//!   the verdict's frame, all on the verdict's port, each passing the
+//!   delivery checks above for its own inner packet (outer headers for a
+//!   node, Ethernet for a pod, flow tag), with: inner fragment ≤ the MTU;
+//!   with `chunk` = (MTU − IHL) rounded down to a multiple of 8, `n` =
+//!   ⌈data / chunk⌉ and every fragment but the last carrying exactly
+//!   `chunk` data bytes (the last at least one); offsets contiguous from the
+//!   input's own offset; MF on all but the last, which keeps the input's
+//!   MF; DF and the reserved bit clear; version/IHL, TOS (as decapsulated),
+//!   ident, protocol, source and destination the input's; TTL one less;
+//!   valid checksum; the first fragment's options the input's, the later
+//!   ones' the input's with every option lacking the copied flag replaced
+//!   by NOPs (a malformed list, or what follows end-of-list, becomes
+//!   end-of-list); the data, concatenated, the input's byte for byte; an
+//!   input whose offset plus data passes 65535 is never cut (must be
+//!   dropped); distinct outer identifications and, for VXLAN, one UDP
+//!   source port for all fragments; one `fragmented` event and `n`
+//!   `fragments_out`; no spare frame, and neither event, for any other
+//!   verdict;
+//! - ICMP errors: a Tx for an input whose inner TTL is ≤ 1, or that has DF
+//!   and is bigger than its next hop's MTU (a node's tunnel MTU or a pod's
+//!   veth MTU), must be an ICMP error (time exceeded 11/0; frag needed 3/4
+//!   with that MTU) from 10.244.0.0 to the offending packet's source, TOS
+//!   0xc0, TTL 64, valid IPv4 and ICMP checksums, quoting the first
+//!   min(len, 548) bytes of the offending packet; never about a
+//!   non-initial fragment, an ICMP error, or a non-unicast source;
+//!   delivered (to a pod or encapsulated to a node, all checks above)
+//!   without TTL decrement;
 //! - `last_flow()` names the direction and the peer slot involved;
 //! - drop accounting: a `Drop` verdict means the pipeline counted nothing
-//!   itself (the worker counts it); a forwarded packet counts no drop; an
-//!   ICMP error counts exactly one (the original's).
+//!   itself (the worker counts it); a forwarded packet (fragmented or not)
+//!   counts no drop; an ICMP error counts exactly one (the original's).
 
-use overpass::io::Verdict;
+use overpass::config::Encap;
+use overpass::io::{Spare, Verdict};
 use overpass::pipeline::{Direction, FlowTag, Pipeline};
 use overpass::route::{NextHop, PortId, RouteTable, UNDERLAY_PORT};
-use overpass::stats::{CounterKind, Counters, DropReason};
+use overpass::stats::{CounterKind, Counters, DropReason, Event};
 
 use crate::fixture::{
     BUF_LEN, FILL, GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, OUTER_TTL, PODS, PodDef, RX_PORTS,
     fixture, naive_lookup, peer_index, pod_by_rx_port,
 };
 use crate::net::*;
-use overpass::config::Encap;
+
+/// Spare frames without limit (the pipeline gets as many as it asks for).
+pub const UNLIMITED: usize = usize::MAX;
 
 /// Entry point of the fuzz target.
 pub fn run(data: &[u8]) -> Option<Verdict> {
-    let (rx, cap, frame) = decode(data)?;
-    let mut p = Pipeline::new(0);
-    Some(process_checked(&mut p, rx, frame, cap).0)
+    run_detailed(data).map(|r| r.verdict)
 }
 
-/// Splits an input into RX port, buffer capacity and frame.
-pub fn decode(data: &[u8]) -> Option<(PortId, usize, &[u8])> {
+/// [`run`], returning everything the pipeline sent.
+pub fn run_detailed(data: &[u8]) -> Option<Processed> {
+    let inp = decode(data)?;
+    let mut p = Pipeline::new(0);
+    Some(process_checked(&mut p, inp.rx, inp.frame, inp.cap, inp.spare))
+}
+
+/// A decoded input.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub rx: PortId,
+    /// Capacity of the frame buffer and of every spare frame.
+    pub cap: usize,
+    /// Spare frames available ([`UNLIMITED`]: any number).
+    pub spare: usize,
+    pub frame: &'a [u8],
+}
+
+/// Splits an input into RX port, buffer capacity, spare frames and frame.
+pub fn decode(data: &[u8]) -> Option<Input<'_>> {
     let (&sel, frame) = data.split_first()?;
     if frame.len() > BUF_LEN {
         return None;
     }
     let rx = RX_PORTS[usize::from(sel & 0x0f) % RX_PORTS.len()];
-    let cap = if sel & 0x80 != 0 {
-        (frame.len() + 8 * usize::from((sel >> 4) & 7)).min(BUF_LEN)
+    let bits = usize::from((sel >> 4) & 7);
+    let (cap, spare) = if sel & 0x80 != 0 {
+        ((frame.len() + 8 * bits).min(BUF_LEN), UNLIMITED)
+    } else if bits == 0 {
+        (BUF_LEN, UNLIMITED)
     } else {
-        BUF_LEN
+        (BUF_LEN, bits - 1)
     };
-    Some((rx, cap, frame))
+    Some(Input {
+        rx,
+        cap,
+        spare,
+        frame,
+    })
 }
 
-/// An input for `frame` arriving on `rx` with the full buffer.
+/// An input for `frame` arriving on `rx` with the full buffer (and
+/// unlimited spare frames).
 pub fn encode(rx: PortId, frame: &[u8]) -> Vec<u8> {
     let idx = RX_PORTS.iter().position(|&p| p == rx).expect("a fixture port") as u8;
     let mut v = vec![idx];
@@ -103,30 +172,107 @@ pub fn encode_tight(rx: PortId, slack8: u8, frame: &[u8]) -> Vec<u8> {
     v
 }
 
+/// An input for `frame` arriving on `rx` with the full buffer and `spare`
+/// (< 7) spare frames.
+pub fn encode_spare(rx: PortId, spare: u8, frame: &[u8]) -> Vec<u8> {
+    assert!(spare < 7, "at most 6 spare frames can be encoded");
+    let mut v = encode(rx, frame);
+    v[0] |= (spare + 1) << 4;
+    v
+}
+
+/// A [`Spare`] handing out up to a number of fresh buffers of one capacity,
+/// pre-filled with [`FILL`], and keeping what is sent in them.
+#[derive(Debug)]
+pub struct CollectSpare {
+    cap: usize,
+    left: usize,
+    /// Frames sent, in order: port and bytes.
+    pub sent: Vec<(PortId, Vec<u8>)>,
+    /// Frames taken and recycled unsent (`fill` returned 0).
+    pub recycled: usize,
+    /// `send` calls refused for want of a frame (the pipeline should have
+    /// asked `available` first).
+    pub refused: usize,
+}
+
+impl CollectSpare {
+    /// `frames` buffers ([`UNLIMITED`]: any number) of `cap` bytes.
+    pub fn new(cap: usize, frames: usize) -> CollectSpare {
+        CollectSpare {
+            cap,
+            left: frames,
+            sent: vec![],
+            recycled: 0,
+            refused: 0,
+        }
+    }
+}
+
+impl Spare for CollectSpare {
+    fn available(&self, _port: PortId) -> usize {
+        self.left
+    }
+
+    fn send(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if self.left == 0 {
+            self.refused += 1;
+            return false;
+        }
+        if self.left != UNLIMITED {
+            self.left -= 1;
+        }
+        let mut buf = vec![FILL; self.cap];
+        let len = fill(&mut buf);
+        assert!(len <= self.cap, "spare frame of {len} bytes in a {}-byte buffer", self.cap);
+        if len == 0 {
+            self.recycled += 1;
+        } else {
+            buf.truncate(len);
+            self.sent.push((port, buf));
+        }
+        true
+    }
+}
+
+/// What [`process_checked`] saw the pipeline do.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub verdict: Verdict,
+    /// The verdict's frame (empty on drop).
+    pub frame: Vec<u8>,
+    /// Frames sent through the spare, in order, with their port.
+    pub spare: Vec<(PortId, Vec<u8>)>,
+}
+
 /// Runs one frame through `p` in a `cap`-byte buffer pre-filled with
-/// [`FILL`] and checks every invariant. Returns the verdict and the
-/// transmitted bytes (empty on drop).
+/// [`FILL`], with `spare` spare frames of the same capacity ([`UNLIMITED`]:
+/// any number), and checks every invariant.
 pub fn process_checked(
     p: &mut Pipeline,
     rx: PortId,
     frame: &[u8],
     cap: usize,
-) -> (Verdict, Vec<u8>) {
+    spare: usize,
+) -> Processed {
     assert!(frame.len() <= cap && cap <= BUF_LEN, "harness misuse");
     let fx = fixture();
     let mut storage = [FILL; BUF_LEN];
     let buf = &mut storage[..cap];
     buf[..frame.len()].copy_from_slice(frame);
+    let mut sp = CollectSpare::new(cap, spare);
     // Per-thread counters: the drop-accounting check reads their deltas,
     // and `cargo test` runs tests in parallel threads.
     thread_local!(static COUNTERS: Counters = Counters::default());
-    let (v, counted) = COUNTERS.with(|c| {
-        let before = total_drops(c);
-        let v = p.process(&fx.table, c, rx, buf, frame.len());
+    let (v, counted, frag) = COUNTERS.with(|c| {
+        let before = (total_drops(c), frag_events(c));
+        let v = p.process(&fx.table, c, rx, buf, frame.len(), &mut sp);
         // Drops the pipeline counted itself (the worker counts a Drop verdict).
-        (v, total_drops(c) - before)
+        let (f, n) = frag_events(c);
+        (v, total_drops(c) - before.0, (f - before.1.0, n - before.1.1))
     });
     let flow = p.last_flow();
+    assert_eq!(sp.refused, 0, "the pipeline asked for a spare frame while none was available");
     match v {
         Verdict::Drop(reason) => {
             assert_ne!(
@@ -144,16 +290,88 @@ pub fn process_checked(
                      worker counts this packet twice"
                 );
             }
-            (v, vec![])
+            assert!(
+                sp.sent.is_empty(),
+                "dropped as {reason:?} but sent {} spare frame(s) (fragments of a packet that \
+                 is not delivered whole)",
+                sp.sent.len()
+            );
+            // Finding `frag-events-on-drop`: a fragment that does not fit
+            // the spare frame's buffer is dropped after the events counted.
+            if !crate::tolerated("frag-events-on-drop") {
+                assert_eq!(
+                    frag,
+                    (0, 0),
+                    "dropped as {reason:?} but counted (fragmented, fragments_out) = {frag:?}"
+                );
+            }
+            if spare == UNLIMITED {
+                assert_ne!(
+                    reason,
+                    DropReason::FragNoFrame,
+                    "dropped as FragNoFrame with unlimited spare frames"
+                );
+            } else {
+                check_spare_drop(rx, frame, cap, spare, reason);
+            }
+            Processed {
+                verdict: v,
+                frame: vec![],
+                spare: sp.sent,
+            }
         }
         Verdict::Tx { port, len } => {
             assert!(len <= cap, "Tx len {len} is past the {cap}-byte buffer");
-            let icmp = check_tx(&fx.table, rx, frame, port, &buf[..len], flow);
+            assert_eq!(sp.recycled, 0, "spare frame(s) taken and recycled unsent, yet forwarded");
+            let out = &buf[..len];
+            let icmp = check_tx(&fx.table, rx, frame, port, out, flow, &sp.sent, frag);
             // An ICMP error stands for the dropped original: counted once.
             assert_eq!(counted, u64::from(icmp), "drops counted for a transmitted frame");
-            (v, buf[..len].to_vec())
+            Processed {
+                verdict: v,
+                frame: out.to_vec(),
+                spare: sp.sent,
+            }
         }
     }
+}
+
+/// A drop with `spare` (limited) spare frames: the same input on a fresh
+/// pipeline with unlimited frames must give the same drop, or be cut into
+/// more fragments than `spare` frames allow (then the drop is
+/// `FragNoFrame`).
+fn check_spare_drop(rx: PortId, frame: &[u8], cap: usize, spare: usize, reason: DropReason) {
+    let mut q = Pipeline::new(0);
+    let full = process_checked(&mut q, rx, frame, cap, UNLIMITED);
+    match full.verdict {
+        Verdict::Tx { .. } if !full.spare.is_empty() => {
+            let n = full.spare.len() + 1;
+            assert_eq!(
+                reason,
+                DropReason::FragNoFrame,
+                "with {spare} spare frame(s), dropped as {reason:?} a packet cut into {n} \
+                 fragments with unlimited frames"
+            );
+            assert!(
+                spare < n - 1,
+                "dropped as FragNoFrame with {spare} spare frame(s) for {n} fragments (needs {})",
+                n - 1
+            );
+        }
+        Verdict::Tx { .. } => panic!(
+            "with {spare} spare frame(s), dropped as {reason:?} a packet forwarded whole with \
+             unlimited frames"
+        ),
+        Verdict::Drop(r) => assert_eq!(
+            reason, r,
+            "with {spare} spare frame(s), dropped as {reason:?}; with unlimited frames as {r:?}"
+        ),
+    }
+}
+
+/// The `fragmented` and `fragments_out` event counts.
+fn frag_events(c: &Counters) -> (u64, u64) {
+    (c.events(Event::Fragmented), c.events(Event::FragmentsOut))
 }
 
 fn total_drops(c: &Counters) -> u64 {
@@ -318,8 +536,10 @@ fn icmp_source(t: &RouteTable) -> std::net::Ipv4Addr {
 /// Most bytes of the offending packet an ICMP error quotes (576-byte error).
 const ICMP_QUOTE_MAX: usize = 576 - IP_LEN - 8;
 
-/// Checks a transmitted frame; returns whether it is an ICMP error the
-/// gateway originated (instead of forwarding the input).
+/// Checks a transmitted frame (and the spare frames sent before it);
+/// returns whether it is an ICMP error the gateway originated (instead of
+/// forwarding the input).
+#[allow(clippy::too_many_arguments)]
 fn check_tx(
     t: &RouteTable,
     rx: PortId,
@@ -327,6 +547,8 @@ fn check_tx(
     port: PortId,
     out: &[u8],
     flow: FlowTag,
+    spare: &[(PortId, Vec<u8>)],
+    frag: (u64, u64),
 ) -> bool {
     let inn = accepted_input(t, rx, frame);
     // The inner packet as the forwarding step sees it: after RFC 6040
@@ -337,32 +559,47 @@ fn check_tx(
     }
     let dst = ip_at(&a, 16);
     let nh = naive_lookup(t, dst).unwrap_or_else(|| panic!("forwarded {dst}, which has no route"));
-    let too_big = match nh {
-        NextHop::Peer(pi) => {
-            let mtu = t.peers[pi as usize].mtu;
-            (a.len() > usize::from(mtu)).then_some(mtu)
-        }
-        NextHop::Pod(_) => None,
-    };
+    let mtu = next_hop_mtu(t, nh);
+    let too_big = a.len() > usize::from(mtu);
+    let df = be16(&a, 6) & 0x4000 != 0;
     let icmp = if a[8] <= 1 {
         Some(IcmpKind::TimeExceeded)
+    } else if too_big && df {
+        Some(IcmpKind::FragNeeded { mtu })
     } else {
-        too_big.map(|mtu| IcmpKind::FragNeeded { mtu })
+        None
     };
+    let to = Delivery {
+        from_peer: inn.from_peer,
+        from_pod: inn.from_pod,
+        hops: 1,
+    };
+    if icmp.is_none() && too_big {
+        // No DF, too big for the next hop: cut into fragments.
+        let n = check_fragments(t, rx, &a, mtu, port, out, spare, &to, flow);
+        assert_eq!(
+            frag,
+            (1, n as u64),
+            "(fragmented, fragments_out) events for a packet cut into {n}"
+        );
+        return false;
+    }
+    assert!(
+        spare.is_empty(),
+        "{} spare frame(s) sent for a packet that is not fragmented ({})",
+        spare.len(),
+        match icmp {
+            Some(k) => format!("answered with {k:?}"),
+            None => format!("{} bytes, next-hop MTU {mtu}", a.len()),
+        }
+    );
+    assert_eq!(frag, (0, 0), "(fragmented, fragments_out) events for a packet not fragmented");
     let Some(kind) = icmp else {
-        let to = Delivery {
-            from_peer: inn.from_peer,
-            from_pod: inn.from_pod,
-            hops: 1,
-        };
         check_delivery(t, rx, port, out, &a, &to, flow);
         return false;
     };
 
     // An ICMP error about `a`, routed back to its source.
-    if let IcmpKind::FragNeeded { .. } = kind {
-        assert!(be16(&a, 6) & 0x4000 != 0, "frag-needed sent for a packet without DF");
-    }
     let ihl = usize::from(a[0] & 0x0f) * 4;
     assert_eq!(be16(&a, 6) & 0x1fff, 0, "ICMP error about a non-initial fragment");
     assert!(
@@ -386,7 +623,14 @@ fn check_tx(
     assert!(out.len() >= e_off + IP_LEN + 8, "ICMP error frame too short");
     let e = &out[e_off..];
     let quote = a.len().min(ICMP_QUOTE_MAX);
-    assert_eq!(e[0], 0x45, "ICMP error version/IHL");
+    assert_eq!(
+        (e[0], e[9]),
+        (0x45, 1),
+        "expected an ICMP error ({kind:?}) about the {}-byte packet with TTL {} (next-hop MTU \
+         {mtu}): version/IHL, protocol",
+        a.len(),
+        a[8]
+    );
     assert_eq!(e[1], 0xc0, "ICMP error TOS (internetwork control)");
     assert_eq!(usize::from(be16(e, 2)), IP_LEN + 8 + quote, "ICMP error total length");
     assert_eq!(be16(e, 6), 0, "ICMP error flags/offset");
@@ -447,6 +691,185 @@ fn check_tx(
         ),
     }
     true
+}
+
+/// The largest IPv4 packet next hop `nh` takes: a node's tunnel MTU, a
+/// pod's veth MTU.
+fn next_hop_mtu(t: &RouteTable, nh: NextHop) -> u16 {
+    match nh {
+        NextHop::Peer(pi) => t.peers[pi as usize].mtu,
+        NextHop::Pod(i) => t.pods[i as usize].mtu,
+    }
+}
+
+/// The options of a fragment after the first, from the datagram's (RFC
+/// 791 §3.1, as `overpass::wire::ipv4::Packet::strip_uncopied_options`
+/// documents it): an option without the copied flag (type bit 7) becomes
+/// NOPs, its length kept; NOP stays; end-of-list, and a malformed option
+/// (length < 2 or past the options), end the list: from there on every
+/// byte is end-of-list (0).
+pub fn later_fragment_options(options: &[u8]) -> Vec<u8> {
+    let mut v = options.to_vec();
+    let mut i = 0;
+    while i < v.len() {
+        let kind = v[i];
+        if kind == 1 {
+            i += 1;
+            continue;
+        }
+        let len = if kind == 0 { 0 } else { v.get(i + 1).map_or(0, |&l| usize::from(l)) };
+        if len < 2 || i + len > v.len() {
+            v[i..].fill(0);
+            break;
+        }
+        if kind & 0x80 == 0 {
+            v[i..i + len].fill(1);
+        }
+        i += len;
+    }
+    v
+}
+
+/// Checks that IPv4 packet `a` (no DF, TTL > 1, bigger than `mtu`, its next
+/// hop's) went out as fragments: the spare frames in order, then `out`
+/// (the verdict's frame, on `port`). Returns the number of fragments.
+#[allow(clippy::too_many_arguments)]
+fn check_fragments(
+    t: &RouteTable,
+    rx: PortId,
+    a: &[u8],
+    mtu: u16,
+    port: PortId,
+    out: &[u8],
+    spare: &[(PortId, Vec<u8>)],
+    to: &Delivery,
+    flow: FlowTag,
+) -> usize {
+    let mtu = usize::from(mtu);
+    let ihl = usize::from(a[0] & 0x0f) * 4;
+    let data = &a[ihl..];
+    let ff = be16(a, 6);
+    let base = usize::from(ff & 0x1fff) * 8;
+    let last_mf = ff & 0x2000 != 0;
+    let frames: Vec<(PortId, &[u8])> =
+        spare.iter().map(|(p, f)| (*p, &f[..])).chain(std::iter::once((port, out))).collect();
+    let n = frames.len();
+    assert!(
+        n >= 2,
+        "a {}-byte packet without DF was sent whole over a {mtu}-byte MTU (no spare frame used)",
+        a.len()
+    );
+    assert!(
+        base + data.len() <= usize::from(u16::MAX),
+        "cut a fragment reaching past 65535 bytes (offset {base} + {} data bytes): it must be \
+         dropped",
+        data.len()
+    );
+    let chunk = (mtu - ihl) & !7;
+    assert_eq!(
+        n,
+        data.len().div_ceil(chunk),
+        "{} data bytes cut into {n} fragments, expected pieces of {chunk} bytes (MTU {mtu}, IHL \
+         {ihl})",
+        data.len()
+    );
+    let inner_off = match port {
+        UNDERLAY_PORT => {
+            let Some(NextHop::Peer(pi)) = naive_lookup(t, ip_at(a, 16)) else {
+                panic!("fragments of a packet to a pod went to the underlay");
+            };
+            match t.peers[pi as usize].encap {
+                Encap::Vxlan => ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN,
+                Encap::Ipip => ETH_LEN + IP_LEN,
+            }
+        }
+        _ => ETH_LEN,
+    };
+    let later_options = later_fragment_options(&a[IP_LEN..ihl]);
+    let mut done = 0;
+    let mut outer_idents = vec![];
+    let mut sports = vec![];
+    for (i, &(fport, f)) in frames.iter().enumerate() {
+        let what = format!("fragment {i} of {n} ({} data bytes from offset {base})", data.len());
+        assert_eq!(fport, port, "{what}: sent on port {fport}, the verdict's port is {port}");
+        assert!(f.len() >= inner_off + ihl, "{what}: frame of {} bytes", f.len());
+        let b = &f[inner_off..];
+        assert_eq!(b[0], a[0], "{what}: version/IHL");
+        let tot = usize::from(be16(b, 2));
+        assert_eq!(tot, b.len(), "{what}: total length {tot}, frame carries {}", b.len());
+        assert!(tot <= mtu, "{what}: {tot} bytes over the {mtu}-byte MTU");
+        assert!(tot > ihl, "{what}: no data");
+        let dlen = tot - ihl;
+        let last = i == n - 1;
+        if !last {
+            assert_eq!(dlen % 8, 0, "{what}: {dlen} data bytes, not a multiple of 8");
+            // As much as fits, so no more fragments than needed.
+            assert_eq!(dlen, chunk, "{what}: {dlen} data bytes, {chunk} fit the MTU");
+        }
+        let bf = be16(b, 6);
+        assert_eq!(bf & 0xc000, 0, "{what}: DF/reserved bit set ({bf:#06x})");
+        let mf = bf & 0x2000 != 0;
+        assert_eq!(mf, !last || last_mf, "{what}: MF {mf} (datagram's MF {last_mf})");
+        let offset = usize::from(bf & 0x1fff) * 8;
+        assert_eq!(offset, base + done, "{what}: offset {offset}, expected {}", base + done);
+        assert_eq!(b[1], a[1], "{what}: TOS");
+        assert_eq!(b[4..6], a[4..6], "{what}: identification");
+        assert_eq!(b[8], a[8] - 1, "{what}: TTL {}, datagram's {}", b[8], a[8]);
+        assert_eq!(b[9], a[9], "{what}: protocol");
+        assert_eq!(b[12..20], a[12..20], "{what}: addresses");
+        assert!(checksum_ok(&b[..ihl]), "{what}: header checksum does not verify");
+        let want_options = if i == 0 { &a[IP_LEN..ihl] } else { &later_options[..] };
+        assert_eq!(
+            &b[IP_LEN..ihl],
+            want_options,
+            "{what}: options (datagram's: {:02x?})",
+            &a[IP_LEN..ihl]
+        );
+        assert!(
+            done + dlen <= data.len(),
+            "{what}: the fragments carry more than the datagram's {} data bytes",
+            data.len()
+        );
+        if let Some(k) = (0..dlen).find(|&k| b[ihl + k] != data[done + k]) {
+            panic!(
+                "{what}: data byte {k} is {:#04x}, the datagram's byte {} is {:#04x} (fill \
+                 pattern {FILL:#04x})",
+                b[ihl + k],
+                done + k,
+                data[done + k]
+            );
+        }
+        // The whole frame, as for any packet: the expected fragment (the
+        // header rebuilt from the datagram's) delivered to the next hop.
+        let mut want = a[..ihl].to_vec();
+        want[IP_LEN..].copy_from_slice(want_options);
+        put16(&mut want, 2, tot as u16);
+        put16(&mut want, 6, (u16::from(mf) << 13) | (offset / 8) as u16);
+        fix_ip_checksum(&mut want, 0);
+        want.extend_from_slice(&data[done..done + dlen]);
+        check_delivery(t, rx, fport, f, &want, to, flow);
+        if port == UNDERLAY_PORT {
+            outer_idents.push(be16(f, ETH_LEN + 4));
+            if f[ETH_LEN + 9] == PROTO_UDP {
+                sports.push(be16(f, ETH_LEN + IP_LEN));
+            }
+        }
+        done += dlen;
+    }
+    assert_eq!(done, data.len(), "the fragments carry {done} of the datagram's data bytes");
+    let mut ids = outer_idents.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        outer_idents.len(),
+        "outer identifications of the fragments repeat: {outer_idents:?}"
+    );
+    assert!(
+        sports.windows(2).all(|w| w[0] == w[1]),
+        "fragments of one datagram on different UDP source ports (ECMP paths): {sports:?}"
+    );
+    n
 }
 
 /// Where a forwarded packet came from, and how many TTL it must lose.
@@ -554,7 +977,14 @@ fn check_delivery(
         assert_eq!(nh, NextHop::Pod(idx as u32), "{dst} routes to {nh:?}, sent to pod {idx}");
         let pod = &t.pods[idx];
         let def = PODS.iter().find(|p| p.port == port).expect("fixture pod");
-        assert_eq!(pod.ip, def.ip);
+        assert_eq!((pod.ip, pod.mtu), (def.ip, def.mtu));
+        assert!(
+            a.len() <= usize::from(pod.mtu),
+            "packet of {} bytes exceeds pod {}'s MTU {}",
+            a.len(),
+            pod.name,
+            pod.mtu
+        );
         // Finding `pod-rxq-hairpin`: the gateway compares the RX port, not
         // the pod, so a pod's frame to itself on its second queue returns.
         if let Some(src) = d.from_pod.filter(|_| !crate::tolerated("pod-rxq-hairpin")) {

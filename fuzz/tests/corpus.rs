@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use overpass::io::Verdict;
+use overpass::stats::DropReason;
 
 fn files(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -32,18 +33,33 @@ fn files(target: &str) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn pipeline_rx_seeds() {
     let mut tx = 0;
+    let mut fragmented = 0;
     for (name, data) in files("pipeline_rx") {
-        let v = overpass_fuzz::pipeline_rx::run(&data);
-        println!("{name}: {v:?}");
+        let r = overpass_fuzz::pipeline_rx::run_detailed(&data);
+        let v = r.as_ref().map(|r| r.verdict);
+        let spare = r.as_ref().map_or(0, |r| r.spare.len());
+        println!("{name}: {v:?}, {spare} spare frame(s)");
         if name.starts_with("tx-") || name.starts_with("icmp-") {
             assert!(matches!(v, Some(Verdict::Tx { .. })), "{name} must be forwarded: {v:?}");
             tx += 1;
         }
+        // `tx-frag-*`: fragmented (n − 1 spare frames and the verdict's);
+        // any other forwarded seed: sent whole.
+        if name.starts_with("tx-frag-") {
+            assert!(spare > 0, "{name} must be fragmented");
+            fragmented += 1;
+        } else if name.starts_with("tx-") || name.starts_with("icmp-") {
+            assert_eq!(spare, 0, "{name} must not be fragmented");
+        }
         if name.starts_with("drop-") {
             assert!(matches!(v, Some(Verdict::Drop(_))), "{name} must be dropped: {v:?}");
         }
+        if name.starts_with("drop-frag-no-frame-") {
+            assert_eq!(v, Some(Verdict::Drop(DropReason::FragNoFrame)), "{name}");
+        }
     }
     assert!(tx >= 10, "only {tx} forwarding seeds");
+    assert!(fragmented >= 5, "only {fragmented} fragmenting seeds");
 }
 
 #[test]
@@ -51,7 +67,8 @@ fn encap_decap_roundtrip_seeds() {
     for (name, data) in files("encap_decap_roundtrip") {
         let p = overpass_fuzz::encap_decap_roundtrip::Packet::decode(&data);
         let delivered = overpass_fuzz::encap_decap_roundtrip::roundtrip(&p);
-        println!("{name}: delivered {:?} bytes", delivered.map(|d| d.len()));
+        let lens = delivered.map(|d| d.iter().map(Vec::len).collect::<Vec<_>>());
+        println!("{name}: delivered {lens:?} bytes");
     }
 }
 
