@@ -76,15 +76,7 @@ fn pipeline(c: &mut Criterion) {
             let (port, t) = dir.frame(size);
             // Sanity: the prepared frame really is forwarded.
             let mut buf = vec![0u8; 2048];
-            buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(
-                &table,
-                &counters,
-                port,
-                &mut buf,
-                t.bytes.len(),
-                &mut NoSpare,
-            );
+            let v = micro::process(&mut p, &table, &counters, port, &t, &mut buf);
             assert!(matches!(v, Verdict::Tx { .. }), "{name}: {v:?}");
             g.bench_function(format!("{name}_{size}B"), |b| {
                 b.iter_batched_ref(
@@ -118,16 +110,8 @@ fn icmp(c: &mut Criterion) {
         t.bytes[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
         let mut now = 0u64;
         let mut buf = vec![0u8; 2048];
-        buf[..t.bytes.len()].copy_from_slice(&t.bytes);
         p.set_clock(now);
-        let v = p.process(
-            &table,
-            &counters,
-            port,
-            &mut buf,
-            t.bytes.len(),
-            &mut NoSpare,
-        );
+        let v = micro::process(&mut p, &table, &counters, port, &t, &mut buf);
         assert!(
             matches!(v, Verdict::Tx { port: 0, .. }),
             "TTL 1 must produce an ICMP error back: {v:?}"

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use overpass::config::{Config, Encap as PeerEncap, MacAddr};
 use overpass::gateway::Gateway;
-use overpass::io::NoSpare;
 use overpass::rib::RouteSpec;
 use overpass::stats::{CounterKind, DropReason, Event};
 use overpass::testbed::{self, Ns, Testbed, TestbedSpec};
@@ -1095,15 +1094,7 @@ pub fn run_micro(full: bool) -> Vec<MicroResult> {
         let mut buf = vec![0u8; 2048];
         let mut ok = true;
         let ns = micro::time_ns(2_000_000, |_| {
-            buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-            let v = p.process(
-                &table,
-                &counters,
-                port,
-                &mut buf,
-                t.bytes.len(),
-                &mut NoSpare,
-            );
+            let v = micro::process(&mut p, &table, &counters, port, &t, &mut buf);
             ok &= matches!(v, overpass::io::Verdict::Tx { .. });
         });
         out.push(MicroResult {

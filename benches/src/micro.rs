@@ -9,8 +9,11 @@ use std::time::Instant;
 
 use ipnet::Ipv4Net;
 use overpass::config::{Encap as PeerEncap, MacAddr};
+use overpass::io::{NoSpare, Verdict};
+use overpass::pipeline::Pipeline;
 use overpass::rib::{NodeSpec, PeerSlots, PodPort, PodSpec, RibContext, RouteSpec, build_fib};
 use overpass::route::{LocalNode, RouteTable};
+use overpass::stats::Counters;
 
 use crate::frames::{Encap, FrameSpec, Outer, Template};
 
@@ -235,4 +238,21 @@ pub fn time_ns(iters: u64, mut f: impl FnMut(u64)) -> f64 {
         f(i);
     }
     t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Copies a prepared frame into `buf` (a frame buffer) and runs it through
+/// the pipeline, as a worker would (no spare frames: nothing here
+/// fragments).
+#[inline]
+pub fn process(
+    p: &mut Pipeline,
+    table: &RouteTable,
+    counters: &Counters,
+    port: u16,
+    frame: &Template,
+    buf: &mut [u8],
+) -> Verdict {
+    buf[..frame.bytes.len()].copy_from_slice(&frame.bytes);
+    let buf = std::hint::black_box(buf);
+    p.process(table, counters, port, buf, frame.bytes.len(), &mut NoSpare)
 }

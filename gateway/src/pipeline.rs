@@ -120,6 +120,28 @@ impl TokenBucket {
 
 type Step<T> = Result<T, DropReason>;
 
+/// What every step of one packet's processing reads: the route table
+/// snapshot of this round and the worker's counters.
+#[derive(Clone, Copy)]
+struct Env<'e> {
+    t: &'e RouteTable,
+    c: &'e Counters,
+}
+
+/// Where the IPv4 packet being forwarded lies in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    off: usize,
+    len: usize,
+}
+
+impl Span {
+    #[inline]
+    fn new(off: usize, len: usize) -> Span {
+        Span { off, len }
+    }
+}
+
 impl Pipeline {
     pub fn new(worker: u16) -> Pipeline {
         // Spread identification sequences of different workers apart.
@@ -153,14 +175,15 @@ impl Pipeline {
         spare: &mut dyn Spare,
     ) -> Verdict {
         let len = len.min(buf.len());
+        let e = Env { t, c };
         self.last = FlowTag::default();
         self.rx_peer = None;
         let r = if port == UNDERLAY_PORT {
             c.event(Event::RxUnderlay);
-            self.rx_underlay(t, c, buf, len, spare)
+            self.rx_underlay(e, buf, len, spare)
         } else {
             c.event(Event::RxPod);
-            self.rx_pod(t, c, port, buf, len, spare)
+            self.rx_pod(e, port, buf, len, spare)
         };
         match r {
             Ok(v) => v,
@@ -181,12 +204,12 @@ impl Pipeline {
 
     fn rx_underlay(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
         len: usize,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Env { t, c } = e;
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {
@@ -289,18 +312,18 @@ impl Pipeline {
             }
         }
         let from = Origin::Peer(peer_idx);
-        self.forward(t, c, buf, inner_off, inner_len, from, spare)
+        self.forward(e, buf, Span::new(inner_off, inner_len), from, spare)
     }
 
     fn rx_pod(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         port: PortId,
         buf: &mut [u8],
         len: usize,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Env { t, .. } = e;
         let frame = &buf[..len];
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ethertype::IPV4 {
@@ -318,22 +341,27 @@ impl Pipeline {
             return Err(DropReason::PodSourceMismatch);
         }
         let ip_len = ip.total_len() as usize;
-        self.forward(t, c, buf, ETH_IP, ip_len, Origin::Pod(pod_idx), spare)
+        self.forward(
+            e,
+            buf,
+            Span::new(ETH_IP, ip_len),
+            Origin::Pod(pod_idx),
+            spare,
+        )
     }
 
     /// Routes the inner IPv4 packet at `buf[off..off + ip_len]` (already
     /// validated) and rewrites the buffer for its next hop.
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
-        off: usize,
-        ip_len: usize,
+        pkt: Span,
         from: Origin,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Env { t, .. } = e;
+        let Span { off, len: ip_len } = pkt;
         let (dst, ttl) = {
             let ip = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]);
             (ip.dst_addr(), ip.ttl())
@@ -344,7 +372,7 @@ impl Pipeline {
         if ttl <= 1 && from != Origin::Local {
             let repr = icmp::ErrorRepr::TtlExceeded;
             let reason = DropReason::TtlExpired;
-            return self.icmp_error(t, c, buf, off, ip_len, repr, reason, spare);
+            return self.icmp_error(e, buf, pkt, repr, reason, spare);
         }
         let out = match nh {
             NextHop::Pod(i) => {
@@ -369,25 +397,25 @@ impl Pipeline {
         // never fragment their output (RFC 7348 §4.3): the packet is fitted
         // to the next hop's MTU here, as a router would.
         if ip_len > out.mtu() as usize {
-            return self.too_big(t, c, buf, off, ip_len, out, from, spare);
+            return self.too_big(e, buf, pkt, out, from, spare);
         }
-        self.deliver(t, c, buf, off, ip_len, out, from)
+        self.deliver(e, buf, pkt, out, from)
     }
 
     /// Rewrites the buffer holding the routed IPv4 packet at `buf[off..off +
     /// ip_len]` (fitting `out`'s MTU) for its next hop: TTL decrement, then
     /// a new Ethernet header for a pod, or the outer headers for a node.
-    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn deliver(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
-        off: usize,
-        ip_len: usize,
+        pkt: Span,
         out: Out<'_>,
         from: Origin,
     ) -> Step<Verdict> {
+        let Env { t, c } = e;
+        let Span { off, len: ip_len } = pkt;
         match out {
             Out::Pod(pod) => {
                 if from != Origin::Local {
@@ -555,27 +583,25 @@ impl Pipeline {
     /// Handles a packet larger than its next hop's MTU. With DF set the
     /// sender learns the MTU from an ICMP fragmentation-needed (RFC 1191);
     /// without it the packet is fragmented (RFC 791 §3.2, RFC 1812 §5.2.6).
-    #[allow(clippy::too_many_arguments)]
     fn too_big(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
-        off: usize,
-        ip_len: usize,
+        pkt: Span,
         out: Out<'_>,
         from: Origin,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Span { off, len: ip_len } = pkt;
         let df = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]).dont_frag();
         if !df {
-            return self.fragment(t, c, buf, off, ip_len, out, from, spare);
+            return self.fragment(e, buf, pkt, out, from, spare);
         }
         if from == Origin::Local {
             return Err(DropReason::TooBig);
         }
         let repr = icmp::ErrorRepr::FragNeeded { mtu: out.mtu() };
-        self.icmp_error(t, c, buf, off, ip_len, repr, DropReason::TooBig, spare)
+        self.icmp_error(e, buf, pkt, repr, DropReason::TooBig, spare)
     }
 
     /// Splits the packet at `buf[off..off + ip_len]` (DF clear, larger than
@@ -588,18 +614,17 @@ impl Pipeline {
     /// a fragment keeps its offset base and its last piece the original MF
     /// bit, and fragments after the first carry only the options with the
     /// copied flag (the others become NOPs, as Linux does).
-    #[allow(clippy::too_many_arguments)]
     fn fragment(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
-        off: usize,
-        ip_len: usize,
+        pkt: Span,
         out: Out<'_>,
         from: Origin,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Env { c, .. } = e;
+        let Span { off, len: ip_len } = pkt;
         let (ihl, base, last_mf) = {
             let ip = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]);
             (ip.header_len(), ip.frag_offset(), ip.more_frags())
@@ -646,7 +671,7 @@ impl Pipeline {
                 ip.set_total_len(frag_len as u16);
                 ip.set_flags_frag(false, true, base + (k * chunk) as u16);
                 ip.fill_checksum();
-                match self.deliver(t, c, sbuf, new_off, frag_len, out, from) {
+                match self.deliver(e, sbuf, Span::new(new_off, frag_len), out, from) {
                     Ok(Verdict::Tx { len, .. }) => len,
                     Ok(Verdict::Drop(reason)) | Err(reason) => {
                         result = Err(reason);
@@ -669,7 +694,7 @@ impl Pipeline {
             ip.set_flags_frag(false, last_mf, base + done as u16);
             ip.fill_checksum();
         }
-        let v = self.deliver(t, c, buf, off, last_len, out, from)?;
+        let v = self.deliver(e, buf, Span::new(off, last_len), out, from)?;
         c.event(Event::Fragmented);
         c.event_n(Event::FragmentsOut, count as u64);
         Ok(v)
@@ -682,18 +707,17 @@ impl Pipeline {
     ///
     /// RFC 1812 §4.3.2.7: no error about an ICMP error, a non-initial
     /// fragment, or a packet from an address that is not a unicast host.
-    #[allow(clippy::too_many_arguments)]
     fn icmp_error(
         &mut self,
-        t: &RouteTable,
-        c: &Counters,
+        e: Env<'_>,
         buf: &mut [u8],
-        off: usize,
-        ip_len: usize,
+        pkt: Span,
         repr: icmp::ErrorRepr,
         reason: DropReason,
         spare: &mut dyn Spare,
     ) -> Step<Verdict> {
+        let Env { t, c } = e;
+        let Span { off, len: ip_len } = pkt;
         let (src, ihl, frag_offset, proto) = {
             let ip = ipv4::Packet::new_unchecked(&buf[off..off + ip_len]);
             (
@@ -749,7 +773,7 @@ impl Pipeline {
             &mut buf[new_off..icmp_off],
         ));
         let rx_peer = self.rx_peer;
-        let v = self.forward(t, c, buf, new_off, total, Origin::Local, spare);
+        let v = self.forward(e, buf, Span::new(new_off, total), Origin::Local, spare);
         // The flow belongs to the ICMP error now; drop attribution of a
         // failed send stays with the peer the original came from.
         self.rx_peer = rx_peer;
@@ -798,19 +822,21 @@ fn decap_ecn(outer: u8, inner: u8) -> Result<Option<u8>, DropReason> {
 /// one flow per inner flow (RFC 7348 §5).
 #[inline]
 fn flow_hash(ip: &[u8]) -> u32 {
-    let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
-    let src = word(12);
-    let dst = word(16);
-    let proto = ip[9];
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    let ports = if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP)
-        && frag == 0
-        && ip.len() >= ihl + 4
-    {
-        word(ihl)
-    } else {
-        0
+    // One bounds check for the fixed header, then plain loads.
+    let Some(h) = ip.first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else {
+        return 0;
+    };
+    let word = |b: &[u8; 4]| u32::from_be_bytes(*b);
+    let src = word(h[12..16].try_into().unwrap_or(&[0; 4]));
+    let dst = word(h[16..20].try_into().unwrap_or(&[0; 4]));
+    let proto = h[9];
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
+    let ports = match ip.get(ihl..ihl + 4) {
+        Some(p) if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag == 0 => {
+            u32::from_be_bytes([p[0], p[1], p[2], p[3]])
+        }
+        _ => 0,
     };
     // Multiply-xorshift mix (Murmur3 finaliser): cheap and well spread.
     let mut h = src ^ dst.rotate_left(16) ^ ports ^ u32::from(proto);

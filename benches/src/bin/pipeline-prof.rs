@@ -11,7 +11,7 @@
 //! Directions: decap-vxlan, decap-ipip, encap-vxlan, encap-ipip, transit.
 
 use overpass::config::Encap;
-use overpass::io::{NoSpare, Verdict};
+use overpass::io::Verdict;
 use overpass::pipeline::Pipeline;
 use overpass::stats::Counters;
 use overpass_benches::micro::{self, Direction};
@@ -39,15 +39,7 @@ fn main() {
     let mut buf = vec![0u8; 2048];
     let mut tx = 0u64;
     for _ in 0..iters {
-        buf[..t.bytes.len()].copy_from_slice(&t.bytes);
-        let v = p.process(
-            &table,
-            &counters,
-            port,
-            std::hint::black_box(&mut buf),
-            t.bytes.len(),
-            &mut NoSpare,
-        );
+        let v = micro::process(&mut p, &table, &counters, port, &t, &mut buf);
         if matches!(v, Verdict::Tx { .. }) {
             tx += 1;
         }
