@@ -652,10 +652,6 @@ impl Pipeline {
             return Err(DropReason::FragNoFrame);
         }
         for k in 0..count - 1 {
-            if k == 1 {
-                // Fragments after the first: non-copied options go.
-                ipv4::Packet::new_unchecked(&mut buf[off..off + ihl]).strip_uncopied_options();
-            }
             let from_data = off + ihl + k * chunk;
             let frag_len = ihl + chunk;
             let frame = &buf[..];
@@ -680,11 +676,12 @@ impl Pipeline {
                 }
             });
             result?;
+            if k == 0 {
+                // Fragments after the first: non-copied options go.
+                ipv4::Packet::new_unchecked(&mut buf[off..off + ihl]).strip_uncopied_options();
+            }
         }
         // The last fragment: its data moves down behind the header.
-        if count == 2 {
-            ipv4::Packet::new_unchecked(&mut buf[off..off + ihl]).strip_uncopied_options();
-        }
         let done = (count - 1) * chunk;
         let last_len = ihl + data_len - done;
         buf.copy_within(off + ihl + done..off + ip_len, off + ihl);

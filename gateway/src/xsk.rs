@@ -191,24 +191,6 @@ impl XskIo {
             .collect()
     }
 
-    /// Kernel-side socket statistics per port: (rx_dropped, rx_ring_full,
-    /// rx_fill_ring_empty, tx_invalid).
-    pub fn kernel_stats(&self) -> Vec<io::Result<(u64, u64, u64, u64)>> {
-        self.ports
-            .iter()
-            .map(|p| {
-                p.rx.fd().xdp_statistics().map(|s| {
-                    (
-                        s.rx_dropped(),
-                        s.rx_ring_full(),
-                        s.rx_fill_ring_empty_descs(),
-                        s.tx_invalid_descs(),
-                    )
-                })
-            })
-            .collect()
-    }
-
     /// Folds the kernel's drop statistics of every socket (XDP_STATISTICS,
     /// cumulative) into the worker's counters as `xsk_rx_dropped`,
     /// `xsk_rx_ring_full` and `xsk_fill_ring_empty`: the frames lost before
