@@ -811,10 +811,10 @@ impl Bench {
                     Dir::Encap => Event::EncapToPeer,
                     Dir::Transit => Event::Transit,
                 };
-                let fwd = after.event_count(ev) - before.event_count(ev);
+                let fwd = after.since(&before).event_count(ev);
                 evidence.insert(format!("gateway_{}", ev.name()), fwd);
                 let mut drops: Vec<(u64, &str)> = DropReason::all()
-                    .map(|r| (after.drop_count(r) - before.drop_count(r), r.name()))
+                    .map(|r| (after.since(&before).drop_count(r), r.name()))
                     .filter(|(n, _)| *n > 0)
                     .collect();
                 drops.sort_unstable_by(|a, b| b.cmp(a));
@@ -910,7 +910,7 @@ impl Bench {
                             let after = gw.counters();
                             gw.stop();
                             for ev in [Event::EncapToPeer, Event::DecapToPod] {
-                                let n = after.event_count(ev) - before.event_count(ev);
+                                let n = after.since(&before).event_count(ev);
                                 evidence.insert(format!("gateway_{}", ev.name()), n);
                                 if n == 0 {
                                     problem = Some(format!("gateway counted no {}", ev.name()));

@@ -150,6 +150,33 @@ pub fn context() -> RibContext {
     }
 }
 
+/// A smaller RIB context for control-plane tests (the RIB's unit tests,
+/// the API tests): local podCIDR 10.244.0.0/24 and one pod port, `gwp-a`,
+/// received on ports 1 and 2.
+pub fn small_context() -> RibContext {
+    let mut pod_ports = std::collections::HashMap::new();
+    pod_ports.insert(
+        "gwp-a".to_string(),
+        PodPort {
+            port: 1,
+            rx_ports: vec![1, 2],
+            host_mac: MacAddr([2, 0, 0, 0, 0, 0xa]),
+            mtu: 1450,
+        },
+    );
+    RibContext {
+        local: LocalNode {
+            pod_cidr: LOCAL_CIDR.parse().expect("valid"),
+            underlay_ip: GW_UL_IP,
+            underlay_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            vtep_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            outer_ttl: 64,
+        },
+        underlay_mtu: 1500,
+        pod_ports,
+    }
+}
+
 /// The route set of the fixture world.
 pub fn routes() -> Vec<RouteSpec> {
     let mut v: Vec<RouteSpec> = NODES

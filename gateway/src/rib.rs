@@ -563,27 +563,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> RibContext {
-        let mut pod_ports = HashMap::new();
-        pod_ports.insert(
-            "gwp-a".to_string(),
-            PodPort {
-                port: 1,
-                rx_ports: vec![1, 2],
-                host_mac: MacAddr([2, 0, 0, 0, 0, 0xa]),
-                mtu: 1450,
-            },
-        );
-        RibContext {
-            local: LocalNode {
-                pod_cidr: "10.244.0.0/24".parse().unwrap(),
-                underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
-                underlay_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-                vtep_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-                outer_ttl: 64,
-            },
-            underlay_mtu: 1500,
-            pod_ports,
-        }
+        crate::fixtures::small_context()
     }
 
     fn node_route(prefix: &str, ip: [u8; 4]) -> RouteSpec {

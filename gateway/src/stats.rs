@@ -281,6 +281,15 @@ impl Snapshot {
         s
     }
 
+    /// What was counted after `earlier` (a snapshot of the same counters
+    /// taken before this one).
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            drops: std::array::from_fn(|i| self.drops[i] - earlier.drops[i]),
+            events: std::array::from_fn(|i| self.events[i] - earlier.events[i]),
+        }
+    }
+
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }

@@ -385,6 +385,17 @@ impl Testbed {
         format!("{}-{}", self.prefix, role.suffix())
     }
 
+    /// Starts the gateway on this bed with [`Testbed::gateway_config`] and
+    /// waits (up to 5 s) until its underlay next hops are resolved.
+    pub fn start_gateway(&self) -> anyhow::Result<crate::gateway::Gateway> {
+        let gw = crate::gateway::Gateway::start(&self.gateway_config())
+            .context("starting the gateway")?;
+        if !gw.wait_resolved(Duration::from_secs(5)) {
+            bail!("underlay next hops never resolved");
+        }
+        Ok(gw)
+    }
+
     /// The configuration the gateway needs to serve this bed: netns = the
     /// gateway namespace, one underlay `ul0` (default VXLAN ports), local pods
     /// `a`/`b`, Flannel peers `n1`/`n2` (VXLAN, VNI 1, port 8472), and the

@@ -3,8 +3,6 @@
 //! class of bad input with its exact status and error body, plus proof
 //! that a refused request changed nothing (in memory and on disk).
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,10 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use overpass::api::{ApiState, Auth};
-use overpass::config::MacAddr;
 use overpass::gateway::DataplaneView;
-use overpass::rib::{PodPort, Rib, RibContext, RouteSpec};
-use overpass::route::LocalNode;
+use overpass::rib::{Rib, RibContext, RouteSpec};
 use overpass::stats::{CounterKind, DropReason};
 use overpass::store::Store;
 use serde_json::{Value, json};
@@ -24,27 +20,7 @@ use tower::ServiceExt;
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn ctx() -> RibContext {
-    let mut pod_ports = HashMap::new();
-    pod_ports.insert(
-        "gwp-a".to_string(),
-        PodPort {
-            port: 1,
-            rx_ports: vec![1, 2],
-            host_mac: MacAddr([2, 0, 0, 0, 0, 0xa]),
-            mtu: 1450,
-        },
-    );
-    RibContext {
-        local: LocalNode {
-            pod_cidr: "10.244.0.0/24".parse().unwrap(),
-            underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
-            underlay_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            vtep_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            outer_ttl: 64,
-        },
-        underlay_mtu: 1500,
-        pod_ports,
-    }
+    overpass::fixtures::small_context()
 }
 
 fn node(prefix: &str, ip: u8) -> Value {

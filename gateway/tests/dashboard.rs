@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use overpass::api::{ApiState, Auth, Server};
-use overpass::gateway::Gateway;
 use overpass::store::Store;
 use overpass::testbed::{Ns, Testbed, TestbedSpec, require_root};
 
@@ -116,11 +115,7 @@ fn dashboard_in_headless_chromium_against_live_gateway() {
     let token = Auth::load_token(&token_file).unwrap();
     let store = Arc::new(Store::open(&dir.join("state")).unwrap());
 
-    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(
-        gw.wait_resolved(Duration::from_secs(5)),
-        "next hops never resolved"
-    );
+    let gw = bed.start_gateway().expect("starting the gateway");
     let state = ApiState::new(
         gw.rib().clone(),
         Some(store),

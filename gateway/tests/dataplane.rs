@@ -11,8 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use overpass::gateway::Gateway;
-use overpass::stats::{DropReason, Event, Snapshot};
+use overpass::stats::{DropReason, Event};
 use overpass::testbed::{KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,19 +24,6 @@ fn bed(tag: &str) -> Testbed {
     .expect("building the test bed")
 }
 
-fn start(bed: &Testbed) -> Gateway {
-    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(
-        gw.wait_resolved(Duration::from_secs(5)),
-        "underlay next hops never resolved"
-    );
-    gw
-}
-
-fn delta(after: &Snapshot, before: &Snapshot, e: Event) -> u64 {
-    after.event_count(e) - before.event_count(e)
-}
-
 #[test]
 fn ping_both_ways_and_counters_match() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,7 +31,7 @@ fn ping_both_ways_and_counters_match() {
         return;
     }
     let bed = bed("it1");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let opts = PingOpts::default();
     const N: u32 = 10;
     // (from, to, what the gateway does with the request).
@@ -81,19 +67,22 @@ fn ping_both_ways_and_counters_match() {
         // Every request and every reply crossed the gateway exactly once:
         // one direction is encapsulated, the other decapsulated.
         assert_eq!(
-            delta(&after, &before, Event::EncapToPeer),
+            after.since(&before).event_count(Event::EncapToPeer),
             N as u64,
             "{ns} -> {dst}\n{}",
             after.render()
         );
         assert_eq!(
-            delta(&after, &before, Event::DecapToPod),
+            after.since(&before).event_count(Event::DecapToPod),
             N as u64,
             "{ns} -> {dst}\n{}",
             after.render()
         );
-        assert_eq!(delta(&after, &before, Event::RxUnderlay), N as u64);
-        assert_eq!(delta(&after, &before, Event::RxPod), N as u64);
+        assert_eq!(
+            after.since(&before).event_count(Event::RxUnderlay),
+            N as u64
+        );
+        assert_eq!(after.since(&before).event_count(Event::RxPod), N as u64);
         assert_eq!(
             after.total_drops(),
             before.total_drops(),
@@ -122,7 +111,7 @@ fn ping_both_ways_and_counters_match() {
         .unwrap();
     assert!(r.all_received(), "{}", r.raw);
     assert_eq!(
-        delta(&gw.counters(), &before, Event::PodToPod),
+        gw.counters().since(&before).event_count(Event::PodToPod),
         2 * N as u64
     );
 
@@ -146,7 +135,7 @@ fn unrouted_traffic_is_dropped_with_a_named_counter() {
         return;
     }
     let bed = bed("it2");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let before = gw.counters();
     // 10.244.9.0/24 belongs to no node: the pod's packets reach the gateway
     // and must be counted as no_route, not vanish.
@@ -160,10 +149,7 @@ fn unrouted_traffic_is_dropped_with_a_named_counter() {
         .unwrap();
     assert_eq!(r.received, 0);
     let after = gw.counters();
-    assert_eq!(
-        after.drop_count(DropReason::NoRoute) - before.drop_count(DropReason::NoRoute),
-        3
-    );
+    assert_eq!(after.since(&before).drop_count(DropReason::NoRoute), 3);
     gw.stop();
 }
 
@@ -174,7 +160,7 @@ fn tcp_both_ways_without_checksum_errors() {
         return;
     }
     let bed = bed("it3");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let pod = bed.ns(Ns::LocalPod('a'));
     let remote = bed.ns(Ns::NodePod(1));
     let errs = |ns: &str| bed.nstat(ns, "TcpInCsumErrors").unwrap();

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use overpass::api::observe::{Counters, LatencyReport};
 use overpass::api::{ApiState, Auth, Server};
 use overpass::client::Client;
-use overpass::gateway::Gateway;
 use overpass::rib::{NodeSpec, RouteSpec};
 use overpass::stats::{CounterKind, Event, PeerStat};
 use overpass::store::Store;
@@ -107,11 +106,7 @@ fn hitless_updates_under_traffic_and_latency_matches_forwarded() {
     let dir = std::env::temp_dir().join(format!("overpass-ap1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::open(&dir).unwrap());
-    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(
-        gw.wait_resolved(Duration::from_secs(5)),
-        "next hops never resolved"
-    );
+    let gw = bed.start_gateway().expect("starting the gateway");
     // The API from the host namespace, as `overpass run` does.
     let state = ApiState::new(
         gw.rib().clone(),
@@ -231,8 +226,8 @@ fn hitless_updates_under_traffic_and_latency_matches_forwarded() {
         percentile(&update_to_forward_us, 0.9),
         percentile(&update_to_forward_us, 0.99),
         update_to_forward_us.last().unwrap(),
-        after.event_count(Event::EncapToPeer) - before.event_count(Event::EncapToPeer),
-        after.event_count(Event::DecapToPod) - before.event_count(Event::DecapToPod),
+        after.since(&before).event_count(Event::EncapToPeer),
+        after.since(&before).event_count(Event::DecapToPod),
         after.total_drops() - before.total_drops(),
     );
     assert_eq!(received, transmitted, "packets lost during route updates");

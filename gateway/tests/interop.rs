@@ -11,10 +11,8 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use overpass::gateway::Gateway;
-use overpass::stats::{DropReason, Event, Snapshot};
+use overpass::stats::{DropReason, Event};
 use overpass::testbed::{
     self, IPIP_NODE, Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec, require_root,
 };
@@ -37,23 +35,6 @@ fn bed_with(tag: &str, options: &TestbedOptions) -> Testbed {
 
 fn bed(tag: &str) -> Testbed {
     bed_with(tag, &TestbedOptions::default())
-}
-
-fn start(bed: &Testbed) -> Gateway {
-    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(
-        gw.wait_resolved(Duration::from_secs(5)),
-        "underlay next hops never resolved"
-    );
-    gw
-}
-
-fn delta(after: &Snapshot, before: &Snapshot, e: Event) -> u64 {
-    after.event_count(e) - before.event_count(e)
-}
-
-fn drops(after: &Snapshot, before: &Snapshot, r: DropReason) -> u64 {
-    after.drop_count(r) - before.drop_count(r)
 }
 
 /// stdout + stderr of a command run in `ns` (any exit status).
@@ -96,7 +77,7 @@ fn ipip_node_ping_and_tcp_both_ways() {
         return;
     }
     let bed = bed("ix1");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
     let pod = bed.ns(Ns::LocalPod('a'));
     let n3 = bed.ns(Ns::Node(IPIP_NODE));
@@ -108,13 +89,13 @@ fn ipip_node_ping_and_tcp_both_ways() {
         assert!(r.all_received(), "{ns} -> {dst}: {}", r.raw);
         let after = gw.counters();
         assert_eq!(
-            delta(&after, &before, Event::EncapToPeer),
+            after.since(&before).event_count(Event::EncapToPeer),
             u64::from(N),
             "{ns} -> {dst}\n{}",
             after.render()
         );
         assert_eq!(
-            delta(&after, &before, Event::DecapToPod),
+            after.since(&before).event_count(Event::DecapToPod),
             u64::from(N),
             "{ns} -> {dst}\n{}",
             after.render()
@@ -155,8 +136,8 @@ fn ipip_node_ping_and_tcp_both_ways() {
     assert_eq!(errs(&n3), n3_err0, "TcpInCsumErrors moved on node 3");
     let after = gw.counters();
     assert!(
-        delta(&after, &before, Event::EncapToPeer) > 1000
-            && delta(&after, &before, Event::DecapToPod) > 1000,
+        after.since(&before).event_count(Event::EncapToPeer) > 1000
+            && after.since(&before).event_count(Event::DecapToPod) > 1000,
         "{}",
         after.render()
     );
@@ -181,7 +162,7 @@ fn transit_between_flannel_and_ipip_nodes() {
         return;
     }
     let bed = bed("ix2");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let _peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
     bed.exec(
         &bed.ns(Ns::Node(1)),
@@ -212,7 +193,7 @@ fn transit_between_flannel_and_ipip_nodes() {
     let after = gw.counters();
     // Requests VXLAN -> IP-in-IP, replies IP-in-IP -> VXLAN.
     assert_eq!(
-        delta(&after, &before, Event::Transit),
+        after.since(&before).event_count(Event::Transit),
         2 * u64::from(N),
         "{}",
         after.render()
@@ -231,7 +212,7 @@ fn scapy_dissects_the_gateway_output() {
         return;
     }
     let bed = bed("ix3");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let m = |mac: overpass::config::MacAddr| mac.to_string();
     let spec = serde_json::json!({
         "ns": {
@@ -292,10 +273,10 @@ fn scapy_dissects_the_gateway_output() {
         after.render()
     );
     // (a) ×2 decap, (b) ×2 encap, 3 transits; nothing dropped on the way.
-    assert_eq!(delta(&after, &before, Event::DecapToPod), 2);
-    assert_eq!(delta(&after, &before, Event::Transit), 3);
-    assert_eq!(delta(&after, &before, Event::EcnCePropagated), 1);
-    assert!(delta(&after, &before, Event::EncapToPeer) >= 2);
+    assert_eq!(after.since(&before).event_count(Event::DecapToPod), 2);
+    assert_eq!(after.since(&before).event_count(Event::Transit), 3);
+    assert_eq!(after.since(&before).event_count(Event::EcnCePropagated), 1);
+    assert!(after.since(&before).event_count(Event::EncapToPeer) >= 2);
     gw.stop();
 }
 
@@ -315,7 +296,7 @@ fn pmtu_discovery_and_traceroute_through_the_gateway() {
             local_pod_mtu: 1500,
         },
     );
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let pod = bed.ns(Ns::LocalPod('a'));
     let dst = bed.remote_pod_ip(1);
     let before = gw.counters();
@@ -340,8 +321,8 @@ fn pmtu_discovery_and_traceroute_through_the_gateway() {
         r.raw
     );
     let after = gw.counters();
-    assert!(delta(&after, &before, Event::IcmpFragNeeded) >= 1);
-    assert!(drops(&after, &before, DropReason::TooBig) >= 1);
+    assert!(after.since(&before).event_count(Event::IcmpFragNeeded) >= 1);
+    assert!(after.since(&before).drop_count(DropReason::TooBig) >= 1);
     // The pod's kernel learnt it: the next full-size DF ping fits 1450.
     let r = bed
         .ping(
@@ -394,7 +375,7 @@ fn pmtu_discovery_and_traceroute_through_the_gateway() {
         "destination not reached:\n{out}"
     );
     let after = gw.counters();
-    assert!(delta(&after, &before, Event::IcmpTimeExceeded) >= 3);
+    assert!(after.since(&before).event_count(Event::IcmpTimeExceeded) >= 3);
     assert_eq!(
         after.event_count(Event::IcmpRateLimited),
         0,
@@ -414,7 +395,7 @@ fn traceroute_from_a_remote_pod_sees_the_gateway() {
         return;
     }
     let bed = bed("ix5");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let dst = bed.local_pod_ip('a');
     let out = run_in(
         &bed.ns(Ns::NodePod(1)),
@@ -461,7 +442,7 @@ fn icmp_rate_limit_refills_over_time() {
         return;
     }
     let bed = bed("ix6");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let pod = bed.ns(Ns::LocalPod('a'));
     let dst = bed.remote_pod_ip(1).to_string();
     let out = run_in(
@@ -502,7 +483,7 @@ fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
         return;
     }
     let bed = bed("ix7");
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let _peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
     let n3 = bed.ns(Ns::Node(IPIP_NODE));
     let dst = bed.local_pod_ip('a');
@@ -527,13 +508,13 @@ fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
     let after = gw.counters();
     assert!(r.all_received(), "{}\n{}", r.raw, after.render());
     assert_eq!(
-        delta(&after, &before, Event::Fragmented),
+        after.since(&before).event_count(Event::Fragmented),
         3,
         "{}",
         after.render()
     );
-    assert_eq!(delta(&after, &before, Event::FragmentsOut), 6);
-    assert_eq!(drops(&after, &before, DropReason::TooBig), 0);
+    assert_eq!(after.since(&before).event_count(Event::FragmentsOut), 6);
+    assert_eq!(after.since(&before).drop_count(DropReason::TooBig), 0);
     // 1480 bytes: fits the IP-in-IP tunnel, not the pod's veth.
     let big = PingOpts {
         size: Some(1452),
@@ -550,8 +531,8 @@ fn ipip_to_pod_above_pod_mtu_is_not_black_holed() {
         r.all_received() || r.raw.contains("mtu = 1450"),
         "1480-byte DF packets to a 1450-MTU pod neither delivered nor answered with \
          frag-needed (decap_to_pod +{}, icmp_frag_needed +{}):\n{}\n{}\n{links}",
-        delta(&after, &before, Event::DecapToPod),
-        delta(&after, &before, Event::IcmpFragNeeded),
+        after.since(&before).event_count(Event::DecapToPod),
+        after.since(&before).event_count(Event::IcmpFragNeeded),
         r.raw,
         after.render()
     );
@@ -577,7 +558,7 @@ fn packets_without_df_are_fragmented_across_the_tunnel() {
             local_pod_mtu: 1500,
         },
     );
-    let gw = start(&bed);
+    let gw = bed.start_gateway().expect("starting the gateway");
     let pod = bed.ns(Ns::LocalPod('a'));
     let dst = bed.remote_pod_ip(1);
     // (ping -s, packets the gateway cuts, fragments it sends) for 3 pings:
@@ -600,18 +581,18 @@ fn packets_without_df_are_fragmented_across_the_tunnel() {
         );
         assert!(!r.raw.contains("Frag needed"), "{}", r.raw);
         assert_eq!(
-            delta(&after, &before, Event::Fragmented),
+            after.since(&before).event_count(Event::Fragmented),
             cut,
             "ping -s {size}"
         );
         assert_eq!(
-            delta(&after, &before, Event::FragmentsOut),
+            after.since(&before).event_count(Event::FragmentsOut),
             out,
             "ping -s {size}: {}",
             after.render()
         );
-        assert_eq!(drops(&after, &before, DropReason::TooBig), 0);
-        assert_eq!(drops(&after, &before, DropReason::FragNoFrame), 0);
+        assert_eq!(after.since(&before).drop_count(DropReason::TooBig), 0);
+        assert_eq!(after.since(&before).drop_count(DropReason::FragNoFrame), 0);
     }
     gw.stop();
 }

@@ -2,9 +2,6 @@
 //! core, on a veth with two queues; traffic spread by RSS over both queues
 //! is served by both workers.
 
-use std::time::Duration;
-
-use overpass::gateway::Gateway;
 use overpass::stats::Event;
 use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
 
@@ -30,8 +27,7 @@ fn two_queues_two_pinned_workers() {
         )
         .unwrap();
     }
-    let gw = Gateway::start(&bed.gateway_config()).expect("starting the gateway");
-    assert!(gw.wait_resolved(Duration::from_secs(5)));
+    let gw = bed.start_gateway().expect("starting the gateway");
     let pinning = gw.info.pinning.clone();
     assert_eq!(
         pinning.len(),
