@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
-cargo build --release -p overpass
+cargo build --release -p overpass -p overpass-testkit
 exec ./target/release/overpass demo "$@"

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use overpass::config::{Config, Encap as PeerEncap, MacAddr};
-use overpass::gateway::Gateway;
-use overpass::rib::RouteSpec;
-use overpass::stats::{CounterKind, DropReason, Event};
-use overpass::testbed::{self, Ns, Testbed, TestbedSpec};
+use overpass::config::Config;
+use overpass::control::rib::RouteSpec;
+use overpass::lifecycle::Gateway;
+use overpass_dataplane::counters::{CounterKind, DropReason, Event};
+use overpass_dataplane::fib::Encap as PeerEncap;
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_testkit::testbed::{self, Ns, Testbed, TestbedSpec};
 use serde::Serialize;
 
 use crate::frames::{Encap, FrameSpec, Outer};
@@ -690,7 +692,7 @@ impl Bench {
             None,
             Kernel { fl0: (u64, u64), pod0: (u64, u64) },
             Raw(RawForwarder),
-            Gw(Box<Gateway>, overpass::stats::Snapshot),
+            Gw(Box<Gateway>, overpass_dataplane::counters::Snapshot),
         }
         let up = match c.path {
             Path::B0 => Up::None,
@@ -1016,9 +1018,9 @@ pub fn median(xs: &[f64]) -> Option<f64> {
 /// In-process micro measurements for the goals table: LPM lookups against
 /// `prefix-trie` on the same prefixes, and `Pipeline::process` per packet.
 pub fn run_micro(full: bool) -> Vec<MicroResult> {
-    use overpass::pipeline::Pipeline;
-    use overpass::route::Lpm;
-    use overpass::stats::Counters;
+    use overpass_dataplane::counters::Counters;
+    use overpass_dataplane::fib::Lpm;
+    use overpass_dataplane::pipeline::Pipeline;
     let mut out = vec![];
     let mut sizes = vec![10_000usize, 1_000_000];
     if full {
@@ -1095,7 +1097,7 @@ pub fn run_micro(full: bool) -> Vec<MicroResult> {
         let mut ok = true;
         let ns = micro::time_ns(2_000_000, |_| {
             let v = micro::process(&mut p, &table, &counters, port, &t, &mut buf);
-            ok &= matches!(v, overpass::io::Verdict::Tx { .. });
+            ok &= matches!(v, overpass_dataplane::io::Verdict::Tx { .. });
         });
         out.push(MicroResult {
             name: if ok {

@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 /// thread back (also when `f` fails). Sockets and XDP links created inside
 /// stay bound to that namespace's interfaces.
 pub fn within<T>(ns: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let prev = overpass::neigh::enter_netns(ns).with_context(|| format!("entering {ns}"))?;
+    let prev = overpass::host::netns::enter_netns(ns).with_context(|| format!("entering {ns}"))?;
     let r = f();
-    overpass::neigh::setns(&prev).context("returning to the original network namespace")?;
+    overpass::host::netns::setns(&prev).context("returning to the original network namespace")?;
     r
 }
 

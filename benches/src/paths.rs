@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use overpass::config::MacAddr;
-use overpass::io::{PacketIo, Verdict};
-use overpass::stats::{Event, WorkerCounters};
-use overpass::testbed::{self, Ns, Testbed};
-use overpass::xsk::{BindMode, PortSpec, XskIo};
+use overpass::afxdp::xsk::{BindMode, PortSpec, XskIo};
+use overpass_dataplane::counters::{Event, WorkerCounters};
+use overpass_dataplane::io::{PacketIo, Verdict};
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_testkit::testbed::{self, Ns, Testbed};
 use overpass_xdp::{PortRole, SteerCounter, Steering};
 
 use crate::netns;
@@ -128,8 +128,8 @@ impl RawForwarder {
         let (steering, io) = netns::within(&gw, || {
             let mut steering =
                 Steering::load(&[testbed::VXLAN_PORT]).context("loading the steering program")?;
-            let ul = overpass::neigh::ifindex(testbed::GATEWAY_UNDERLAY_IF)?;
-            let pod = overpass::neigh::ifindex(&pod_if)?;
+            let ul = overpass::host::iface::ifindex(testbed::GATEWAY_UNDERLAY_IF)?;
+            let pod = overpass::host::iface::ifindex(&pod_if)?;
             steering.attach(ul, PortRole::Underlay, 0)?;
             steering.attach(pod, PortRole::Pod, 1)?;
             let specs = [
@@ -222,7 +222,7 @@ fn bounce_loop(mut io: XskIo, bounce: Bounce, core: usize, stop: &AtomicBool) {
                 rewrite(buf, &dst, &src);
                 Verdict::Tx { port: 0, len }
             }
-            _ => Verdict::Drop(overpass::stats::DropReason::Hairpin),
+            _ => Verdict::Drop(overpass_dataplane::counters::DropReason::Hairpin),
         });
         if n > 0 {
             idle = 0;
@@ -236,6 +236,6 @@ fn bounce_loop(mut io: XskIo, bounce: Bounce, core: usize, stop: &AtomicBool) {
         }
     }
     for _ in 0..64 {
-        io.poll(|_, _, _, _| Verdict::Drop(overpass::stats::DropReason::Hairpin));
+        io.poll(|_, _, _, _| Verdict::Drop(overpass_dataplane::counters::DropReason::Hairpin));
     }
 }

@@ -28,7 +28,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
-use crate::frames::{self, Template, now_ns};
+use crate::frames::{self, Template};
 use crate::netns;
 
 const FRAME_SIZE: u32 = 2048;
@@ -305,8 +305,8 @@ impl Sink {
             sock.free.truncate(from);
             let mut steering =
                 Steering::load(&[8472]).context("loading the steering program for the sink")?;
-            let ifindex =
-                overpass::neigh::ifindex(&spec.ifname).with_context(|| spec.ifname.clone())?;
+            let ifindex = overpass::host::iface::ifindex(&spec.ifname)
+                .with_context(|| spec.ifname.clone())?;
             steering
                 .attach(ifindex, PortRole::Pod, 0)
                 .with_context(|| format!("attaching XDP to the sink's {}", spec.ifname))?;
@@ -605,4 +605,17 @@ pub fn search(
     }
     let m = best.or(lowest).unwrap_or(flat);
     Measured { trials: log, ..m }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which is live and
+    // properly aligned; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -13,7 +13,7 @@ use overpass_benches::harness::{Bench, Options, Path};
 
 #[test]
 fn every_configuration_moves_traffic_through_its_path() {
-    if !overpass::testbed::require_root(
+    if !overpass_testkit::testbed::require_root(
         "benches: end-to-end harness configurations (B0, B1, B3, Overpass)",
     ) {
         return;

@@ -20,16 +20,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
 
-use crate::config::{BindMode, Config, Encap};
-use crate::gateway;
-use crate::neigh;
-use crate::xsk;
+use overpass_dataplane::fib::Encap;
+
+use crate::afxdp::xsk;
+use crate::config::{BindMode, Config};
+use crate::control::ports;
+use crate::host::{cpus, ethtool, netns};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -526,7 +527,7 @@ fn memlock_limit() -> Option<u64> {
 /// fill rings' worth of frames, rounded up to a power of two. Needs the
 /// pod interfaces (their queue counts): falls back to one queue each.
 fn umem_bytes_estimate(config: &Config) -> u64 {
-    let plan = in_netns(config, || gateway::port_plan(config).ok())
+    let plan = in_netns(config, || ports::port_plan(config).ok())
         .ok()
         .flatten();
     let fill_total: u32 = match plan {
@@ -599,13 +600,7 @@ pub fn memlock_finding(
 /// Runs `f` with the calling thread inside `gateway.netns` (when set), and
 /// comes back, as `Gateway::start` does.
 fn in_netns<T>(config: &Config, f: impl FnOnce() -> T) -> std::io::Result<T> {
-    let Some(ns) = &config.gateway.netns else {
-        return Ok(f());
-    };
-    let prev: File = neigh::enter_netns(ns)?;
-    let out = f();
-    neigh::setns(&prev)?;
-    Ok(out)
+    netns::in_netns(config.gateway.netns.as_deref(), f)
 }
 
 /// Drivers with native (in-driver) XDP.
@@ -724,8 +719,8 @@ pub fn link_facts(name: &str) -> LinkFacts {
         });
     f.peer_ifindex = l["link_index"].as_u64().map(|i| i as u32);
     f.peer_nsid = l["link_netnsid"].as_i64();
-    f.driver = xsk::driver_name(name);
-    f.rx_queues = xsk::rx_queue_count(name).ok();
+    f.driver = ethtool::driver_name(name);
+    f.rx_queues = ethtool::rx_queue_count(name).ok();
     f.features = ethtool_features(None, name);
     if f.kind == "veth" {
         f.peer_tx_csum = veth_peer_tx_csum(f.peer_ifindex, f.peer_nsid);
@@ -885,7 +880,7 @@ fn interface_findings(config: &Config) -> Vec<Finding> {
         ));
     }
     let version = parse_kernel_version(&kernel_release());
-    let cores = gateway::pick_cores(config.gateway.cores.as_deref(), planned_workers(config))
+    let cores = ports::pick_cores(config.gateway.cores.as_deref(), planned_workers(config))
         .unwrap_or_default();
     for (u, f) in config.underlay.iter().zip(&ul) {
         out.extend(nic_findings(f, Role::Underlay, u.bind_mode, version));
@@ -900,7 +895,7 @@ fn interface_findings(config: &Config) -> Vec<Finding> {
     // The socket plan the gateway will use (one worker per underlay queue,
     // each pod veth with as many active queues): its refusal is a blocker.
     if ul.iter().all(|u| u.exists) && pods.iter().all(|p| p.exists) {
-        match in_netns(config, || gateway::port_plan(config)) {
+        match in_netns(config, || ports::port_plan(config)) {
             Ok(Ok(plan)) => out.push(Finding::ok(
                 "dataplane.ports",
                 "plan",
@@ -939,7 +934,7 @@ pub fn planned_workers(config: &Config) -> usize {
     if let Some(q) = ul.queues {
         return q as usize;
     }
-    in_netns(config, || xsk::rx_queue_count(&ul.interface).ok())
+    in_netns(config, || ethtool::rx_queue_count(&ul.interface).ok())
         .ok()
         .flatten()
         .unwrap_or(1) as usize
@@ -1260,7 +1255,7 @@ fn irq_findings(f: &LinkFacts, worker_cores: &[usize]) -> Vec<Finding> {
         .irqs
         .iter()
         .filter(|(_, aff)| {
-            let cpus = parse_cpu_list(aff);
+            let cpus = cpus::parse_cpu_list(aff).unwrap_or_default();
             worker_cores.iter().any(|c| cpus.contains(c))
         })
         .map(|(irq, aff)| format!("{irq}→{aff}"))
@@ -1404,30 +1399,8 @@ pub fn mtu_findings(
 // ---------------------------------------------------------------------------
 // CPUs
 
-/// Parses a kernel CPU list (`0-3,8,10-11`).
-pub fn parse_cpu_list(text: &str) -> BTreeSet<usize> {
-    let mut out = BTreeSet::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-                    out.extend(a..=b);
-                }
-            }
-            None => {
-                if let Ok(c) = part.trim().parse() {
-                    out.insert(c);
-                }
-            }
-        }
-    }
-    out
-}
-
 fn read_cpu_list(path: &str) -> BTreeSet<usize> {
-    std::fs::read_to_string(path)
-        .map(|t| parse_cpu_list(&t))
-        .unwrap_or_default()
+    cpus::read_cpu_list(path).unwrap_or_default()
 }
 
 fn irqbalance_running() -> bool {
@@ -1440,7 +1413,7 @@ fn irqbalance_running() -> bool {
 }
 
 fn cpu_findings(config: &Config) -> Vec<Finding> {
-    let picked = gateway::pick_cores(config.gateway.cores.as_deref(), planned_workers(config));
+    let picked = ports::pick_cores(config.gateway.cores.as_deref(), planned_workers(config));
     cpu_rules(
         config.gateway.cores.as_deref(),
         picked.map_err(|e| e.to_string()),
@@ -1732,10 +1705,8 @@ encap = "ipip"
 
     #[test]
     fn cpu_and_memlock_rules() {
-        assert_eq!(parse_cpu_list("0-2,5\n"), BTreeSet::from([0, 1, 2, 5]));
-        assert!(parse_cpu_list("").is_empty());
-        let online = parse_cpu_list("0-3");
-        let isolated = parse_cpu_list("2-3");
+        let online = cpus::parse_cpu_list("0-3").unwrap();
+        let isolated = cpus::parse_cpu_list("2-3").unwrap();
         let f = cpu_rules(
             Some(&[2]),
             Ok(vec![2]),

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-pub use crate::wire::ethernet::MacAddr;
+use overpass_dataplane::fib::Encap;
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_dataplane::wire::vxlan::VNI_MAX;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +103,7 @@ pub struct GatewayConfig {
     /// destination MAC remote Flannel nodes use for us. Must stay stable
     /// across restarts because peers install it as a permanent neighbour.
     /// Unset (or all zeros): generated once and kept in the `[state]` dir
-    /// (see [`Config::resolve_vtep_mac`]).
+    /// (see [`crate::control::store::resolve_vtep_mac`]).
     #[serde(default, skip_serializing_if = "mac_is_zero")]
     pub vtep_mac: MacAddr,
     /// Outer IPv4 TTL of encapsulated packets.
@@ -202,17 +204,6 @@ fn default_vxlan_port() -> u16 {
     8472
 }
 
-/// Tunnel encapsulation toward a peer.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Encap {
-    #[default]
-    Vxlan,
-    Ipip,
-}
-
 /// A configuration error: the key path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -230,9 +221,6 @@ impl ConfigError {
         }
     }
 }
-
-/// The largest VXLAN network identifier (24 bits).
-pub const VNI_MAX: u32 = (1 << 24) - 1;
 
 impl Config {
     /// Parses and validates a configuration from TOML text.
@@ -256,19 +244,6 @@ impl Config {
     /// Serialises to TOML (used by `overpass demo` to show what it runs).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configuration serialises")
-    }
-
-    /// Fills in `gateway.vtep_mac` from the state dir (generating and
-    /// saving one the first time) when the file leaves it unset.
-    pub fn resolve_vtep_mac(&mut self, store: Option<&crate::store::Store>) -> anyhow::Result<()> {
-        if !mac_is_zero(&self.gateway.vtep_mac) {
-            return Ok(());
-        }
-        let store = store.ok_or_else(|| {
-            anyhow::anyhow!("gateway.vtep_mac: required unless [state] dir is set")
-        })?;
-        self.gateway.vtep_mac = store.vtep_mac()?;
-        Ok(())
     }
 
     /// Checks what serde cannot: ranges, overlaps, duplicates.

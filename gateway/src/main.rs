@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use overpass::api::client::Client;
 use overpass::api::{ApiState, Auth, Server};
-use overpass::client::Client;
-use overpass::config::{Config, Encap, MacAddr};
-use overpass::gateway::{DataplaneView, Gateway};
-use overpass::rib::{NodeSpec, PodSpec, Rib, RouteSpec};
-use overpass::store::Store;
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec};
+use overpass::config::Config;
+use overpass::control::rib::{NodeSpec, PodSpec, Rib, RouteSpec};
+use overpass::control::store::Store;
+use overpass::lifecycle::{DataplaneView, Gateway};
+use overpass_dataplane::fib::Encap;
+use overpass_dataplane::wire::ethernet::MacAddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -187,7 +188,10 @@ fn main() {
             hold,
             api,
             token_file,
-        } => demo(&tag, hold, api, token_file.as_deref()),
+        } => {
+            let _ = (tag, hold, api, token_file);
+            demo()
+        }
     };
     if let Err(e) = result {
         eprintln!("overpass: error: {e:#}");
@@ -229,7 +233,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 struct ControlPlane {
     config: Config,
     store: Option<Arc<Store>>,
-    persisted: Option<overpass::store::RoutesFile>,
+    persisted: Option<overpass::control::store::RoutesFile>,
     auth: Auth,
 }
 
@@ -239,7 +243,7 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
         Some(s) => Some(Arc::new(Store::open(&s.dir)?)),
         None => None,
     };
-    config.resolve_vtep_mac(store.as_deref())?;
+    overpass::control::store::resolve_vtep_mac(&mut config, store.as_deref())?;
     let persisted = match &store {
         Some(s) => s.load_routes()?,
         None => None,
@@ -307,7 +311,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
-            match overpass::reload::reload(
+            match overpass::control::reload::reload(
                 path,
                 &cp.config,
                 gw.rib(),
@@ -350,8 +354,8 @@ fn run(path: &Path) -> anyhow::Result<()> {
 fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let cp = control_plane(path)?;
     let stop = stop_flag()?;
-    let ctx = overpass::gateway::offline_rib_context(&cp.config);
-    let rib = overpass::gateway::initial_rib(ctx, &cp.config, cp.persisted.clone())?;
+    let ctx = overpass::control::sources::offline_rib_context(&cp.config);
+    let rib = overpass::control::sources::initial_rib(ctx, &cp.config, cp.persisted.clone())?;
     let server = serve(&cp, rib, DataplaneView::offline(), "api-only", listen)?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -579,102 +583,21 @@ fn ns(v: u64) -> String {
     }
 }
 
-fn demo(
-    tag: &str,
-    hold: bool,
-    api: Option<std::net::SocketAddr>,
-    token_file: Option<&Path>,
-) -> anyhow::Result<()> {
-    let token = token_file.map(Auth::load_token).transpose()?;
-    let stop = stop_flag()?;
-    println!(
-        "== Overpass demo: building a Flannel-style overlay in network namespaces (ovp-{tag}-*)"
-    );
-    let bed = Testbed::create(&TestbedSpec {
-        tag: tag.to_string(),
-        underlay_queues: 1,
-    })?;
-    println!("{}", bed.describe());
-    let config = bed.gateway_config();
-    println!("== Gateway configuration:\n{}", config.to_toml());
-    let gw = Gateway::start(&config)?;
-    println!("== Dataplane: {:?}", gw.info);
-    // From the host namespace (Gateway::start returned to it), as `run` does.
-    let server = match api {
-        Some(listen) => {
-            let state = ApiState::new(
-                gw.rib().clone(),
-                None,
-                gw.view(),
-                Auth::new(token, false),
-                1 << 20,
-                "dataplane",
-            );
-            let server = Server::start(listen, state)?;
-            println!("== API and dashboard: http://{}/", server.addr);
-            Some(server)
-        }
-        None => None,
-    };
-    if !gw.wait_resolved(Duration::from_secs(5)) {
-        println!("warning: not every peer's underlay MAC resolved within 5 s");
-    }
-    let opts = PingOpts::default();
-    let flows: Vec<(String, std::net::Ipv4Addr, &str)> = vec![
-        (
-            bed.ns(Ns::LocalPod('a')),
-            bed.remote_pod_ip(1),
-            "local pod a -> node1 pod (encap VXLAN)",
-        ),
-        (
-            bed.ns(Ns::LocalPod('b')),
-            bed.remote_pod_ip(2),
-            "local pod b -> node2 pod (encap VXLAN)",
-        ),
-        (
-            bed.ns(Ns::NodePod(1)),
-            bed.local_pod_ip('b'),
-            "node1 pod -> local pod b (decap)",
-        ),
-        (
-            bed.ns(Ns::NodePod(2)),
-            bed.local_pod_ip('a'),
-            "node2 pod -> local pod a (decap)",
-        ),
-        (
-            bed.ns(Ns::LocalPod('a')),
-            bed.local_pod_ip('b'),
-            "local pod a -> local pod b",
-        ),
-    ];
-    println!("== Traffic (ping, 5 probes each):");
-    let mut all_ok = true;
-    for (ns, dst, what) in &flows {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let r = bed.ping(ns, *dst, 5, &opts)?;
-        all_ok &= r.all_received();
-        println!(
-            "  {what:<42} {dst:<12} {}/{} received  avg {}",
-            r.received,
-            r.transmitted,
-            r.rtt_avg_ms
-                .map_or("-".to_string(), |v| format!("{v:.3} ms"))
+/// `overpass demo` runs `overpass-demo`, the test support's binary beside
+/// this one (the product carries no test code), with the same arguments.
+fn demo() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("locating the overpass binary")?;
+    let demo = me.with_file_name("overpass-demo");
+    if !demo.exists() {
+        anyhow::bail!(
+            "{} not found: the demo is part of the test support; build it with \
+             `cargo build --release -p overpass-testkit` (./deploy/demo.sh does)",
+            demo.display()
         );
     }
-    println!("== Gateway counters:\n{}", gw.counters().render());
-    while hold && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    if let Some(s) = server {
-        s.stop();
-    }
-    gw.stop();
-    drop(bed);
-    println!("== Cleaned up: gateway stopped, XDP detached, namespaces ovp-{tag}-* removed");
-    if !all_ok {
-        anyhow::bail!("some pings were lost: see above");
-    }
-    Ok(())
+    let err = std::process::Command::new(&demo)
+        .args(std::env::args_os().skip(2))
+        .exec();
+    Err(anyhow::anyhow!("running {}: {err}", demo.display()))
 }

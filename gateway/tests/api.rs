@@ -10,17 +10,17 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use overpass::api::{ApiState, Auth};
-use overpass::gateway::DataplaneView;
-use overpass::rib::{Rib, RibContext, RouteSpec};
-use overpass::stats::{CounterKind, DropReason};
-use overpass::store::Store;
+use overpass::control::rib::{Rib, RibContext, RouteSpec};
+use overpass::control::store::Store;
+use overpass::lifecycle::DataplaneView;
+use overpass_dataplane::counters::{CounterKind, DropReason};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn ctx() -> RibContext {
-    overpass::fixtures::small_context()
+    overpass_testkit::fixtures::small_context()
 }
 
 fn node(prefix: &str, ip: u8) -> Value {
@@ -121,7 +121,7 @@ impl Fixture {
 
     fn persisted(&self) -> (u64, Vec<RouteSpec>) {
         let s = std::fs::read_to_string(self.dir.join("routes.json")).unwrap();
-        let f: overpass::store::RoutesFile = serde_json::from_str(&s).unwrap();
+        let f: overpass::control::store::RoutesFile = serde_json::from_str(&s).unwrap();
         (f.generation, f.routes)
     }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use overpass::check::{self, Finding, Report, Severity};
 use overpass::config::{BindMode, Config};
-use overpass::testbed::{Ns, Testbed, TestbedSpec, require_root};
+use overpass_testkit::testbed::{Ns, Testbed, TestbedSpec, require_root};
 
 fn one<'a>(r: &'a Report, check: &str, subject: &str) -> &'a Finding {
     let found = r.find(check, Some(subject));

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overpass::client::Client;
-use overpass::rib::RouteSpec;
+use overpass::api::client::Client;
+use overpass::control::rib::RouteSpec;
 use serde_json::json;
 
 const ITERATIONS: usize = 100;

@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use overpass::api::{ApiState, Auth, Server};
-use overpass::store::Store;
-use overpass::testbed::{Ns, Testbed, TestbedSpec, require_root};
+use overpass::control::store::Store;
+use overpass_testkit::testbed::{Ns, Testbed, TestbedSpec, require_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

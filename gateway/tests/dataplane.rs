@@ -11,8 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use overpass::stats::{DropReason, Event};
-use overpass::testbed::{KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
+use overpass_dataplane::counters::{DropReason, Event};
+use overpass_testkit::testbed::{
+    KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -280,8 +282,8 @@ fn binary_serves_traffic_and_leaves_no_xdp_behind() {
 fn kernel_drops_before_the_rx_ring_are_counted() {
     use std::sync::Arc;
 
-    use overpass::io::{PacketIo, Verdict};
-    use overpass::xsk::{BindMode, PortSpec, XskIo};
+    use overpass::afxdp::xsk::{BindMode, PortSpec, XskIo};
+    use overpass_dataplane::io::{PacketIo, Verdict};
     use overpass_xdp::abi::SteerCounter;
     use overpass_xdp::{PortRole, Steering};
 
@@ -291,10 +293,10 @@ fn kernel_drops_before_the_rx_ring_are_counted() {
     }
     let bed = bed("dp5");
     let pod_if = bed.local_pod_iface('a');
-    let prev = overpass::neigh::enter_netns(&bed.ns(Ns::Gateway)).unwrap();
-    let counters = Arc::new(overpass::stats::WorkerCounters::default());
+    let prev = overpass::host::netns::enter_netns(&bed.ns(Ns::Gateway)).unwrap();
+    let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
     let mut steering = Steering::load(&[8472]).unwrap();
-    let ifindex = overpass::neigh::ifindex(&pod_if).unwrap();
+    let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
     steering.attach(ifindex, PortRole::Pod, 0).unwrap();
     let spec = PortSpec {
         ifname: pod_if.clone(),
@@ -303,7 +305,7 @@ fn kernel_drops_before_the_rx_ring_are_counted() {
     };
     let mut io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
     steering.register_xsk(0, io.fds()[0]).unwrap();
-    overpass::neigh::setns(&prev).unwrap();
+    overpass::host::netns::setns(&prev).unwrap();
 
     let steered = || steering.counters().unwrap()[SteerCounter::SteerPod.index()];
     let before = steered();

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use overpass::api::client::Client;
 use overpass::api::observe::{Counters, LatencyReport};
 use overpass::api::{ApiState, Auth, Server};
-use overpass::client::Client;
-use overpass::rib::{NodeSpec, RouteSpec};
-use overpass::stats::{CounterKind, Event, PeerStat};
-use overpass::store::Store;
-use overpass::testbed::{Ns, Testbed, TestbedSpec, require_root};
+use overpass::control::rib::{NodeSpec, RouteSpec};
+use overpass::control::store::Store;
+use overpass_dataplane::counters::{CounterKind, Event, PeerStat};
+use overpass_testkit::testbed::{Ns, Testbed, TestbedSpec, require_root};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -78,7 +78,7 @@ fn probe_route(bed: &Testbed, via: u8) -> RouteSpec {
         node: Some(NodeSpec {
             name: format!("node{via}"),
             underlay_ip: bed.node_underlay_ip(via),
-            encap: overpass::config::Encap::Vxlan,
+            encap: overpass_dataplane::fib::Encap::Vxlan,
             vni: 1,
             port: 8472,
             vtep_mac: Some(bed.node_vtep_mac(via)),
@@ -273,7 +273,7 @@ fn hitless_updates_under_traffic_and_latency_matches_forwarded() {
     };
     let forwarded = ev("tx_queued") + dropped("tx_ring_full")
         - before.event_count(Event::TxQueued)
-        - before.drop_count(overpass::stats::DropReason::TxRingFull);
+        - before.drop_count(overpass_dataplane::counters::DropReason::TxRingFull);
     let forwarding_events = ["decap_to_pod", "encap_to_peer", "pod_to_pod", "transit"]
         .iter()
         .map(|n| ev(n))

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Mutex;
 
-use overpass::stats::{DropReason, Event};
-use overpass::testbed::{
+use overpass_dataplane::counters::{DropReason, Event};
+use overpass_testkit::testbed::{
     self, IPIP_NODE, Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec, require_root,
 };
 
@@ -204,7 +204,7 @@ fn transit_between_flannel_and_ipip_nodes() {
 
 /// (2) scapy crafts IP-in-IP and VXLAN packets at the gateway and dissects
 /// what the gateway emits on the underlay or to a pod (see
-/// tests/support/scapy_check.py for the exact rules checked).
+/// testkit/support/scapy_check.py for the exact rules checked).
 #[test]
 fn scapy_dissects_the_gateway_output() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,7 +213,7 @@ fn scapy_dissects_the_gateway_output() {
     }
     let bed = bed("ix3");
     let gw = bed.start_gateway().expect("starting the gateway");
-    let m = |mac: overpass::config::MacAddr| mac.to_string();
+    let m = |mac: overpass_dataplane::wire::ethernet::MacAddr| mac.to_string();
     let spec = serde_json::json!({
         "ns": {
             "pa": bed.ns(Ns::LocalPod('a')),
@@ -241,7 +241,10 @@ fn scapy_dissects_the_gateway_output() {
         },
     });
     let before = gw.counters();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/scapy_check.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testkit/support/scapy_check.py"
+    );
     let out = Command::new(testbed::PYTHON)
         .arg(script)
         .arg(spec.to_string())

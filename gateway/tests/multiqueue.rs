@@ -2,8 +2,8 @@
 //! core, on a veth with two queues; traffic spread by RSS over both queues
 //! is served by both workers.
 
-use overpass::stats::Event;
-use overpass::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
+use overpass_dataplane::counters::Event;
+use overpass_testkit::testbed::{Ns, PingOpts, Testbed, TestbedSpec, require_root};
 
 #[test]
 fn two_queues_two_pinned_workers() {

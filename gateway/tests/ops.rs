@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use overpass::config::{Config, StateConfig};
-use overpass::store::RoutesFile;
-use overpass::testbed::{KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until};
+use overpass::control::store::RoutesFile;
+use overpass_testkit::testbed::{
+    KillOnDrop, Ns, PingOpts, Testbed, TestbedSpec, require_root, wait_until,
+};
 
 fn routes_file(state: &Path) -> RoutesFile {
     let text = std::fs::read_to_string(state.join("routes.json")).expect("routes.json written");

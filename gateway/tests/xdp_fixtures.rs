@@ -3,8 +3,8 @@
 //! the steering decision the table says (steered to the socket, or passed
 //! to the kernel), counted under the expected counter.
 
-use overpass::fixtures;
-use overpass::testbed::require_root;
+use overpass_testkit::fixtures;
+use overpass_testkit::testbed::require_root;
 use overpass_xdp::{PortRole, SteerCounter, Steering};
 
 /// Loopback: BPF_PROG_TEST_RUN resolves `ingress_ifindex` to a real device.
@@ -19,7 +19,7 @@ fn fixtures_through_the_xdp_program() {
     let all = fixtures::all();
     let mut checked = 0;
     for f in &all {
-        let role = if f.port == overpass::route::UNDERLAY_PORT {
+        let role = if f.port == overpass_dataplane::fib::UNDERLAY_PORT {
             PortRole::Underlay
         } else {
             PortRole::Pod

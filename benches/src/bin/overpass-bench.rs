@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     // Tear the bed down before writing (and also when the run failed).
     let tag = bench.opts.tag.clone();
     drop(bench);
-    if let Err(e) = overpass::testbed::Testbed::cleanup_stale(&tag) {
+    if let Err(e) = overpass_testkit::testbed::Testbed::cleanup_stale(&tag) {
         eprintln!("cleanup: {e:#}");
     }
     let results = results?;

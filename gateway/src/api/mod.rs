@@ -14,11 +14,12 @@
 //!   and only then publishes it and answers.
 //!
 //! The server runs on its own small tokio runtime, on threads of the
-//! namespace it was started from (start it after [`crate::gateway::Gateway::start`]
+//! namespace it was started from (start it after [`crate::lifecycle::Gateway::start`]
 //! returned, so 127.0.0.1 is the host's loopback), never on dataplane cores'
 //! hot paths.
 
 pub mod auth;
+pub mod client;
 pub mod observe;
 pub mod routes;
 pub mod ui;
@@ -44,9 +45,9 @@ use utoipa_axum::routes;
 pub use auth::Auth;
 pub use routes::{ReplaceResult, RouteDiff, RouteResult, RouteSet, RouteSetInput};
 
-use crate::gateway::DataplaneView;
-use crate::rib::{Rib, RibError};
-use crate::store::Store;
+use crate::control::rib::{Rib, RibError};
+use crate::control::store::Store;
+use crate::lifecycle::DataplaneView;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -103,7 +104,11 @@ impl ApiState {
     }
 
     /// The commit hook of every route change: persist before publishing.
-    fn persist(&self, routes: &[crate::rib::RouteSpec], generation: u64) -> Result<(), RibError> {
+    fn persist(
+        &self,
+        routes: &[crate::control::rib::RouteSpec],
+        generation: u64,
+    ) -> Result<(), RibError> {
         match &self.store {
             Some(store) => store.save_routes(generation, routes).map_err(|e| {
                 tracing::error!("persisting route set generation {generation}: {e}");
@@ -505,7 +510,7 @@ mod tests {
         #[serde(deny_unknown_fields)]
         #[allow(dead_code)]
         struct Body {
-            routes: Vec<crate::rib::RouteSpec>,
+            routes: Vec<crate::control::rib::RouteSpec>,
         }
         let e = parse_json::<Body>(br#"{"routes":[{"prefix":"10.1/8"}]}"#, "").unwrap_err();
         assert_eq!(e.field, "routes[0].prefix", "{e:?}");

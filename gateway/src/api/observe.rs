@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, ErrorBody, parse_query};
-use crate::config::Encap;
-use crate::latency::{ALL_DIRECTIONS, LatencySnapshot, direction_name, parse_direction};
-use crate::route::NextHop;
-use crate::stats::{CounterKind, DropReason, Event, PeerStat};
+use crate::afxdp::latency::{ALL_DIRECTIONS, LatencySnapshot, direction_name, parse_direction};
+use overpass_dataplane::counters::{CounterKind, DropReason, Event, PeerStat};
+use overpass_dataplane::fib::Encap;
+use overpass_dataplane::fib::NextHop;
 
 /// Per-peer counters, summed over workers.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -348,8 +348,8 @@ pub async fn list_interfaces(
                     (ifname == name).then(|| SocketInfo {
                         queue: queue.parse().unwrap_or(0),
                         xsk_mode: match m {
-                            crate::xsk::XskMode::ZeroCopy => "zero-copy",
-                            crate::xsk::XskMode::Copy => "copy",
+                            crate::afxdp::xsk::XskMode::ZeroCopy => "zero-copy",
+                            crate::afxdp::xsk::XskMode::Copy => "copy",
                         }
                         .to_string(),
                     })
@@ -503,7 +503,9 @@ fn select(
                 )
             })?;
             let h = snap.peer(slot).cloned().unwrap_or_else(|| {
-                let mut h = snap.direction(crate::pipeline::Direction::None).clone();
+                let mut h = snap
+                    .direction(overpass_dataplane::pipeline::Direction::None)
+                    .clone();
                 h.reset();
                 h
             });

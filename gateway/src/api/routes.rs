@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, ErrorBody, parse_bool, parse_json, parse_query, read_body};
-use crate::rib::{RibError, RouteSpec};
+use crate::control::rib::{RibError, RouteSpec};
 
 /// The whole route set and its generation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -1,0 +1,550 @@
+//! AF_XDP sockets over one shared UMEM: the only `unsafe` code in Overpass.
+//!
+//! A worker owns one UMEM and one socket per port: its underlay RX queue
+//! and every pod veth it serves. Because all of a worker's sockets share
+//! the UMEM, forwarding a frame from one port to another moves a
+//! descriptor from one socket's RX ring to another's TX ring; the packet
+//! bytes are never copied between buffers. Each socket has its own fill
+//! and completion rings (required when sharing a UMEM across devices).
+//!
+//! Frame ownership: every frame is in exactly one place at a time — the
+//! free list, a fill ring (kernel), an RX ring (kernel → us), our TX staging
+//! list, or a TX ring (us → kernel, back through a completion ring). The
+//! `unsafe` blocks below rely on that invariant: a descriptor we touch came
+//! from this UMEM and no one else holds it.
+//!
+//! Per batch this layer makes no syscall except the TX kick (`sendto`),
+//! which copy mode needs while transmissions are pending, and a fill-ring
+//! wakeup only when the kernel asks for one (need-wakeup mode).
+
+use std::io;
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use overpass_dataplane::counters::{DropReason, Event, WorkerCounters};
+use overpass_dataplane::fib::PortId;
+use overpass_dataplane::io::{Handler, PacketIo, Spare, Verdict};
+
+/// How a socket ended up bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XskMode {
+    ZeroCopy,
+    Copy,
+}
+
+/// Which bind modes to try.
+pub use crate::config::BindMode;
+
+/// One port to open: an interface queue.
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    pub ifname: String,
+    pub queue: u32,
+    /// Fill-ring target (and RX/TX ring size) for this socket.
+    pub ring_size: u32,
+}
+
+/// Frame size: a power of two; 2048 leaves 1792 bytes after the kernel's
+/// 256-byte XDP headroom, enough for a 1500-byte MTU frame plus 50 bytes of
+/// VXLAN encapsulation.
+pub const FRAME_SIZE: u32 = 2048;
+
+/// Frames received per port per poll.
+pub const BATCH: usize = 64;
+
+#[derive(Debug)]
+struct Port {
+    name: String,
+    rx: RxQueue,
+    tx: TxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    mode: XskMode,
+    ring_size: u32,
+    /// Descriptors waiting for the next flush; never grows past its
+    /// initial capacity.
+    staged: Vec<FrameDesc>,
+    /// Produced to the TX ring, not yet completed.
+    in_flight: u32,
+    /// The kernel's cumulative XDP_STATISTICS as last folded into the
+    /// worker's counters.
+    seen: KernelSeen,
+}
+
+/// Cumulative kernel socket statistics already counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct KernelSeen {
+    rx_dropped: u64,
+    rx_ring_full: u64,
+    fill_ring_empty: u64,
+}
+
+/// The AF_XDP implementation of [`PacketIo`].
+#[derive(Debug)]
+pub struct XskIo {
+    umem: Umem,
+    ports: Vec<Port>,
+    free: Vec<FrameDesc>,
+    scratch: Vec<FrameDesc>,
+    counters: Arc<WorkerCounters>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+/// Errors opening sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    #[error("creating UMEM of {frames} frames: {source}")]
+    Umem {
+        frames: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("binding AF_XDP socket to {ifname} queue {queue} ({mode:?}): {source}")]
+    Bind {
+        ifname: String,
+        queue: u32,
+        mode: XskMode,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn boxed(
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+fn qsize(n: u32) -> Result<QueueSize, XskError> {
+    QueueSize::new(n).map_err(|e| XskError::Other(format!("ring size {n}: {e}")))
+}
+
+impl XskIo {
+    /// Opens one socket per port over a fresh UMEM, trying zero-copy first
+    /// when `bind` is [`BindMode::Auto`]. Ports are numbered in `specs`
+    /// order ([`PortId`] 0 is the first).
+    pub fn open(
+        specs: &[PortSpec],
+        bind: BindMode,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<XskIo, XskError> {
+        // Twice the fill rings' worth of frames: the rest covers frames in
+        // RX rings, TX staging, TX rings and completion rings.
+        let fill_total: u32 = specs.iter().map(|s| s.ring_size).sum();
+        let frames = (fill_total * 2).next_power_of_two();
+        let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
+            .fill_queue_size(qsize(biggest_ring)?)
+            .comp_queue_size(qsize(biggest_ring)?)
+            .build()
+            .map_err(|e| XskError::Other(e.to_string()))?;
+        let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Other("no ports".into()))?;
+        let (umem, descs) = Umem::new(umem_config, count, false).map_err(|e| XskError::Umem {
+            frames,
+            source: boxed(e),
+        })?;
+
+        let mut ports = Vec::with_capacity(specs.len());
+        for spec in specs {
+            ports.push(open_port(&umem, spec, bind)?);
+        }
+        let pollfds = ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.rx.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut io = XskIo {
+            umem,
+            ports,
+            free: descs,
+            scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
+            counters,
+            pollfds,
+        };
+        io.refill();
+        Ok(io)
+    }
+
+    /// The socket file descriptor of each port, for the XSK map.
+    pub fn fds(&self) -> Vec<i32> {
+        self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
+    }
+
+    /// The bind mode of each port.
+    pub fn modes(&self) -> Vec<(String, XskMode)> {
+        self.ports
+            .iter()
+            .map(|p| (p.name.clone(), p.mode))
+            .collect()
+    }
+
+    /// Tops up every fill ring from the free list.
+    fn refill(&mut self) {
+        for p in &mut self.ports {
+            let want = p.fq.nb_free(p.ring_size) as usize;
+            let n = want.min(self.free.len());
+            if n == 0 {
+                continue;
+            }
+            let from = self.free.len() - n;
+            // SAFETY: the descriptors come from our free list: frames of this
+            // UMEM that nothing else (kernel or us) holds.
+            let produced = unsafe { p.fq.produce(&self.free[from..]) };
+            self.free.truncate(self.free.len() - produced);
+            if produced > 0 && p.fq.needs_wakeup() {
+                // Zero-copy drivers may sleep on an empty fill ring; a
+                // zero-timeout poll wakes them. Rare by construction.
+                let _ = p.fq.wakeup(p.rx.fd_mut(), 0);
+            }
+        }
+    }
+
+    /// Hands staged frames to the TX rings, kicks the kernel while
+    /// anything is in flight, and reaps completions.
+    fn flush(&mut self) {
+        for p in &mut self.ports {
+            if !p.staged.is_empty() {
+                // SAFETY: staged descriptors are frames of this UMEM that we
+                // received and now pass to the kernel; we do not touch them
+                // again until they come back through the completion ring.
+                let produced = unsafe { p.tx.produce(&p.staged) };
+                p.in_flight += produced as u32;
+                self.counters.event_n(Event::TxQueued, produced as u64);
+                for d in &p.staged[produced..] {
+                    self.counters.dropped(DropReason::TxRingFull);
+                    self.free.push(*d);
+                }
+                p.staged.clear();
+            }
+            if p.in_flight > 0 && (p.mode == XskMode::Copy || p.tx.needs_wakeup()) {
+                // Copy mode transmits at most 32 frames per kick, so keep
+                // kicking every loop while frames are pending. Errors here
+                // are transient (ENOBUFS/EAGAIN are swallowed by xsk-rs).
+                let _ = p.tx.wakeup();
+            }
+            // SAFETY: the completion ring only returns frames of this UMEM
+            // that we produced for TX; they are ours again.
+            let done = unsafe { p.cq.consume(&mut self.scratch) };
+            if done > 0 {
+                p.in_flight -= done as u32;
+                self.counters.event_n(Event::TxCompleted, done as u64);
+                self.free.extend_from_slice(&self.scratch[..done]);
+            }
+        }
+    }
+}
+
+fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskError> {
+    let modes: &[XskMode] = match bind {
+        BindMode::Auto => &[XskMode::ZeroCopy, XskMode::Copy],
+        BindMode::ZeroCopy => &[XskMode::ZeroCopy],
+        BindMode::Copy => &[XskMode::Copy],
+    };
+    let ifname: Interface = spec
+        .ifname
+        .parse()
+        .map_err(|_| XskError::Other(format!("bad interface name {:?}", spec.ifname)))?;
+    let mut last_err = None;
+    for &mode in modes {
+        let flag = match mode {
+            XskMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+            XskMode::Copy => BindFlags::XDP_COPY,
+        };
+        let config = SocketConfig::builder()
+            .rx_queue_size(qsize(spec.ring_size)?)
+            .tx_queue_size(qsize(spec.ring_size)?)
+            // Our own XDP program (xdp-prog) steers into the XSK map.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | flag)
+            .build();
+        // A queue whose previous socket was just closed (a restart) stays
+        // busy until the kernel finishes releasing it: retry for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let created = loop {
+            // SAFETY: the UMEM outlives the sockets (they hold a clone of
+            // it) and each (interface, queue) pair is bound once per worker.
+            let r = unsafe { Socket::new(config, umem, &ifname, spec.queue) };
+            match &r {
+                Err(e) if is_busy(e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                _ => break r,
+            }
+        };
+        match created {
+            Ok((tx, rx, Some((fq, cq)))) => {
+                if mode != modes[0] {
+                    tracing::info!(ifname = %spec.ifname, queue = spec.queue, "zero-copy bind refused; using copy mode");
+                }
+                // A socket sharing the UMEM of another inherits that socket's
+                // mode whatever flags it asked for: report what the kernel says.
+                let mode = bound_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
+                tracing::info!(ifname = %spec.ifname, queue = spec.queue, ?mode, "AF_XDP socket bound");
+                return Ok(Port {
+                    name: format!("{}/{}", spec.ifname, spec.queue),
+                    rx,
+                    tx,
+                    fq,
+                    cq,
+                    mode,
+                    ring_size: spec.ring_size,
+                    staged: Vec::with_capacity(spec.ring_size as usize),
+                    in_flight: 0,
+                    seen: KernelSeen::default(),
+                });
+            }
+            Ok((_, _, None)) => {
+                return Err(XskError::Other(format!(
+                    "{} queue {}: socket got no fill/completion rings (queue bound twice?)",
+                    spec.ifname, spec.queue
+                )));
+            }
+            Err(e) => {
+                last_err = Some(XskError::Bind {
+                    ifname: spec.ifname.clone(),
+                    queue: spec.queue,
+                    mode,
+                    source: boxed(e),
+                })
+            }
+        }
+    }
+    Err(last_err.expect("at least one mode was tried"))
+}
+
+/// Whether this kernel lets us create an AF_XDP socket.
+pub fn af_xdp_available() -> io::Result<()> {
+    // SAFETY: socket(2) has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just created and own; closing it once.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// Whether a socket creation failed with EBUSY (queue still held).
+fn is_busy(e: &xsk_rs::socket::SocketCreateError) -> bool {
+    use std::error::Error;
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// The mode the kernel actually bound a socket in (XDP_OPTIONS).
+fn bound_mode(fd: i32) -> io::Result<XskMode> {
+    let mut opts = libc::xdp_options { flags: 0 };
+    let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `opts`, a live
+    // xdp_options, and updates `len`; `fd` is an AF_XDP socket we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_OPTIONS,
+            (&mut opts as *mut libc::xdp_options).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0 {
+        XskMode::ZeroCopy
+    } else {
+        XskMode::Copy
+    })
+}
+
+/// Exposes a frame's whole capacity as its contents (so the pipeline can
+/// grow a packet in place), calls `f` on it, and sets the frame's length to
+/// what `f` returns when that is `Some`.
+fn with_whole_frame<R>(
+    data: &mut xsk_rs::umem::frame::DataMut<'_>,
+    f: impl FnOnce(&mut [u8]) -> (R, Option<usize>),
+) -> R {
+    let mut cursor = data.cursor();
+    let cap = cursor.buf_len();
+    cursor.set_pos(cap);
+    let (r, len) = f(data.contents_mut());
+    if let Some(len) = len {
+        data.cursor().set_pos(len);
+    }
+    r
+}
+
+/// [`Spare`] frames of an [`XskIo`]: taken from the free list and staged
+/// on the output port ahead of the frame being handled.
+struct XskSpare<'a> {
+    umem: &'a Umem,
+    free: &'a mut Vec<FrameDesc>,
+    ports: &'a mut [Port],
+}
+
+impl Spare for XskSpare<'_> {
+    fn available(&self, port: PortId) -> usize {
+        let Some(p) = self.ports.get(port as usize) else {
+            return 0;
+        };
+        // One staging slot stays free for the handled frame itself.
+        let room = (p.staged.capacity() - p.staged.len()).saturating_sub(1);
+        room.min(self.free.len())
+    }
+
+    fn send(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if self.available(port) == 0 {
+            return false;
+        }
+        let Some(mut desc) = self.free.pop() else {
+            return false;
+        };
+        let len = {
+            // SAFETY: `desc` comes from our free list: a frame of this UMEM
+            // that neither the kernel nor any other reference holds.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            with_whole_frame(&mut data, |buf| {
+                let len = fill(buf).min(buf.len());
+                (len, Some(len))
+            })
+        };
+        if len == 0 {
+            self.free.push(desc);
+        } else {
+            self.ports[port as usize].staged.push(desc);
+        }
+        true
+    }
+}
+
+impl PacketIo for XskIo {
+    fn poll(&mut self, mut handler: impl Handler) -> usize {
+        let XskIo {
+            umem,
+            ports,
+            free,
+            scratch,
+            counters,
+            ..
+        } = self;
+        let umem = &*umem;
+        let mut total = 0;
+        for port in 0..ports.len() {
+            let rx_batch = &mut scratch[..BATCH];
+            // SAFETY: the RX ring hands us frames of this UMEM; from here on
+            // they are ours alone until passed on below.
+            let n = unsafe { ports[port].rx.consume(rx_batch) };
+            total += n;
+            for &rx_desc in &scratch[..n] {
+                let mut desc = rx_desc;
+                let len = desc.lengths().data();
+                let verdict = {
+                    // SAFETY: `desc` is a frame of this UMEM that we own (see
+                    // above); no other reference to its bytes exists. Spare
+                    // frames are other descriptors from the free list.
+                    let mut data = unsafe { umem.data_mut(&mut desc) };
+                    let mut spare = XskSpare {
+                        umem,
+                        free: &mut *free,
+                        ports: &mut ports[..],
+                    };
+                    with_whole_frame(&mut data, |buf| {
+                        let verdict = handler(port as PortId, buf, len, &mut spare);
+                        let tx_len = match verdict {
+                            Verdict::Tx { len, .. } => Some(len),
+                            Verdict::Drop(_) => None,
+                        };
+                        (verdict, tx_len)
+                    })
+                };
+                match verdict {
+                    Verdict::Tx { port: out, .. } => {
+                        let staged = &mut ports[out as usize].staged;
+                        if staged.len() < staged.capacity() {
+                            staged.push(desc);
+                        } else {
+                            counters.dropped(DropReason::TxRingFull);
+                            free.push(desc);
+                        }
+                    }
+                    Verdict::Drop(_) => free.push(desc),
+                }
+            }
+        }
+        self.flush();
+        self.refill();
+        total
+    }
+
+    fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Whether any frame is staged or in flight on a TX ring.
+    fn tx_pending(&self) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.in_flight > 0 || !p.staged.is_empty())
+    }
+
+    /// Sleeps until a port has frames or `timeout_ms` passes. Only called
+    /// when the worker has been idle, never per packet.
+    fn wait(&mut self, timeout_ms: i32) {
+        if self.ports.iter().any(|p| p.in_flight > 0) {
+            return; // keep kicking TX instead of sleeping
+        }
+        // SAFETY: `pollfds` is a live array of valid pollfd structs whose
+        // length we pass; the fds belong to sockets we own.
+        unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            );
+        }
+    }
+
+    /// Folds the kernel's drop statistics of every socket (XDP_STATISTICS,
+    /// cumulative) into the worker's counters as `xsk_rx_dropped`,
+    /// `xsk_rx_ring_full` and `xsk_fill_ring_empty`: the frames lost before
+    /// the worker could see them. One `getsockopt` per socket; the worker
+    /// calls it every few milliseconds, never per packet.
+    fn sync_kernel_counters(&mut self) {
+        let delta = |now: u64, seen: &mut u64| {
+            let d = now.saturating_sub(*seen);
+            *seen = now;
+            d
+        };
+        for p in &mut self.ports {
+            let Ok(s) = p.rx.fd().xdp_statistics() else {
+                continue;
+            };
+            let c = &self.counters;
+            c.dropped_n(
+                DropReason::XskRxDropped,
+                delta(s.rx_dropped(), &mut p.seen.rx_dropped),
+            );
+            c.dropped_n(
+                DropReason::XskRxRingFull,
+                delta(s.rx_ring_full(), &mut p.seen.rx_ring_full),
+            );
+            c.event_n(
+                Event::XskFillRingEmpty,
+                delta(s.rx_fill_ring_empty_descs(), &mut p.seen.fill_ring_empty),
+            );
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! SIGHUP: re-reading the configuration file into a running gateway.
+//!
+//! The file's `[[peer]]` and `[[pod]]` entries become the route set, applied
+//! like an API change: validated as a whole, persisted (when a state dir is
+//! configured), published atomically, and acknowledged only once no worker
+//! still uses the previous table — so forwarding never stops. A file that
+//! does not parse or validate is refused with the offending key named, and
+//! the running configuration stays as it was. Keys that shape the dataplane
+//! itself (interfaces, namespace, pods' veths, cores, addresses) cannot
+//! change under a running gateway: a change to them is reported as needing
+//! a restart and otherwise ignored.
+//!
+//! Route changes made through the API that the file does not contain are
+//! replaced: after a reload the file is the truth, as it is at a first
+//! start without persisted state.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::control::rib::{Rib, RibError};
+use crate::control::sources::config_routes;
+use crate::control::store::Store;
+use crate::lifecycle::DataplaneView;
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Generation of the route set now in force.
+    pub generation: u64,
+    pub routes: usize,
+    /// Keys that changed but only take effect after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Re-reads `path` and applies it to a gateway started with `running`.
+pub fn reload(
+    path: &Path,
+    running: &Config,
+    rib: &Rib,
+    store: Option<&Store>,
+    view: &DataplaneView,
+) -> anyhow::Result<Reloaded> {
+    let mut new = Config::load(path)?;
+    crate::control::store::resolve_vtep_mac(&mut new, store)?;
+    let restart_needed = restart_keys(running, &new);
+    let routes = config_routes(&new);
+    let n = routes.len();
+    let peers = new.peer.len();
+    let generation = rib
+        .replace_with(routes, None, |routes, generation| match store {
+            Some(s) => s.save_routes(generation, routes).map_err(|e| {
+                RibError::new("store", format!("persisting the route set failed: {e}"))
+            }),
+            None => Ok(()),
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}: {}",
+                path.display(),
+                config_key(&e.field, peers),
+                e.message
+            )
+        })?;
+    if !view.quiesce(std::time::Duration::from_millis(100)) {
+        tracing::warn!("a worker did not finish its round within 100 ms of the reload");
+    }
+    Ok(Reloaded {
+        generation,
+        routes: n,
+        restart_needed,
+    })
+}
+
+/// Maps a RIB field path (`routes[3].node.vni`) of a configuration's route
+/// set back to the configuration key (`peer[3].vni`, or `pod[i].…` for the
+/// /32 routes that follow the peers).
+fn config_key(field: &str, peers: usize) -> String {
+    let Some(rest) = field.strip_prefix("routes[") else {
+        return field.to_string();
+    };
+    let Some((index, tail)) = rest.split_once(']') else {
+        return field.to_string();
+    };
+    let Ok(i) = index.parse::<usize>() else {
+        return field.to_string();
+    };
+    let tail = tail
+        .strip_prefix(".node")
+        .or_else(|| tail.strip_prefix(".pod"))
+        .unwrap_or(tail);
+    let tail = if tail == ".prefix" {
+        if i < peers { ".pod_cidr" } else { ".ip" }
+    } else {
+        tail
+    };
+    if i < peers {
+        format!("peer[{i}]{tail}")
+    } else {
+        format!("pod[{}]{tail}", i - peers)
+    }
+}
+
+/// Top-level keys whose change needs a restart.
+fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = vec![];
+    let (a, b) = (&old.gateway, &new.gateway);
+    for (key, changed) in [
+        ("gateway.netns", a.netns != b.netns),
+        ("gateway.pod_cidr", a.pod_cidr != b.pod_cidr),
+        ("gateway.underlay_ip", a.underlay_ip != b.underlay_ip),
+        ("gateway.vtep_mac", a.vtep_mac != b.vtep_mac),
+        ("gateway.outer_ttl", a.outer_ttl != b.outer_ttl),
+        ("gateway.cores", a.cores != b.cores),
+        ("gateway.busy_poll", a.busy_poll != b.busy_poll),
+        ("underlay", old.underlay != new.underlay),
+        ("api", old.api != new.api),
+        ("state", old.state != new.state),
+    ] {
+        if changed {
+            keys.push(key.to_string());
+        }
+    }
+    // Pods are routes, but their veths carry sockets bound at start.
+    let ifaces = |c: &Config| {
+        c.pod
+            .iter()
+            .map(|p| p.interface.clone())
+            .collect::<Vec<_>>()
+    };
+    if ifaces(old) != ifaces(new) {
+        keys.push("pod[].interface".to_string());
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rib_fields_map_back_to_config_keys() {
+        assert_eq!(config_key("routes[1].node.vni", 2), "peer[1].vni");
+        assert_eq!(config_key("routes[0].prefix", 2), "peer[0].pod_cidr");
+        assert_eq!(config_key("routes[2].prefix", 2), "pod[0].ip");
+        assert_eq!(config_key("routes[3].pod.interface", 2), "pod[1].interface");
+        assert_eq!(config_key("store", 2), "store");
+    }
+}

@@ -1,0 +1,563 @@
+//! The RIB: the route set as operators describe it (configuration file,
+//! REST API), validated as a whole, and turned into FIB tables
+//! ([`overpass_dataplane::fib::RouteTable`]) that the workers read.
+//!
+//! [`Rib`] is the single writer of the FIB: route changes and neighbour
+//! (next-hop MAC) changes both go through it, under one control-plane
+//! mutex, so they can never publish over each other. Workers never touch
+//! that mutex: they only load the published table.
+//!
+//! Every validation error names the offending field with its path
+//! (`routes[2].node.vni`), so an API client or a config file author is told
+//! exactly what to fix, and a refused change leaves everything as it was.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use overpass_dataplane::counters::MAX_PEERS;
+use overpass_dataplane::fib::Encap;
+use overpass_dataplane::fib::{
+    LocalNode, NextHop, Peer, Pod, PortId, Route, RouteHandle, RouteTable,
+};
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_dataplane::wire::vxlan::VNI_MAX;
+
+/// One route: a prefix and either a remote node or a local pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Destination prefix (host bits must be clear).
+    #[schema(value_type = String, pattern = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$", example = "10.244.1.0/24")]
+    pub prefix: Ipv4Net,
+    /// A remote node reached through a tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeSpec>,
+    /// A local pod (the prefix is its /32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSpec>,
+}
+
+/// A remote node (tunnel endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    /// The node's underlay address (outer destination).
+    #[schema(value_type = String, format = Ipv4)]
+    pub underlay_ip: Ipv4Addr,
+    #[serde(default)]
+    pub encap: Encap,
+    /// VXLAN network identifier (24 bits). Flannel: 1; Calico: 4096.
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// VXLAN UDP destination port. Flannel: 8472; Calico: 4789.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The node's VTEP MAC (inner destination MAC); required for VXLAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", example = "02:00:00:00:00:11")]
+    pub vtep_mac: Option<MacAddr>,
+    /// Tunnel MTU override; default: underlay MTU minus encap overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+fn default_port() -> u16 {
+    8472
+}
+
+/// A local pod behind one of the veths the gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    pub name: String,
+    /// Host end of the pod's veth pair (must be one the gateway serves).
+    pub interface: String,
+    /// MAC of the pod's own interface.
+    #[schema(value_type = String, pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", example = "02:00:00:00:00:22")]
+    pub mac: MacAddr,
+}
+
+/// A refused route or route set: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct RibError {
+    /// Path of the offending field, e.g. `routes[2].node.vni`.
+    pub field: String,
+    pub message: String,
+}
+
+impl RibError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> RibError {
+        RibError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn under(self, prefix: &str) -> RibError {
+        RibError {
+            field: if prefix.is_empty() {
+                self.field
+            } else {
+                format!("{prefix}.{}", self.field)
+            },
+            message: self.message,
+        }
+    }
+}
+
+/// Encapsulation overhead in bytes (VXLAN carries the inner Ethernet header).
+pub fn encap_overhead(encap: Encap) -> u16 {
+    match encap {
+        Encap::Vxlan => 50,
+        Encap::Ipip => 20,
+    }
+}
+
+/// A pod interface the gateway serves: its worker port and host-end MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPort {
+    /// Port frames to the pod are sent on (the veth's queue 0 socket).
+    pub port: PortId,
+    /// Ports frames from the pod arrive on, one per veth RX queue.
+    pub rx_ports: Vec<PortId>,
+    pub host_mac: MacAddr,
+    /// MTU of the pod's veth: the largest IPv4 packet delivered to it.
+    pub mtu: u16,
+}
+
+/// What does not change while the gateway runs.
+#[derive(Debug, Clone)]
+pub struct RibContext {
+    pub local: LocalNode,
+    pub underlay_mtu: u16,
+    /// Pod interfaces by name.
+    pub pod_ports: HashMap<String, PodPort>,
+}
+
+impl RouteSpec {
+    /// Checks one route on its own; errors name fields relative to it.
+    pub fn validate(&self, ctx: &RibContext) -> Result<(), RibError> {
+        if self.prefix.trunc() != self.prefix {
+            return Err(RibError::new(
+                "prefix",
+                format!(
+                    "host bits set in {} (did you mean {}?)",
+                    self.prefix,
+                    self.prefix.trunc()
+                ),
+            ));
+        }
+        match (&self.node, &self.pod) {
+            (Some(_), Some(_)) => Err(RibError::new("node", "give either node or pod, not both")),
+            (None, None) => Err(RibError::new(
+                "node",
+                "missing: give a node or a pod next hop",
+            )),
+            (Some(node), None) => {
+                let local = &ctx.local.pod_cidr;
+                if self.prefix.contains(local) || local.contains(&self.prefix) {
+                    return Err(RibError::new(
+                        "prefix",
+                        format!("{} overlaps the local podCIDR {local}", self.prefix),
+                    ));
+                }
+                node.validate(ctx).map_err(|e| e.under("node"))
+            }
+            (None, Some(pod)) => {
+                if self.prefix.prefix_len() != 32 || !ctx.local.pod_cidr.contains(&self.prefix) {
+                    return Err(RibError::new(
+                        "prefix",
+                        format!(
+                            "a pod route is a /32 inside the local podCIDR {}",
+                            ctx.local.pod_cidr
+                        ),
+                    ));
+                }
+                pod.validate(ctx).map_err(|e| e.under("pod"))
+            }
+        }
+    }
+}
+
+impl NodeSpec {
+    fn validate(&self, ctx: &RibContext) -> Result<(), RibError> {
+        if self.name.is_empty() || self.name.len() > 63 {
+            return Err(RibError::new("name", "must be 1 to 63 characters"));
+        }
+        let ip = self.underlay_ip;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            return Err(RibError::new(
+                "underlay_ip",
+                format!("{ip} is not a unicast node address"),
+            ));
+        }
+        if ip == ctx.local.underlay_ip {
+            return Err(RibError::new(
+                "underlay_ip",
+                format!("{ip} is this gateway's own address"),
+            ));
+        }
+        if self.vni > VNI_MAX {
+            return Err(RibError::new(
+                "vni",
+                format!("{} is larger than the 24-bit maximum {VNI_MAX}", self.vni),
+            ));
+        }
+        if self.port == 0 {
+            return Err(RibError::new("port", "must not be 0"));
+        }
+        if self.encap == Encap::Vxlan {
+            match self.vtep_mac {
+                None => return Err(RibError::new("vtep_mac", "required for a VXLAN node")),
+                Some(m) if !m.is_unicast() || m == MacAddr([0; 6]) => {
+                    return Err(RibError::new(
+                        "vtep_mac",
+                        format!("{m} is not a unicast MAC"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            let max = ctx.underlay_mtu.saturating_sub(encap_overhead(self.encap));
+            if !(576..=max).contains(&mtu) {
+                return Err(RibError::new(
+                    "mtu",
+                    format!(
+                        "{mtu} is outside 576..={max} (underlay MTU {} minus encap overhead)",
+                        ctx.underlay_mtu
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective tunnel MTU.
+    pub fn effective_mtu(&self, underlay_mtu: u16) -> u16 {
+        self.mtu
+            .unwrap_or(underlay_mtu.saturating_sub(encap_overhead(self.encap)))
+    }
+
+    /// Whether two routes may share this node (same underlay address).
+    fn same_tunnel(&self, other: &NodeSpec) -> bool {
+        self.encap == other.encap
+            && self.vni == other.vni
+            && self.port == other.port
+            && self.vtep_mac == other.vtep_mac
+            && self.mtu == other.mtu
+    }
+}
+
+impl PodSpec {
+    fn validate(&self, ctx: &RibContext) -> Result<(), RibError> {
+        if self.name.is_empty() || self.name.len() > 63 {
+            return Err(RibError::new("name", "must be 1 to 63 characters"));
+        }
+        if !ctx.pod_ports.contains_key(&self.interface) {
+            let mut served: Vec<&str> = ctx.pod_ports.keys().map(String::as_str).collect();
+            served.sort_unstable();
+            return Err(RibError::new(
+                "interface",
+                format!(
+                    "{:?} is not a pod interface this gateway serves ({served:?})",
+                    self.interface
+                ),
+            ));
+        }
+        if !self.mac.is_unicast() || self.mac == MacAddr([0; 6]) {
+            return Err(RibError::new(
+                "mac",
+                format!("{} is not a unicast MAC", self.mac),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates a whole route set and builds its FIB table. `neigh` supplies
+/// resolved underlay MACs. Errors name `routes[i].field`.
+pub fn build_fib(
+    ctx: &RibContext,
+    routes: &[RouteSpec],
+    neigh: &HashMap<Ipv4Addr, MacAddr>,
+    slots: &mut PeerSlots,
+    generation: u64,
+) -> Result<RouteTable, RibError> {
+    let mut peers: Vec<Peer> = vec![];
+    let mut peer_specs: Vec<&NodeSpec> = vec![];
+    let mut peer_index: HashMap<Ipv4Addr, u32> = HashMap::new();
+    let mut pods: Vec<Pod> = vec![];
+    let mut pod_index: HashMap<&str, (u32, usize)> = HashMap::new();
+    let mut fib_routes = Vec::with_capacity(routes.len());
+    let mut seen: HashMap<Ipv4Net, usize> = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        r.validate(ctx).map_err(|e| e.under(&at))?;
+        if let Some(j) = seen.insert(r.prefix, i) {
+            return Err(RibError::new(
+                format!("{at}.prefix"),
+                format!("{} is already routed by routes[{j}]", r.prefix),
+            ));
+        }
+        let next_hop = if let Some(node) = &r.node {
+            match peer_index.get(&node.underlay_ip) {
+                Some(&idx) => {
+                    if !peer_specs[idx as usize].same_tunnel(node) {
+                        return Err(RibError::new(
+                            format!("{at}.node"),
+                            format!(
+                                "node {} is already used with other tunnel settings (encap, vni, port, vtep_mac, mtu must match)",
+                                node.underlay_ip
+                            ),
+                        ));
+                    }
+                    NextHop::Peer(idx)
+                }
+                None => {
+                    let slot = slots.get(node.underlay_ip).ok_or_else(|| {
+                        RibError::new(
+                            format!("{at}.node"),
+                            format!("more than {MAX_PEERS} distinct nodes"),
+                        )
+                    })?;
+                    let idx = peers.len() as u32;
+                    peer_index.insert(node.underlay_ip, idx);
+                    peer_specs.push(node);
+                    peers.push(Peer {
+                        name: node.name.clone(),
+                        underlay_ip: node.underlay_ip,
+                        encap: node.encap,
+                        vni: node.vni,
+                        port: node.port,
+                        vtep_mac: node.vtep_mac.unwrap_or_default(),
+                        mtu: node.effective_mtu(ctx.underlay_mtu),
+                        next_hop_mac: neigh.get(&node.underlay_ip).copied(),
+                        slot,
+                    });
+                    NextHop::Peer(idx)
+                }
+            }
+        } else {
+            let pod = r.pod.as_ref().expect("validated: node or pod");
+            if let Some((_, j)) = pod_index.get(pod.interface.as_str()) {
+                return Err(RibError::new(
+                    format!("{at}.pod.interface"),
+                    format!("{} already carries routes[{j}]'s pod", pod.interface),
+                ));
+            }
+            let port = &ctx.pod_ports[&pod.interface];
+            let idx = pods.len() as u32;
+            pod_index.insert(&pod.interface, (idx, i));
+            pods.push(Pod {
+                name: pod.name.clone(),
+                ip: r.prefix.network(),
+                mac: pod.mac,
+                host_mac: port.host_mac,
+                port: port.port,
+                rx_ports: port.rx_ports.clone(),
+                mtu: port.mtu,
+            });
+            NextHop::Pod(idx)
+        };
+        fib_routes.push(Route {
+            prefix: r.prefix,
+            next_hop,
+        });
+    }
+    RouteTable::build(ctx.local.clone(), peers, pods, fib_routes, generation)
+        .map_err(|e| RibError::new("routes", e.to_string()))
+}
+
+/// Stable per-node counter slots: a node keeps its slot for the life of
+/// the process, so its counters survive route updates.
+#[derive(Debug, Default, Clone)]
+pub struct PeerSlots {
+    by_ip: HashMap<Ipv4Addr, u16>,
+}
+
+impl PeerSlots {
+    /// The slot of `ip`, assigning the next free one; `None` when full.
+    pub fn get(&mut self, ip: Ipv4Addr) -> Option<u16> {
+        if let Some(s) = self.by_ip.get(&ip) {
+            return Some(*s);
+        }
+        let next = self.by_ip.len();
+        if next >= MAX_PEERS {
+            return None;
+        }
+        self.by_ip.insert(ip, next as u16);
+        Some(next as u16)
+    }
+
+    /// The slot of `ip` if it has one.
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.by_ip.get(&ip).copied()
+    }
+}
+
+#[derive(Debug)]
+struct RibState {
+    routes: Vec<RouteSpec>,
+    generation: u64,
+    neigh: HashMap<Ipv4Addr, MacAddr>,
+    slots: PeerSlots,
+}
+
+/// The route set and the single writer of the FIB.
+#[derive(Debug, Clone)]
+pub struct Rib {
+    ctx: Arc<RibContext>,
+    state: Arc<Mutex<RibState>>,
+    fib: RouteHandle,
+}
+
+impl Rib {
+    /// Validates `routes` and publishes them as generation `generation`.
+    pub fn new(ctx: RibContext, routes: Vec<RouteSpec>, generation: u64) -> Result<Rib, RibError> {
+        let neigh = HashMap::new();
+        let mut slots = PeerSlots::default();
+        let table = build_fib(&ctx, &routes, &neigh, &mut slots, generation)?;
+        Ok(Rib {
+            ctx: Arc::new(ctx),
+            state: Arc::new(Mutex::new(RibState {
+                routes,
+                generation,
+                neigh,
+                slots,
+            })),
+            fib: RouteHandle::new(table),
+        })
+    }
+
+    pub fn context(&self) -> &RibContext {
+        &self.ctx
+    }
+
+    /// The handle workers read from.
+    pub fn fib(&self) -> &RouteHandle {
+        &self.fib
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RibState> {
+        // A panic while holding the lock cannot leave a half-written state:
+        // every writer builds the new state fully before assigning it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current route set and its generation.
+    pub fn routes(&self) -> (u64, Vec<RouteSpec>) {
+        let s = self.lock();
+        (s.generation, s.routes.clone())
+    }
+
+    /// Validates a candidate set without applying it.
+    pub fn check(&self, routes: &[RouteSpec]) -> Result<(), RibError> {
+        let s = self.lock();
+        // Slots assigned while checking are thrown away with the copy.
+        let mut slots = s.slots.clone();
+        build_fib(&self.ctx, routes, &s.neigh, &mut slots, s.generation + 1).map(|_| ())
+    }
+
+    /// Replaces the whole set, if the current generation is `expected`
+    /// (when given). `commit` runs with the new set and generation before
+    /// publication (persistence hooks in here); if it fails nothing
+    /// changes. Returns the new generation.
+    pub fn replace_with(
+        &self,
+        routes: Vec<RouteSpec>,
+        expected: Option<u64>,
+        commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
+    ) -> Result<u64, RibError> {
+        self.update_with(
+            expected,
+            |current| {
+                *current = routes;
+                Ok(())
+            },
+            commit,
+        )
+        .map(|(generation, ())| generation)
+    }
+
+    /// Edits the current set under the RIB lock (so concurrent edits never
+    /// lose each other), then validates and commits it exactly as
+    /// [`Rib::replace_with`] does. `edit` may refuse (its error is returned
+    /// and nothing changes). Returns the new generation and `edit`'s value.
+    pub fn update_with<T>(
+        &self,
+        expected: Option<u64>,
+        edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, RibError>,
+        commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
+    ) -> Result<(u64, T), RibError> {
+        let mut s = self.lock();
+        if let Some(e) = expected
+            && e != s.generation
+        {
+            return Err(RibError::new(
+                "generation",
+                format!("stale: expected {e}, current is {}", s.generation),
+            ));
+        }
+        let mut routes = s.routes.clone();
+        let value = edit(&mut routes)?;
+        let generation = s.generation + 1;
+        let mut slots = s.slots.clone();
+        let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)?;
+        commit(&routes, generation)?;
+        s.slots = slots;
+        self.fib.publish(table);
+        s.routes = routes;
+        s.generation = generation;
+        Ok((generation, value))
+    }
+
+    /// [`Rib::replace_with`] without a commit hook.
+    pub fn replace(&self, routes: Vec<RouteSpec>, expected: Option<u64>) -> Result<u64, RibError> {
+        self.replace_with(routes, expected, |_, _| Ok(()))
+    }
+
+    /// Records resolved underlay MACs and republishes if any changed. Does
+    /// not change the route generation (the route set is the same).
+    pub fn set_neighbours(&self, neigh: HashMap<Ipv4Addr, MacAddr>) -> bool {
+        let mut s = self.lock();
+        if s.neigh == neigh {
+            return false;
+        }
+        let mut slots = s.slots.clone();
+        let table = build_fib(&self.ctx, &s.routes, &neigh, &mut slots, s.generation)
+            .expect("a route set that validated once validates with other neighbour MACs");
+        self.fib.publish(table);
+        s.neigh = neigh;
+        true
+    }
+
+    /// The counter slot of the node at `ip`, if it ever had routes.
+    pub fn peer_slot(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.lock().slots.lookup(ip)
+    }
+
+    /// Underlay addresses of every node the route set uses.
+    pub fn node_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .lock()
+            .routes
+            .iter()
+            .filter_map(|r| r.node.as_ref())
+            .map(|n| n.underlay_ip)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}

@@ -1,0 +1,8 @@
+//! The host: what the gateway asks the kernel about its machine, outside the
+//! packet path. Network namespaces, interface facts, the ethtool ioctl, CPU
+//! lists. Used at start-up, by the control thread and by `overpass check`.
+
+pub mod cpus;
+pub mod ethtool;
+pub mod iface;
+pub mod netns;

@@ -1,0 +1,379 @@
+//! Starting and stopping the whole dataplane: XDP steering, AF_XDP
+//! workers, and the control thread that keeps next hops resolved.
+//!
+//! Start-up order matters: the route table is built and validated first
+//! (nothing is attached if the configuration is unusable), then the XDP
+//! program is loaded and attached with bpf_links (they vanish with the
+//! process, so a crash never leaves interfaces steering into dead
+//! sockets), then sockets are bound and registered in the XSK map, and
+//! only then do workers start. Stop reverses it: workers drain and exit,
+//! links are dropped (programs detached), sockets closed.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use overpass_dataplane::counters::{Snapshot, WorkerCounters};
+use overpass_dataplane::fib::RoundEpoch;
+use overpass_dataplane::pipeline::Pipeline;
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_xdp::{PortRole, Steering, XdpMode};
+
+use crate::afxdp::latency::LatencyShared;
+use crate::afxdp::worker::Worker;
+use crate::afxdp::xsk::{XskIo, XskMode};
+use crate::config::Config;
+use crate::control::neigh;
+use crate::control::ports::{pick_cores, port_plan};
+use crate::control::rib::Rib;
+use crate::control::sources::{initial_rib, rib_context};
+use crate::control::store::RoutesFile;
+use crate::host::{iface, netns};
+
+/// What the running dataplane looks like (for logs, the API, tests).
+#[derive(Debug, Clone, Default)]
+pub struct DataplaneInfo {
+    /// (interface, XDP attach mode).
+    pub xdp: Vec<(String, XdpMode)>,
+    /// (interface/queue, AF_XDP bind mode).
+    pub xsk: Vec<(String, XskMode)>,
+    /// (worker index, core it is pinned to).
+    pub pinning: Vec<(usize, usize)>,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+    /// Shared with [`DataplaneView`]s (XDP counters); taken on stop.
+    steering: Arc<Mutex<Option<Steering>>>,
+    rib: Rib,
+    counters: Vec<Arc<WorkerCounters>>,
+    latency: Arc<LatencyShared>,
+    epochs: Vec<Arc<RoundEpoch>>,
+    pub info: DataplaneInfo,
+}
+
+/// The read side of a dataplane, for the control plane (API, metrics):
+/// cheap to clone, usable from any thread, valid after the gateway stops
+/// (counters then stay frozen and XDP counters become empty).
+#[derive(Debug, Clone)]
+pub struct DataplaneView {
+    pub counters: Vec<Arc<WorkerCounters>>,
+    pub latency: Arc<LatencyShared>,
+    pub info: DataplaneInfo,
+    steering: Arc<Mutex<Option<Steering>>>,
+    epochs: Vec<Arc<RoundEpoch>>,
+}
+
+impl DataplaneView {
+    /// A view of no dataplane (`overpass api-only`): no workers, zero
+    /// counters, empty histograms.
+    pub fn offline() -> DataplaneView {
+        DataplaneView {
+            counters: vec![],
+            latency: Arc::new(LatencyShared::default()),
+            info: DataplaneInfo::default(),
+            steering: Arc::new(Mutex::new(None)),
+            epochs: vec![],
+        }
+    }
+
+    /// Waits until every worker has finished the round it was in, so a
+    /// route table published before the call is the one every packet
+    /// forwarded after it sees (the API calls this before acknowledging a
+    /// change). Bounded by `timeout`; false if a worker did not finish.
+    pub fn quiesce(&self, timeout: Duration) -> bool {
+        self.epochs.iter().all(|e| e.wait_quiescent(timeout))
+    }
+
+    /// Counters summed over workers.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// A per-peer counter summed over workers.
+    pub fn peer_stat(&self, slot: u16, stat: overpass_dataplane::counters::PeerStat) -> u64 {
+        self.counters.iter().map(|c| c.peer_stat(slot, stat)).sum()
+    }
+
+    /// XDP steering counters (summed over CPUs), by name; empty when no
+    /// program is loaded.
+    pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
+        let steering = self.steering.lock().unwrap_or_else(|e| e.into_inner());
+        match steering.as_ref().map(|s| s.counters()) {
+            Some(Ok(values)) => overpass_xdp::SteerCounter::ALL
+                .iter()
+                .map(|c| (c.name(), values[*c as usize]))
+                .collect(),
+            _ => vec![],
+        }
+    }
+}
+
+impl Gateway {
+    /// Validates `config`, attaches XDP, binds sockets and starts workers.
+    pub fn start(config: &Config) -> anyhow::Result<Gateway> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`Gateway::start`], with a persisted route set (from
+    /// [`crate::control::store::Store::load_routes`]) in place of the configuration's.
+    /// It is validated by the same code as an API change; a set that no
+    /// longer validates (say, a pod interface went away) stops the start
+    /// with the offending field named.
+    pub fn start_with(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
+        config.validate()?;
+        // Enter the dataplane's namespace on this thread for the set-up;
+        // threads spawned from here inherit it. Come back before returning.
+        netns::in_netns(config.gateway.netns.as_deref(), || {
+            Self::start_in_ns(config, persisted)
+        })
+        .context("gateway.netns")?
+    }
+
+    fn start_in_ns(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
+        let ul = &config.underlay[0];
+        let plan = port_plan(config)?;
+        let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?;
+        {
+            let table = rib.fib().load();
+            tracing::info!(
+                peers = table.peers.len(),
+                pods = table.pods.len(),
+                routes = table.routes.len(),
+                pod_cidr = %table.local.pod_cidr,
+                "route table built"
+            );
+        }
+        let routes = rib.fib().clone();
+
+        let mut steering = Steering::load(&ul.vxlan_ports).context("loading the XDP program")?;
+        let mut xdp = vec![];
+        let ul_index = iface::ifindex(&ul.interface).context("underlay[0].interface")?;
+        let mode = steering
+            .attach(ul_index, PortRole::Underlay, 0)
+            .with_context(|| format!("attaching XDP to {}", ul.interface))?;
+        xdp.push((ul.interface.clone(), mode));
+        for (i, pod) in config.pod.iter().enumerate() {
+            let idx =
+                iface::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
+            let mode = steering
+                .attach(idx, PortRole::Pod, plan.pod_bases[i])
+                .with_context(|| format!("attaching XDP to {}", pod.interface))?;
+            xdp.push((pod.interface.clone(), mode));
+        }
+        for (ifname, mode) in &xdp {
+            tracing::info!(%ifname, ?mode, "XDP program attached (bpf_link)");
+        }
+
+        let n = plan.workers as usize;
+        let cores = pick_cores(config.gateway.cores.as_deref(), n)?;
+        let latency = Arc::new(LatencyShared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut xsk = vec![];
+        let mut ios = vec![];
+        let mut all_counters = vec![];
+        let mut epochs = vec![];
+        for w in 0..n {
+            let counters = Arc::new(WorkerCounters::default());
+            let io = XskIo::open(&plan.specs[w], ul.bind_mode, counters.clone())
+                .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            for (port, fd) in io.fds().into_iter().enumerate() {
+                let slot = plan.slots[w][port];
+                steering.register_xsk(slot, fd).with_context(|| {
+                    format!("registering worker {w} port {port} in XSK slot {slot}")
+                })?;
+            }
+            xsk.extend(io.modes());
+            ios.push(io);
+            all_counters.push(counters);
+            epochs.push(Arc::new(RoundEpoch::default()));
+        }
+        let busy_poll = config.gateway.busy_poll;
+        let mut workers = vec![];
+        let mut pinning = vec![];
+        for (w, io) in ios.into_iter().enumerate() {
+            let core = cores[w];
+            tracing::info!(
+                worker = w,
+                core,
+                underlay_queue = w,
+                ports = plan.specs[w].len(),
+                "pinning plan"
+            );
+            pinning.push((w, core));
+            let stop = stop.clone();
+            let routes = routes.clone();
+            let counters = all_counters[w].clone();
+            let recorder = latency.recorder();
+            let epoch = epochs[w].clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("overpass-w{w}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!(worker = w, core, "could not pin worker");
+                    }
+                    let mut worker =
+                        Worker::new(io, Pipeline::new(w as u16), routes, counters, busy_poll)
+                            .with_latency(recorder)
+                            .with_epoch(epoch);
+                    worker.run(&stop);
+                })
+                .with_context(|| format!("spawning worker {w}"))?;
+            workers.push(handle);
+        }
+        let control = {
+            let stop = stop.clone();
+            let rib = rib.clone();
+            let ifname = ul.interface.clone();
+            std::thread::Builder::new()
+                .name("overpass-ctl".into())
+                .spawn(move || control_loop(&stop, &rib, &ifname))
+                .context("spawning control thread")?
+        };
+        Ok(Gateway {
+            stop,
+            workers,
+            control: Some(control),
+            steering: Arc::new(Mutex::new(Some(steering))),
+            rib,
+            counters: all_counters,
+            latency,
+            epochs,
+            info: DataplaneInfo { xdp, xsk, pinning },
+        })
+    }
+
+    /// Counters summed over workers.
+    pub fn counters(&self) -> Snapshot {
+        Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// XDP steering counters (summed over CPUs), by name.
+    pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
+        self.view().xdp_counters()
+    }
+
+    /// The read side, for the API.
+    pub fn view(&self) -> DataplaneView {
+        DataplaneView {
+            counters: self.counters.clone(),
+            latency: self.latency.clone(),
+            info: self.info.clone(),
+            steering: self.steering.clone(),
+            epochs: self.epochs.clone(),
+        }
+    }
+
+    /// The merged latency histograms.
+    pub fn latency(&self) -> &Arc<LatencyShared> {
+        &self.latency
+    }
+
+    /// The route set (read it, or change it hitlessly).
+    pub fn rib(&self) -> &Rib {
+        &self.rib
+    }
+
+    /// Waits until every peer's next hop is resolved, or `timeout` passes.
+    pub fn wait_resolved(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .rib
+                .fib()
+                .load()
+                .peers
+                .iter()
+                .all(|p| p.next_hop_mac.is_some())
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops workers (they drain their TX rings), detaches XDP, closes sockets.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Graceful stop: detach XDP first (no new frames are steered to the
+    /// sockets; the kernel gets them meanwhile), then let the workers drain
+    /// what their RX rings hold and finish every queued transmission, then
+    /// close the sockets.
+    fn shutdown(&mut self) {
+        let steering = self
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut s) = steering {
+            s.detach_all();
+            tracing::info!("XDP programs detached");
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        tracing::info!("gateway stopped: RX stopped, TX drained, sockets closed");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let attached = self
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !self.workers.is_empty() || attached {
+            self.shutdown();
+        }
+    }
+}
+
+/// Keeps every node's underlay next-hop MAC in step with the kernel's
+/// neighbour table; the RIB republishes the FIB when one changes.
+fn control_loop(stop: &AtomicBool, rib: &Rib, ifname: &str) {
+    let mut next_hops = match neigh::NextHops::new(ifname) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(%ifname, "cannot follow the neighbour table: {e}; next hops stay unresolved");
+            return;
+        }
+    };
+    let mut known: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let nodes = rib.node_addresses();
+        match next_hops.refresh(&nodes) {
+            Ok(resolved) => {
+                if resolved != known {
+                    for ip in &nodes {
+                        let (old, new) = (known.get(ip), resolved.get(ip));
+                        if old != new {
+                            tracing::info!(node = %ip, ?old, ?new, "underlay next hop changed");
+                        }
+                    }
+                    rib.set_neighbours(resolved.clone());
+                    known = resolved;
+                }
+            }
+            Err(e) => tracing::warn!("reading the neighbour table: {e}"),
+        }
+        // Woken at once by a neighbour change; otherwise re-checked so new
+        // routes and route changes are picked up.
+        next_hops.wait(if known.len() == nodes.len() { 200 } else { 20 });
+    }
+}

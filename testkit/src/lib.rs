@@ -1,0 +1,10 @@
+//! Test support for Overpass, kept out of the product:
+//! - [`fixtures`]: the packet fixture table (input frame, expected verdict,
+//!   output bytes and counters), run against the pipeline, the XDP program
+//!   (BPF_PROG_TEST_RUN) and the benchmarks;
+//! - [`testbed`]: the Flannel-style network-namespace test bed (remote nodes
+//!   with real kernel VXLAN devices, an IP-in-IP node, pods), used by the
+//!   integration tests, the benchmark harness and the demo.
+
+pub mod fixtures;
+pub mod testbed;
