@@ -56,7 +56,6 @@ pub struct Gateway {
     rib: Rib,
     counters: Vec<Arc<WorkerCounters>>,
     latency: Arc<LatencyShared>,
-    epochs: Vec<Arc<RoundEpoch>>,
     pub info: DataplaneInfo,
 }
 
@@ -69,7 +68,6 @@ pub struct DataplaneView {
     pub latency: Arc<LatencyShared>,
     pub info: DataplaneInfo,
     steering: Arc<Mutex<Option<Steering>>>,
-    epochs: Vec<Arc<RoundEpoch>>,
 }
 
 impl DataplaneView {
@@ -81,16 +79,7 @@ impl DataplaneView {
             latency: Arc::new(LatencyShared::default()),
             info: DataplaneInfo::default(),
             steering: Arc::new(Mutex::new(None)),
-            epochs: vec![],
         }
-    }
-
-    /// Waits until every worker has finished the round it was in, so a
-    /// route table published before the call is the one every packet
-    /// forwarded after it sees (the API calls this before acknowledging a
-    /// change). Bounded by `timeout`; false if a worker did not finish.
-    pub fn quiesce(&self, timeout: Duration) -> bool {
-        self.epochs.iter().all(|e| e.wait_quiescent(timeout))
     }
 
     /// Counters summed over workers.
@@ -141,7 +130,12 @@ impl Gateway {
     fn start_in_ns(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         let ul = &config.underlay[0];
         let plan = port_plan(config)?;
-        let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?;
+        let n = plan.workers as usize;
+        // One round epoch per worker: the RIB waits on them after each
+        // publish, so a change it acknowledges is in force.
+        let epochs: Vec<Arc<RoundEpoch>> = (0..n).map(|_| Arc::default()).collect();
+        let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?
+            .with_readers(epochs.clone());
         {
             let table = rib.fib().load();
             tracing::info!(
@@ -173,14 +167,12 @@ impl Gateway {
             tracing::info!(%ifname, ?mode, "XDP program attached (bpf_link)");
         }
 
-        let n = plan.workers as usize;
         let cores = pick_cores(config.gateway.cores.as_deref(), n)?;
         let latency = Arc::new(LatencyShared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut xsk = vec![];
         let mut ios = vec![];
         let mut all_counters = vec![];
-        let mut epochs = vec![];
         for w in 0..n {
             let counters = Arc::new(WorkerCounters::default());
             let io = XskIo::open(&plan.specs[w], ul.bind_mode, counters.clone())
@@ -194,7 +186,6 @@ impl Gateway {
             xsk.extend(io.modes());
             ios.push(io);
             all_counters.push(counters);
-            epochs.push(Arc::new(RoundEpoch::default()));
         }
         let busy_poll = config.gateway.busy_poll;
         let mut workers = vec![];
@@ -246,7 +237,6 @@ impl Gateway {
             rib,
             counters: all_counters,
             latency,
-            epochs,
             info: DataplaneInfo { xdp, xsk, pinning },
         })
     }
@@ -268,7 +258,6 @@ impl Gateway {
             latency: self.latency.clone(),
             info: self.info.clone(),
             steering: self.steering.clone(),
-            epochs: self.epochs.clone(),
         }
     }
 

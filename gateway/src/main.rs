@@ -272,18 +272,22 @@ fn serve(
     listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
-    let state = ApiState::new(
-        rib,
-        cp.store.clone(),
-        view,
-        cp.auth.clone(),
-        api.body_limit,
-        mode,
-    );
+    let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
     let server = Server::start(listen.unwrap_or(api.listen), state)?;
     // For scripts and tests: the address actually bound (port 0 → real port).
     println!("overpass: API listening on http://{}", server.addr);
     Ok(server)
+}
+
+impl ControlPlane {
+    /// `rib` persisting every change to the state dir (when there is one).
+    fn persisting(&self, rib: Rib) -> Rib {
+        rib.with_store(
+            self.store
+                .clone()
+                .map(|s| s as Arc<dyn overpass::control::rib::RouteStore>),
+        )
+    }
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
@@ -301,8 +305,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
             .save_routes(generation, &routes)
             .context("persisting the initial route set")?;
     }
+    // Route changes (API, reload) go through this handle: it persists.
+    let rib = cp.persisting(gw.rib().clone());
     let server = match cp.config.api.is_some() {
-        true => Some(serve(&cp, gw.rib().clone(), gw.view(), "dataplane", None)?),
+        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
         false => None,
     };
     let hup = Arc::new(AtomicBool::new(false));
@@ -311,13 +317,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
-            match overpass::control::reload::reload(
-                path,
-                &cp.config,
-                gw.rib(),
-                cp.store.as_deref(),
-                &gw.view(),
-            ) {
+            match overpass::control::reload::reload(path, &cp.config, &rib, cp.store.as_deref()) {
                 Ok(r) => {
                     tracing::info!(
                         generation = r.generation,
@@ -355,7 +355,11 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     let cp = control_plane(path)?;
     let stop = stop_flag()?;
     let ctx = overpass::control::sources::offline_rib_context(&cp.config);
-    let rib = overpass::control::sources::initial_rib(ctx, &cp.config, cp.persisted.clone())?;
+    let rib = cp.persisting(overpass::control::sources::initial_rib(
+        ctx,
+        &cp.config,
+        cp.persisted.clone(),
+    )?);
     let server = serve(&cp, rib, DataplaneView::offline(), "api-only", listen)?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

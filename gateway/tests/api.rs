@@ -53,11 +53,12 @@ fn fixture_with(name: &str, token: Option<&str>, read_requires_token: bool) -> F
     let dir = std::env::temp_dir().join(format!("overpass-api-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::open(&dir).unwrap());
-    let rib = Rib::new(ctx(), initial(), 1).unwrap();
     store.save_routes(1, &initial()).unwrap();
+    let rib = Rib::new(ctx(), initial(), 1)
+        .unwrap()
+        .with_store(Some(store));
     let state = ApiState::new(
         rib.clone(),
-        Some(store),
         DataplaneView::offline(),
         Auth::new(token.map(str::to_string), read_requires_token),
         4096,

@@ -117,8 +117,7 @@ fn dashboard_in_headless_chromium_against_live_gateway() {
 
     let gw = bed.start_gateway().expect("starting the gateway");
     let state = ApiState::new(
-        gw.rib().clone(),
-        Some(store),
+        gw.rib().clone().with_store(Some(store)),
         gw.view(),
         Auth::new(Some(token.clone()), false),
         1 << 20,

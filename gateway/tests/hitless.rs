@@ -109,8 +109,7 @@ fn hitless_updates_under_traffic_and_latency_matches_forwarded() {
     let gw = bed.start_gateway().expect("starting the gateway");
     // The API from the host namespace, as `overpass run` does.
     let state = ApiState::new(
-        gw.rib().clone(),
-        Some(store),
+        gw.rib().clone().with_store(Some(store)),
         gw.view(),
         Auth::new(Some(TOKEN.to_string()), false),
         1 << 20,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use overpass::control::rib::*;
 use overpass_dataplane::fib::{Encap, NextHop};
@@ -140,14 +141,30 @@ fn replace_is_all_or_nothing_and_generation_guarded() {
     );
     let good = vec![node_route("10.244.2.0/24", [198, 18, 0, 12])];
     assert_eq!(
-        rib.replace(good.clone(), Some(0)).unwrap_err().field,
-        "generation"
+        rib.replace(good.clone(), Some(0)).unwrap_err(),
+        ChangeError::Stale {
+            expected: 0,
+            current: 1
+        }
     );
-    let failing_commit = rib.replace_with(good.clone(), Some(1), |_, _| {
-        Err(RibError::new("store", "disk full"))
-    });
-    assert_eq!(failing_commit.unwrap_err().field, "store");
+    /// A store whose disk is full.
+    #[derive(Debug)]
+    struct DiskFull;
+    impl RouteStore for DiskFull {
+        fn save_routes(&self, _: u64, _: &[RouteSpec]) -> anyhow::Result<()> {
+            anyhow::bail!("disk full")
+        }
+    }
+    let failing_commit = rib
+        .clone()
+        .with_store(Some(Arc::new(DiskFull)))
+        .replace(good.clone(), Some(1));
+    assert_eq!(
+        failing_commit.unwrap_err(),
+        ChangeError::Persist("disk full".into())
+    );
     assert_eq!(rib.routes().0, 1, "a failed commit changes nothing");
+    assert_eq!(rib.fib().load().generation, 1, "nor the FIB");
     assert_eq!(rib.replace(good, Some(1)).unwrap(), 2);
     assert_eq!(rib.fib().load().generation, 2);
     assert!(rib.set_neighbours(HashMap::from([(

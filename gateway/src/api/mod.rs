@@ -45,16 +45,15 @@ use utoipa_axum::routes;
 pub use auth::Auth;
 pub use routes::{ReplaceResult, RouteDiff, RouteResult, RouteSet, RouteSetInput};
 
-use crate::control::rib::{Rib, RibError};
-use crate::control::store::Store;
+use crate::control::rib::{ChangeError, Rib};
 use crate::lifecycle::DataplaneView;
 
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct ApiState {
+    /// The RIB every route change goes through (it persists, publishes and
+    /// waits for the workers; give it its store with `Rib::with_store`).
     pub rib: Rib,
-    /// Where accepted route sets are persisted; `None`: not persisted.
-    pub store: Option<Arc<Store>>,
     pub dataplane: DataplaneView,
     pub auth: Auth,
     pub body_limit: usize,
@@ -67,7 +66,6 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(
         rib: Rib,
-        store: Option<Arc<Store>>,
         dataplane: DataplaneView,
         auth: Auth,
         body_limit: usize,
@@ -75,7 +73,6 @@ impl ApiState {
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             rib,
-            store,
             dataplane,
             auth,
             body_limit,
@@ -88,34 +85,6 @@ impl ApiState {
     /// Marks the gateway (not) ready; `/readyz` answers 503 while not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    /// After a route change was published: waits (bounded) until no worker
-    /// still runs a round that loaded the previous table, so that when the
-    /// API acknowledges, every packet forwarded from then on uses the new
-    /// routes.
-    fn quiesce(&self) {
-        if !self
-            .dataplane
-            .quiesce(std::time::Duration::from_millis(100))
-        {
-            tracing::warn!("a worker did not finish its round within 100 ms of a route change");
-        }
-    }
-
-    /// The commit hook of every route change: persist before publishing.
-    fn persist(
-        &self,
-        routes: &[crate::control::rib::RouteSpec],
-        generation: u64,
-    ) -> Result<(), RibError> {
-        match &self.store {
-            Some(store) => store.save_routes(generation, routes).map_err(|e| {
-                tracing::error!("persisting route set generation {generation}: {e}");
-                RibError::new("store", format!("persisting the route set failed: {e}"))
-            }),
-            None => Ok(()),
-        }
     }
 }
 
@@ -157,17 +126,28 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, field, message)
     }
 
-    /// A refused route change: stale generation (412), persistence
-    /// failure (500), otherwise a semantic validation error (422).
-    fn from_rib(e: RibError) -> Self {
-        let status = match e.field.as_str() {
-            "generation" => {
-                return Self::new(StatusCode::PRECONDITION_FAILED, "If-Match", e.message);
+    /// A refused route change, by kind: invalid set (422, the field named
+    /// relative to `focus`'s route when the caller changed one route),
+    /// stale generation (412), conflict (409), not found (404), persisting
+    /// failed (500).
+    fn from_change(e: ChangeError, focus: Option<ipnet::Ipv4Net>) -> Self {
+        match e {
+            ChangeError::Invalid(e) => {
+                let e = match focus {
+                    Some(prefix) => e.relative_to(prefix),
+                    None => e,
+                };
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.field, e.message)
             }
-            "store" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        Self::new(status, e.field, e.message)
+            e @ ChangeError::Stale { .. } => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "If-Match", e.to_string())
+            }
+            ChangeError::Conflict(e) => Self::new(StatusCode::CONFLICT, e.field, e.message),
+            ChangeError::NotFound(e) => Self::new(StatusCode::NOT_FOUND, e.field, e.message),
+            e @ ChangeError::Persist(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+            }
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 //! nothing changes. A whole-set replace with `?dry_run=true` validates the
 //! new set and returns the diff without applying it.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, ErrorBody, parse_bool, parse_json, parse_query, read_body};
-use crate::control::rib::{RibError, RouteSpec};
+use crate::control::rib::{ChangeError, RibError, RouteSpec};
 
 /// The whole route set and its generation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -143,19 +142,18 @@ fn path_prefix(addr: &str, len: &str) -> Result<Ipv4Net, ApiError> {
     Ok(net)
 }
 
-/// Rewrites `routes[i].x` to `x` for errors about the route at `index`,
-/// the one a single-route request carried.
-fn relative_to(index: usize, e: RibError) -> RibError {
-    let at = format!("routes[{index}]");
-    let field = match e.field.strip_prefix(&at) {
-        Some("") => "body".to_string(),
-        Some(rest) if rest.starts_with('.') => rest[1..].to_string(),
-        _ => e.field,
-    };
-    RibError {
-        field,
-        message: e.message,
-    }
+/// Runs a route change on the blocking pool: [`crate::control::rib::Rib::change`]
+/// fsyncs and waits for the workers, which must not stall the runtime's
+/// two async workers.
+async fn change<T: Send + 'static>(
+    st: &AppState,
+    expected: Option<u64>,
+    edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, ChangeError> + Send + 'static,
+) -> Result<(u64, T), ChangeError> {
+    let rib = st.rib.clone();
+    tokio::task::spawn_blocking(move || rib.change(expected, edit))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// List the route set.
@@ -215,12 +213,17 @@ pub async fn replace_routes(
         if let Some(e) = expected
             && e != generation
         {
-            return Err(ApiError::from_rib(RibError::new(
-                "generation",
-                format!("stale: expected {e}, current is {generation}"),
-            )));
+            return Err(ApiError::from_change(
+                ChangeError::Stale {
+                    expected: e,
+                    current: generation,
+                },
+                None,
+            ));
         }
-        st.rib.check(&input.routes).map_err(ApiError::from_rib)?;
+        st.rib
+            .check(&input.routes)
+            .map_err(|e| ApiError::from_change(ChangeError::Invalid(e), None))?;
         let d = diff(&current, &input.routes);
         return Ok(with_etag(
             StatusCode::OK,
@@ -232,20 +235,13 @@ pub async fn replace_routes(
             },
         ));
     }
-    let st2 = st.clone();
-    let (generation, d) = st
-        .rib
-        .update_with(
-            expected,
-            |current| {
-                let d = diff(current, &input.routes);
-                *current = input.routes;
-                Ok(d)
-            },
-            |routes, generation| st2.persist(routes, generation),
-        )
-        .map_err(ApiError::from_rib)?;
-    st.quiesce();
+    let (generation, d) = change(&st, expected, move |current| {
+        let d = diff(current, &input.routes);
+        *current = input.routes;
+        Ok(d)
+    })
+    .await
+    .map_err(|e| ApiError::from_change(e, None))?;
     Ok(with_etag(
         StatusCode::OK,
         generation,
@@ -281,48 +277,35 @@ pub async fn create_route(
     let expected = expected_generation(&headers)?;
     let bytes = read_body(body, st.body_limit).await?;
     let route: RouteSpec = parse_json(&bytes, "")?;
-    let conflict = Cell::new(false);
-    let index = Cell::new(0);
-    let st2 = st.clone();
     let r = route.clone();
-    let result = st.rib.update_with(
-        expected,
-        |current| {
-            if let Some(i) = current.iter().position(|c| c.prefix == r.prefix) {
-                conflict.set(true);
-                return Err(RibError::new(
-                    "prefix",
-                    format!(
-                        "{} is already routed (routes[{i}]): replace it with PUT /api/v1/routes/{}",
-                        r.prefix, r.prefix
-                    ),
-                ));
-            }
-            index.set(current.len());
-            current.push(r);
-            Ok(())
-        },
-        |routes, generation| st2.persist(routes, generation),
-    );
-    match result {
-        Ok((generation, ())) => {
-            st.quiesce();
-            let mut resp = with_etag(
-                StatusCode::CREATED,
-                generation,
-                RouteResult {
-                    generation,
-                    route: route.clone(),
-                },
-            );
-            if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/routes/{}", route.prefix)) {
-                resp.headers_mut().insert(header::LOCATION, loc);
-            }
-            Ok(resp)
+    let generation = change(&st, expected, move |current| {
+        if let Some(i) = current.iter().position(|c| c.prefix == r.prefix) {
+            return Err(ChangeError::Conflict(RibError::new(
+                "prefix",
+                format!(
+                    "{} is already routed (routes[{i}]): replace it with PUT /api/v1/routes/{}",
+                    r.prefix, r.prefix
+                ),
+            )));
         }
-        Err(e) if conflict.get() => Err(ApiError::new(StatusCode::CONFLICT, e.field, e.message)),
-        Err(e) => Err(ApiError::from_rib(relative_to(index.get(), e))),
+        current.push(r);
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::from_change(e, Some(route.prefix)))?
+    .0;
+    let mut resp = with_etag(
+        StatusCode::CREATED,
+        generation,
+        RouteResult {
+            generation,
+            route: route.clone(),
+        },
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/routes/{}", route.prefix)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
     }
+    Ok(resp)
 }
 
 /// Get the route for one prefix (`/api/v1/routes/10.244.1.0/24`).
@@ -400,33 +383,22 @@ pub async fn put_route(
             format!("{} does not match the path's {prefix}", route.prefix),
         ));
     }
-    let index = Cell::new(0);
-    let created = Cell::new(false);
-    let st2 = st.clone();
     let r = route.clone();
-    let (generation, ()) = st
-        .rib
-        .update_with(
-            expected,
-            |current| {
-                match current.iter().position(|c| c.prefix == prefix) {
-                    Some(i) => {
-                        index.set(i);
-                        current[i] = r;
-                    }
-                    None => {
-                        index.set(current.len());
-                        created.set(true);
-                        current.push(r);
-                    }
-                }
-                Ok(())
-            },
-            |routes, generation| st2.persist(routes, generation),
-        )
-        .map_err(|e| ApiError::from_rib(relative_to(index.get(), e)))?;
-    st.quiesce();
-    let status = if created.get() {
+    let (generation, created) = change(&st, expected, move |current| {
+        Ok(match current.iter().position(|c| c.prefix == prefix) {
+            Some(i) => {
+                current[i] = r;
+                false
+            }
+            None => {
+                current.push(r);
+                true
+            }
+        })
+    })
+    .await
+    .map_err(|e| ApiError::from_change(e, Some(prefix)))?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -462,29 +434,20 @@ pub async fn delete_route(
     st.auth.write(&headers)?;
     let prefix = path_prefix(&addr, &len)?;
     let expected = expected_generation(&headers)?;
-    let missing = Cell::new(false);
-    let st2 = st.clone();
-    let result = st.rib.update_with(
-        expected,
-        |current| match current.iter().position(|c| c.prefix == prefix) {
+    let (generation, route) = change(&st, expected, move |current| {
+        match current.iter().position(|c| c.prefix == prefix) {
             Some(i) => Ok(current.remove(i)),
-            None => {
-                missing.set(true);
-                Err(RibError::new("prefix", format!("no route for {prefix}")))
-            }
-        },
-        |routes, generation| st2.persist(routes, generation),
-    );
-    match result {
-        Ok((generation, route)) => {
-            st.quiesce();
-            Ok(with_etag(
-                StatusCode::OK,
-                generation,
-                RouteResult { generation, route },
-            ))
+            None => Err(ChangeError::NotFound(RibError::new(
+                "prefix",
+                format!("no route for {prefix}"),
+            ))),
         }
-        Err(_) if missing.get() => Err(not_routed(prefix)),
-        Err(e) => Err(ApiError::from_rib(e)),
-    }
+    })
+    .await
+    .map_err(|e| ApiError::from_change(e, None))?;
+    Ok(with_etag(
+        StatusCode::OK,
+        generation,
+        RouteResult { generation, route },
+    ))
 }

@@ -17,10 +17,9 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::control::rib::{Rib, RibError};
+use crate::control::rib::{ChangeError, Rib};
 use crate::control::sources::config_routes;
 use crate::control::store::Store;
-use crate::lifecycle::DataplaneView;
 
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +37,6 @@ pub fn reload(
     running: &Config,
     rib: &Rib,
     store: Option<&Store>,
-    view: &DataplaneView,
 ) -> anyhow::Result<Reloaded> {
     let mut new = Config::load(path)?;
     crate::control::store::resolve_vtep_mac(&mut new, store)?;
@@ -46,24 +44,17 @@ pub fn reload(
     let routes = config_routes(&new);
     let n = routes.len();
     let peers = new.peer.len();
-    let generation = rib
-        .replace_with(routes, None, |routes, generation| match store {
-            Some(s) => s.save_routes(generation, routes).map_err(|e| {
-                RibError::new("store", format!("persisting the route set failed: {e}"))
-            }),
-            None => Ok(()),
-        })
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {}: {}",
-                path.display(),
-                config_key(&e.field, peers),
-                e.message
-            )
-        })?;
-    if !view.quiesce(std::time::Duration::from_millis(100)) {
-        tracing::warn!("a worker did not finish its round within 100 ms of the reload");
-    }
+    // One RIB call: validated, persisted (the RIB's store), published, in
+    // force on every worker when it returns.
+    let generation = rib.replace(routes, None).map_err(|e| match e {
+        ChangeError::Invalid(e) => anyhow::anyhow!(
+            "{}: {}: {}",
+            path.display(),
+            config_key(&e.field, peers),
+            e.message
+        ),
+        other => anyhow::anyhow!("{}: {other}", path.display()),
+    })?;
     Ok(Reloaded {
         generation,
         routes: n,

@@ -10,10 +10,16 @@
 //! Every validation error names the offending field with its path
 //! (`routes[2].node.vni`), so an API client or a config file author is told
 //! exactly what to fix, and a refused change leaves everything as it was.
+//!
+//! A route change is one call, [`Rib::change`]: validate the whole new set,
+//! persist it ([`RouteStore`]), publish it, and wait until every worker has
+//! left the round that may have used the old table. Its errors are typed
+//! ([`ChangeError`]); callers map them, they do not re-implement any step.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -21,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use overpass_dataplane::counters::MAX_PEERS;
 use overpass_dataplane::fib::Encap;
 use overpass_dataplane::fib::{
-    LocalNode, NextHop, Peer, Pod, PortId, Route, RouteHandle, RouteTable,
+    LocalNode, NextHop, Peer, Pod, PortId, RoundEpoch, Route, RouteHandle, RouteTable,
 };
 use overpass_dataplane::wire::ethernet::MacAddr;
 use overpass_dataplane::wire::vxlan::VNI_MAX;
@@ -93,6 +99,11 @@ pub struct RibError {
     /// Path of the offending field, e.g. `routes[2].node.vni`.
     pub field: String,
     pub message: String,
+    /// The prefix of the route the field belongs to, when it is one route's
+    /// (`routes[i]…`): lets a single-route caller name the field relative
+    /// to its route.
+    #[serde(skip)]
+    pub route: Option<Ipv4Net>,
 }
 
 impl RibError {
@@ -100,6 +111,7 @@ impl RibError {
         RibError {
             field: field.into(),
             message: message.into(),
+            route: None,
         }
     }
 
@@ -110,10 +122,68 @@ impl RibError {
             } else {
                 format!("{prefix}.{}", self.field)
             },
-            message: self.message,
+            ..self
         }
     }
+
+    fn of_route(self, prefix: Ipv4Net) -> RibError {
+        RibError {
+            route: Some(prefix),
+            ..self
+        }
+    }
+
+    /// The field path relative to its route (`routes[3].node.vni` →
+    /// `node.vni`, `routes[3]` → `body`) when the error is `prefix`'s route's;
+    /// unchanged otherwise.
+    pub fn relative_to(self, prefix: Ipv4Net) -> RibError {
+        if self.route != Some(prefix) {
+            return self;
+        }
+        let rest = self
+            .field
+            .strip_prefix("routes[")
+            .and_then(|r| r.split_once(']'))
+            .map(|(_, rest)| rest);
+        let field = match rest {
+            Some("") => "body".to_string(),
+            Some(rest) if rest.starts_with('.') => rest[1..].to_string(),
+            _ => return self,
+        };
+        RibError { field, ..self }
+    }
 }
+
+/// Why a route change was refused. In every case nothing changed: not the
+/// FIB, not the persisted set, not the generation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The new set does not validate; the error names the field.
+    #[error("{0}")]
+    Invalid(RibError),
+    /// The caller expected another generation (optimistic concurrency).
+    #[error("stale: expected {expected}, current is {current}")]
+    Stale { expected: u64, current: u64 },
+    /// The edit conflicts with the set (e.g. a prefix already routed).
+    #[error("{0}")]
+    Conflict(RibError),
+    /// The edit names something the set does not have.
+    #[error("{0}")]
+    NotFound(RibError),
+    /// Writing the set to the store failed.
+    #[error("persisting the route set failed: {0}")]
+    Persist(String),
+}
+
+/// Where the RIB persists a route set before publishing it (the state dir's
+/// `routes.json`, see [`crate::control::store::Store`]).
+pub trait RouteStore: Send + Sync + std::fmt::Debug {
+    /// Writes `routes` as generation `generation`, durably, or fails.
+    fn save_routes(&self, generation: u64, routes: &[RouteSpec]) -> anyhow::Result<()>;
+}
+
+/// How long a route change waits for a worker to finish the round it was in.
+const GRACE: Duration = Duration::from_millis(100);
 
 /// Encapsulation overhead in bytes (VXLAN carries the inner Ethernet header).
 pub fn encap_overhead(encap: Encap) -> u16 {
@@ -303,12 +373,14 @@ pub fn build_fib(
     let mut seen: HashMap<Ipv4Net, usize> = HashMap::new();
     for (i, r) in routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        r.validate(ctx).map_err(|e| e.under(&at))?;
+        r.validate(ctx)
+            .map_err(|e| e.under(&at).of_route(r.prefix))?;
         if let Some(j) = seen.insert(r.prefix, i) {
             return Err(RibError::new(
                 format!("{at}.prefix"),
                 format!("{} is already routed by routes[{j}]", r.prefix),
-            ));
+            )
+            .of_route(r.prefix));
         }
         let next_hop = if let Some(node) = &r.node {
             match peer_index.get(&node.underlay_ip) {
@@ -320,7 +392,8 @@ pub fn build_fib(
                                 "node {} is already used with other tunnel settings (encap, vni, port, vtep_mac, mtu must match)",
                                 node.underlay_ip
                             ),
-                        ));
+                        )
+                        .of_route(r.prefix));
                     }
                     NextHop::Peer(idx)
                 }
@@ -330,6 +403,7 @@ pub fn build_fib(
                             format!("{at}.node"),
                             format!("more than {MAX_PEERS} distinct nodes"),
                         )
+                        .of_route(r.prefix)
                     })?;
                     let idx = peers.len() as u32;
                     peer_index.insert(node.underlay_ip, idx);
@@ -354,7 +428,8 @@ pub fn build_fib(
                 return Err(RibError::new(
                     format!("{at}.pod.interface"),
                     format!("{} already carries routes[{j}]'s pod", pod.interface),
-                ));
+                )
+                .of_route(r.prefix));
             }
             let port = &ctx.pod_ports[&pod.interface];
             let idx = pods.len() as u32;
@@ -420,6 +495,11 @@ pub struct Rib {
     ctx: Arc<RibContext>,
     state: Arc<Mutex<RibState>>,
     fib: RouteHandle,
+    /// Where changes are persisted before they are published (none: not
+    /// persisted, e.g. tests and the demo).
+    store: Option<Arc<dyn RouteStore>>,
+    /// The FIB's readers (one per worker), waited for after a publish.
+    readers: Arc<[Arc<RoundEpoch>]>,
 }
 
 impl Rib {
@@ -437,7 +517,21 @@ impl Rib {
                 slots,
             })),
             fib: RouteHandle::new(table),
+            store: None,
+            readers: Arc::new([]),
         })
+    }
+
+    /// Persists every change to `store` before publishing it.
+    pub fn with_store(mut self, store: Option<Arc<dyn RouteStore>>) -> Rib {
+        self.store = store;
+        self
+    }
+
+    /// Waits for `readers` (the workers' round epochs) after publishing.
+    pub fn with_readers(mut self, readers: Vec<Arc<RoundEpoch>>) -> Rib {
+        self.readers = readers.into();
+        self
     }
 
     pub fn context(&self) -> &RibContext {
@@ -469,62 +563,65 @@ impl Rib {
         build_fib(&self.ctx, routes, &s.neigh, &mut slots, s.generation + 1).map(|_| ())
     }
 
-    /// Replaces the whole set, if the current generation is `expected`
-    /// (when given). `commit` runs with the new set and generation before
-    /// publication (persistence hooks in here); if it fails nothing
-    /// changes. Returns the new generation.
-    pub fn replace_with(
+    /// One route change, whole: `edit` changes a copy of the current set
+    /// under the RIB lock (so concurrent changes never lose each other, and
+    /// it may refuse with its own error); the result is validated as a
+    /// whole, persisted, published, and then this waits until no worker is
+    /// still in a round that may have loaded the previous table, so the
+    /// change is in force for every packet forwarded after it returns.
+    /// With `expected`, the current generation must be that one. Returns
+    /// the new generation and `edit`'s value. Blocks (fsync, the grace
+    /// period): call it off async executors.
+    pub fn change<T>(
+        &self,
+        expected: Option<u64>,
+        edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, ChangeError>,
+    ) -> Result<(u64, T), ChangeError> {
+        let result = {
+            let mut s = self.lock();
+            if let Some(e) = expected
+                && e != s.generation
+            {
+                return Err(ChangeError::Stale {
+                    expected: e,
+                    current: s.generation,
+                });
+            }
+            let mut routes = s.routes.clone();
+            let value = edit(&mut routes)?;
+            let generation = s.generation + 1;
+            let mut slots = s.slots.clone();
+            let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)
+                .map_err(ChangeError::Invalid)?;
+            if let Some(store) = &self.store {
+                store.save_routes(generation, &routes).map_err(|e| {
+                    tracing::error!("persisting route set generation {generation}: {e:#}");
+                    ChangeError::Persist(format!("{e:#}"))
+                })?;
+            }
+            s.slots = slots;
+            self.fib.publish(table);
+            s.routes = routes;
+            s.generation = generation;
+            (generation, value)
+        };
+        if !self.readers.iter().all(|r| r.wait_quiescent(GRACE)) {
+            tracing::warn!("a worker did not finish its round within {GRACE:?} of a route change");
+        }
+        Ok(result)
+    }
+
+    /// Replaces the whole set (see [`Rib::change`]).
+    pub fn replace(
         &self,
         routes: Vec<RouteSpec>,
         expected: Option<u64>,
-        commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
-    ) -> Result<u64, RibError> {
-        self.update_with(
-            expected,
-            |current| {
-                *current = routes;
-                Ok(())
-            },
-            commit,
-        )
+    ) -> Result<u64, ChangeError> {
+        self.change(expected, |current| {
+            *current = routes;
+            Ok(())
+        })
         .map(|(generation, ())| generation)
-    }
-
-    /// Edits the current set under the RIB lock (so concurrent edits never
-    /// lose each other), then validates and commits it exactly as
-    /// [`Rib::replace_with`] does. `edit` may refuse (its error is returned
-    /// and nothing changes). Returns the new generation and `edit`'s value.
-    pub fn update_with<T>(
-        &self,
-        expected: Option<u64>,
-        edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, RibError>,
-        commit: impl FnOnce(&[RouteSpec], u64) -> Result<(), RibError>,
-    ) -> Result<(u64, T), RibError> {
-        let mut s = self.lock();
-        if let Some(e) = expected
-            && e != s.generation
-        {
-            return Err(RibError::new(
-                "generation",
-                format!("stale: expected {e}, current is {}", s.generation),
-            ));
-        }
-        let mut routes = s.routes.clone();
-        let value = edit(&mut routes)?;
-        let generation = s.generation + 1;
-        let mut slots = s.slots.clone();
-        let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)?;
-        commit(&routes, generation)?;
-        s.slots = slots;
-        self.fib.publish(table);
-        s.routes = routes;
-        s.generation = generation;
-        Ok((generation, value))
-    }
-
-    /// [`Rib::replace_with`] without a commit hook.
-    pub fn replace(&self, routes: Vec<RouteSpec>, expected: Option<u64>) -> Result<u64, RibError> {
-        self.replace_with(routes, expected, |_, _| Ok(()))
     }
 
     /// Records resolved underlay MACs and republishes if any changed. Does

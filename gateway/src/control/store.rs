@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use overpass_dataplane::wire::ethernet::MacAddr;
 
 use crate::config::{Config, mac_is_zero};
-use crate::control::rib::RouteSpec;
+use crate::control::rib::{RouteSpec, RouteStore};
 
 /// Version of the files' layout; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -192,6 +192,13 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     drop(f);
     std::fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
+}
+
+impl RouteStore for Store {
+    fn save_routes(&self, generation: u64, routes: &[RouteSpec]) -> anyhow::Result<()> {
+        Store::save_routes(self, generation, routes)
+            .with_context(|| format!("writing {}", self.dir.join(ROUTES_FILE).display()))
+    }
 }
 
 #[cfg(test)]

@@ -85,7 +85,6 @@ fn demo(
         Some(listen) => {
             let state = ApiState::new(
                 gw.rib().clone(),
-                None,
                 gw.view(),
                 Auth::new(token, false),
                 1 << 20,
