@@ -1,5 +1,5 @@
-//! Writes the seed corpus: `cargo run --manifest-path fuzz/Cargo.toml --bin
-//! gen_corpus [DIR]` (DIR defaults to fuzz/corpus). Replaces the files it
+//! Writes the seed corpus: `cargo run --manifest-path fuzz/Cargo.toml
+//! --example gen_corpus [DIR]` (DIR defaults to fuzz/corpus). Replaces the files it
 //! owns (`tx-*`, `icmp-*`, `drop-*`, `seed-*`) and leaves anything else alone.
 //!
 //! Seeds named `tx-*` must be forwarded, `icmp-*` answered with an ICMP
@@ -10,7 +10,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use overpass::config::MacAddr;
+use overpass_dataplane::wire::ethernet::MacAddr;
 use overpass_fuzz::encap_decap_roundtrip::Packet;
 use overpass_fuzz::fixture::{GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, NODES, NodeDef, PODS};
 use overpass_fuzz::net::*;
@@ -86,7 +86,10 @@ fn write(dir: &Path, seeds: Vec<(String, Vec<u8>)>) {
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if ["tx-", "icmp-", "drop-", "seed-"].iter().any(|s| name.starts_with(s)) {
+        if ["tx-", "icmp-", "drop-", "seed-"]
+            .iter()
+            .any(|s| name.starts_with(s))
+        {
             fs::remove_file(&p).unwrap();
         }
     }
@@ -143,7 +146,14 @@ impl Ip4Packet {
 fn vxlan_from(n: usize, p: &[u8], csum: bool) -> Vec<u8> {
     let node = &NODES[n];
     let inner_frame = eth(GW_VTEP_MAC, node.vtep_mac, ETHERTYPE_IPV4, p);
-    vxlan_frame(&from_node(node), 51000, node.port, node.vni, &inner_frame, csum)
+    vxlan_frame(
+        &from_node(node),
+        51000,
+        node.port,
+        node.vni,
+        &inner_frame,
+        csum,
+    )
 }
 
 fn pod_frame(pod: usize, p: &[u8]) -> Vec<u8> {
@@ -157,19 +167,34 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
 
     // Underlay → pod (decap).
     let p = inner(remote(N1, 5), a, 32).bytes();
-    add("tx-vxlan-node1-to-pod-a", encode(0, &vxlan_from(N1, &p, false)));
+    add(
+        "tx-vxlan-node1-to-pod-a",
+        encode(0, &vxlan_from(N1, &p, false)),
+    );
     let p = inner(remote(N2, 6), b, 100).bytes();
-    add("tx-vxlan-node2-vni4096-udpcsum-to-pod-b", encode(0, &vxlan_from(N2, &p, true)));
+    add(
+        "tx-vxlan-node2-vni4096-udpcsum-to-pod-b",
+        encode(0, &vxlan_from(N2, &p, true)),
+    );
     let mut ip = inner(remote(N1, 7), a, 12);
     ip.ip.options = vec![1, 1, 1, 0];
     ip.ip.tos = 0xb9;
-    add("tx-vxlan-node1-inner-options-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    add(
+        "tx-vxlan-node1-inner-options-to-pod-a",
+        encode(0, &vxlan_from(N1, &ip.bytes(), false)),
+    );
     let mut ip = inner(remote(N1, 8), a, 0);
     ip.ip.proto = 1;
     ip.payload = vec![8, 0, 0xf7, 0xfe, 0, 1, 0, 0];
-    add("tx-vxlan-node1-icmp-echo-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    add(
+        "tx-vxlan-node1-icmp-echo-to-pod-a",
+        encode(0, &vxlan_from(N1, &ip.bytes(), false)),
+    );
     let p = inner(remote(N3, 9), b, 64).bytes();
-    add("tx-ipip-node3-to-pod-b", encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)));
+    add(
+        "tx-ipip-node3-to-pod-b",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)),
+    );
     // Padded to the 60-byte Ethernet minimum: padding must be ignored.
     let p = inner(remote(N3, 10), a, 0).bytes();
     let mut f = ipip_frame(&from_node(&NODES[N3]), &p);
@@ -178,10 +203,16 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
 
     let mut ip = inner(remote(N1, 15), a, 16);
     ip.ip.ttl = 1;
-    add("icmp-vxlan-node1-ttl1-time-exceeded", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    add(
+        "icmp-vxlan-node1-ttl1-time-exceeded",
+        encode(0, &vxlan_from(N1, &ip.bytes(), false)),
+    );
     let mut ip = inner(remote(N2, 16), remote(N3, 17), 1400);
     ip.ip.ttl = 9;
-    add("icmp-vxlan-node2-to-node3-frag-needed", encode(0, &vxlan_from(N2, &ip.bytes(), false)));
+    add(
+        "icmp-vxlan-node2-to-node3-frag-needed",
+        encode(0, &vxlan_from(N2, &ip.bytes(), false)),
+    );
     // RFC 6040: outer CE over inner ECT(0) → CE; over Not-ECT → drop.
     let mut ip = inner(remote(N1, 18), b, 16);
     ip.ip.tos = 0x2a;
@@ -197,45 +228,108 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
 
     // Underlay → underlay (transit).
     let p = inner(remote(N1, 11), remote(N2, 12), 40).bytes();
-    add("tx-vxlan-node1-transit-node2", encode(0, &vxlan_from(N1, &p, false)));
+    add(
+        "tx-vxlan-node1-transit-node2",
+        encode(0, &vxlan_from(N1, &p, false)),
+    );
     let p = inner(remote(N2, 13), Ipv4Addr::new(172, 16, 5, 9), 40).bytes();
-    add("tx-vxlan-node2-transit-node3-ipip", encode(0, &vxlan_from(N2, &p, false)));
+    add(
+        "tx-vxlan-node2-transit-node3-ipip",
+        encode(0, &vxlan_from(N2, &p, false)),
+    );
     let p = inner(remote(N3, 14), Ipv4Addr::new(10, 245, 3, 4), 40).bytes();
-    add("tx-ipip-node3-transit-node1-vxlan", encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)));
+    add(
+        "tx-ipip-node3-transit-node1-vxlan",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)),
+    );
 
     // Pod → node (encap), pod → pod.
-    add("tx-pod-a-to-node1", encode(1, &pod_frame(A, &inner(a, remote(N1, 20), 56).bytes())));
-    add("tx-pod-a-queue2-to-node2", encode(2, &pod_frame(A, &inner(a, remote(N2, 21), 200).bytes())));
-    add("tx-pod-b-to-node3-ipip", encode(3, &pod_frame(B, &inner(b, remote(N3, 22), 80).bytes())));
+    add(
+        "tx-pod-a-to-node1",
+        encode(1, &pod_frame(A, &inner(a, remote(N1, 20), 56).bytes())),
+    );
+    add(
+        "tx-pod-a-queue2-to-node2",
+        encode(2, &pod_frame(A, &inner(a, remote(N2, 21), 200).bytes())),
+    );
+    add(
+        "tx-pod-b-to-node3-ipip",
+        encode(3, &pod_frame(B, &inner(b, remote(N3, 22), 80).bytes())),
+    );
     add(
         "tx-pod-b-queue4-to-node2-via-12",
-        encode(4, &pod_frame(B, &inner(b, Ipv4Addr::new(172, 20, 1, 1), 8).bytes())),
+        encode(
+            4,
+            &pod_frame(B, &inner(b, Ipv4Addr::new(172, 20, 1, 1), 8).bytes()),
+        ),
     );
-    add("tx-pod-a-to-pod-b", encode(1, &pod_frame(A, &inner(a, b, 30).bytes())));
-    add("tx-pod-b-queue4-to-pod-a", encode(4, &pod_frame(B, &inner(b, a, 30).bytes())));
+    add(
+        "tx-pod-a-to-pod-b",
+        encode(1, &pod_frame(A, &inner(a, b, 30).bytes())),
+    );
+    add(
+        "tx-pod-b-queue4-to-pod-a",
+        encode(4, &pod_frame(B, &inner(b, a, 30).bytes())),
+    );
     let full = 1450 - 28;
-    add("tx-pod-a-to-node1-mtu", encode(1, &pod_frame(A, &inner(a, remote(N1, 23), full).bytes())));
+    add(
+        "tx-pod-a-to-node1-mtu",
+        encode(1, &pod_frame(A, &inner(a, remote(N1, 23), full).bytes())),
+    );
     let f = pod_frame(A, &inner(a, remote(N1, 24), 64).bytes());
     add("tx-pod-a-to-node1-tight-buffer", encode_tight(1, 7, &f));
     add("drop-pod-a-to-node1-no-room", encode_tight(1, 1, &f));
 
     // Drops: pod side.
-    add("icmp-pod-a-to-node1-frag-needed", encode(1, &pod_frame(A, &inner(a, remote(N1, 25), full + 1).bytes())));
-    add("icmp-pod-b-to-node3-frag-needed", encode(3, &pod_frame(B, &inner(b, remote(N3, 25), 1400 - 27).bytes())));
-    add("drop-pod-a-to-node4-unresolved", encode(1, &pod_frame(A, &inner(a, remote(N4, 26), 8).bytes())));
-    add("drop-pod-a-no-route", encode(1, &pod_frame(A, &inner(a, Ipv4Addr::new(10, 244, 0, 99), 8).bytes())));
-    add("drop-pod-a-to-itself", encode(1, &pod_frame(A, &inner(a, a, 8).bytes())));
+    add(
+        "icmp-pod-a-to-node1-frag-needed",
+        encode(
+            1,
+            &pod_frame(A, &inner(a, remote(N1, 25), full + 1).bytes()),
+        ),
+    );
+    add(
+        "icmp-pod-b-to-node3-frag-needed",
+        encode(
+            3,
+            &pod_frame(B, &inner(b, remote(N3, 25), 1400 - 27).bytes()),
+        ),
+    );
+    add(
+        "drop-pod-a-to-node4-unresolved",
+        encode(1, &pod_frame(A, &inner(a, remote(N4, 26), 8).bytes())),
+    );
+    add(
+        "drop-pod-a-no-route",
+        encode(
+            1,
+            &pod_frame(A, &inner(a, Ipv4Addr::new(10, 244, 0, 99), 8).bytes()),
+        ),
+    );
+    add(
+        "drop-pod-a-to-itself",
+        encode(1, &pod_frame(A, &inner(a, a, 8).bytes())),
+    );
     let mut ip = inner(a, remote(N1, 27), 8);
     ip.ip.ttl = 1;
-    add("icmp-pod-a-ttl1-time-exceeded", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "icmp-pod-a-ttl1-time-exceeded",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     let mut ip = inner(a, remote(N1, 32), full + 1);
     ip.ip.flags_frag = 0;
     let f = pod_frame(A, &ip.bytes());
     add("tx-frag-pod-a-to-node1-no-df", encode(1, &f));
-    add("tx-frag-pod-a-to-node1-one-spare-frame", encode_spare(1, 1, &f));
+    add(
+        "tx-frag-pod-a-to-node1-one-spare-frame",
+        encode_spare(1, 1, &f),
+    );
     add("drop-frag-no-frame-pod-a-to-node1", encode_spare(1, 0, &f));
     // Tight buffers: the spare frames are as small as the received one.
-    add("tx-frag-pod-a-to-node1-tight-buffer", encode_tight(1, 7, &f));
+    add(
+        "tx-frag-pod-a-to-node1-tight-buffer",
+        encode_tight(1, 7, &f),
+    );
 
     // Fragmentation (no DF, over the next hop's MTU).
     // Pod → node5 (MTU 576): 4 pieces, a copied option (router alert), an
@@ -244,37 +338,67 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     ip.ip.flags_frag = 0;
     ip.ip.options = vec![0x94, 4, 0, 0, 7, 7, 4, 0, 0, 0, 0, 1];
     let f = pod_frame(A, &ip.bytes());
-    add("tx-frag-pod-a-to-node5-options-4-pieces", encode_spare(1, 3, &f));
-    add("drop-frag-no-frame-pod-a-to-node5-2-of-3", encode_spare(1, 2, &f));
+    add(
+        "tx-frag-pod-a-to-node5-options-4-pieces",
+        encode_spare(1, 3, &f),
+    );
+    add(
+        "drop-frag-no-frame-pod-a-to-node5-2-of-3",
+        encode_spare(1, 2, &f),
+    );
     // A malformed option list: ends at the bad option past the first piece.
     let mut ip = inner(a, remote(N5, 3), 1200);
     ip.ip.flags_frag = 0;
     ip.ip.options = vec![7, 3, 4, 0x44, 0x20, 0, 0, 0];
-    add("tx-frag-pod-a-to-node5-malformed-options", encode(2, &pod_frame(A, &ip.bytes())));
+    add(
+        "tx-frag-pod-a-to-node5-malformed-options",
+        encode(2, &pod_frame(A, &ip.bytes())),
+    );
     // 2 pieces with options: the last (the received buffer) loses the
     // uncopied one.
     let mut ip = inner(a, remote(N1, 5), 1480);
     ip.ip.flags_frag = 0;
     ip.ip.options = vec![0x44, 8, 5, 0, 0, 0, 0, 0, 0x94, 4, 0, 0];
-    add("tx-frag-pod-a-to-node1-options-2-pieces", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "tx-frag-pod-a-to-node1-options-2-pieces",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     // Pod → IP-in-IP node3 (MTU 1400).
     let mut ip = inner(b, remote(N3, 4), 1500);
     ip.ip.flags_frag = 0;
-    add("tx-frag-pod-b-to-node3-ipip", encode(3, &pod_frame(B, &ip.bytes())));
+    add(
+        "tx-frag-pod-b-to-node3-ipip",
+        encode(3, &pod_frame(B, &ip.bytes())),
+    );
     // Over a pod's veth MTU (a 1500, b 1480): decap and pod → pod.
     let mut ip = inner(remote(N1, 44), a, 1600);
     ip.ip.flags_frag = 0;
-    add("tx-frag-vxlan-node1-to-pod-a", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    add(
+        "tx-frag-vxlan-node1-to-pod-a",
+        encode(0, &vxlan_from(N1, &ip.bytes(), false)),
+    );
     ip.ip.flags_frag = 0x4000;
-    add("icmp-vxlan-node1-to-pod-a-frag-needed", encode(0, &vxlan_from(N1, &ip.bytes(), false)));
+    add(
+        "icmp-vxlan-node1-to-pod-a-frag-needed",
+        encode(0, &vxlan_from(N1, &ip.bytes(), false)),
+    );
     let mut ip = inner(remote(N3, 45), b, 1490);
     ip.ip.flags_frag = 0;
-    add("tx-frag-ipip-node3-to-pod-b", encode(0, &ipip_frame(&from_node(&NODES[N3]), &ip.bytes())));
+    add(
+        "tx-frag-ipip-node3-to-pod-b",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &ip.bytes())),
+    );
     let mut ip = inner(a, b, 1460);
     ip.ip.flags_frag = 0;
-    add("tx-frag-pod-a-to-pod-b", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "tx-frag-pod-a-to-pod-b",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     ip.ip.flags_frag = 0x4000;
-    add("icmp-pod-a-to-pod-b-frag-needed", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "icmp-pod-a-to-pod-b-frag-needed",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     // Transit of a middle fragment (MF, offset 2960) with options,
     // IP-in-IP → VXLAN node5: offsets continue from 2960, MF stays.
     let mut ip = inner(remote(N3, 46), remote(N5, 47), 1300);
@@ -288,22 +412,40 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     let mut ip = inner(a, remote(N1, 48), full + 1);
     ip.ip.flags_frag = 0;
     ip.ip.ttl = 1;
-    add("icmp-pod-a-no-df-too-big-ttl1-time-exceeded", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "icmp-pod-a-no-df-too-big-ttl1-time-exceeded",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     // A fragment whose pieces would reach past 65535 bytes: malformed.
     let mut ip = inner(a, remote(N1, 49), 1448);
     ip.ip.flags_frag = ((65528 - 1448) / 8) as u16;
-    add("drop-frag-past-64k-pod-a-to-node1", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "drop-frag-past-64k-pod-a-to-node1",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     let mut ip = inner(a, remote(N1, 33), 8);
     ip.ip.ttl = 1;
     ip.ip.flags_frag = 0x2000 | 0x10;
-    add("drop-pod-a-ttl1-non-initial-fragment", encode(1, &pod_frame(A, &ip.bytes())));
+    add(
+        "drop-pod-a-ttl1-non-initial-fragment",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
     let mut ip = inner(a, remote(N1, 34), 0);
     ip.ip.ttl = 1;
     ip.ip.proto = 1;
     ip.payload = vec![11, 0, 0xf4, 0xff, 0, 0, 0, 0];
-    add("drop-pod-a-ttl1-icmp-error-about-icmp-error", encode(1, &pod_frame(A, &ip.bytes())));
-    add("drop-pod-a-spoofed", encode(1, &pod_frame(A, &inner(b, remote(N1, 28), 8).bytes())));
-    add("drop-port5-no-pod", encode(5, &pod_frame(A, &inner(a, remote(N1, 29), 8).bytes())));
+    add(
+        "drop-pod-a-ttl1-icmp-error-about-icmp-error",
+        encode(1, &pod_frame(A, &ip.bytes())),
+    );
+    add(
+        "drop-pod-a-spoofed",
+        encode(1, &pod_frame(A, &inner(b, remote(N1, 28), 8).bytes())),
+    );
+    add(
+        "drop-port5-no-pod",
+        encode(5, &pod_frame(A, &inner(a, remote(N1, 29), 8).bytes())),
+    );
     let mut f = pod_frame(A, &inner(a, remote(N1, 30), 8).bytes());
     f[ETH_LEN + 10] ^= 0x55;
     add("drop-pod-a-bad-checksum", encode(1, &f));
@@ -355,7 +497,10 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     fix_ip_checksum(&mut f, ETH_LEN);
     add("drop-vxlan-outer-fragment", encode(0, &f));
     let ipip_from_vxlan_node = ipip_frame(&from_node(&NODES[N1]), &p);
-    add("drop-ipip-from-vxlan-node", encode(0, &ipip_from_vxlan_node));
+    add(
+        "drop-ipip-from-vxlan-node",
+        encode(0, &ipip_from_vxlan_node),
+    );
     let p2 = inner(remote(N2, 41), a, 8).bytes();
     let mut f = vxlan_from(N2, &p2, false);
     // Made to look like it came from the IP-in-IP node.
@@ -363,7 +508,10 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     fix_ip_checksum(&mut f, ETH_LEN);
     add("drop-vxlan-from-ipip-node", encode(0, &f));
     let p3 = inner(remote(N1, 42), remote(N1, 43), 8).bytes();
-    add("drop-vxlan-node1-hairpin", encode(0, &vxlan_from(N1, &p3, false)));
+    add(
+        "drop-vxlan-node1-hairpin",
+        encode(0, &vxlan_from(N1, &p3, false)),
+    );
     let mut f = good.clone();
     let outer_len = be16(&f, 16);
     put16(&mut f, 16, outer_len + 4);
@@ -463,7 +611,9 @@ fn roundtrip_seeds() -> Vec<(String, Vec<u8>)> {
 
 fn wire_views_seeds() -> Vec<(String, Vec<u8>)> {
     let params = |tail: &[u8]| {
-        let mut v = vec![10, 0, 0, 1, 10, 0, 0, 2, 64, 0xb8, 3, 0x81, 0x05, 0xd0, 0x10, 0x00];
+        let mut v = vec![
+            10, 0, 0, 1, 10, 0, 0, 2, 64, 0xb8, 3, 0x81, 0x05, 0xd0, 0x10, 0x00,
+        ];
         v.extend_from_slice(tail);
         v
     };

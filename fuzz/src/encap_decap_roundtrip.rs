@@ -32,11 +32,10 @@
 
 use std::net::Ipv4Addr;
 
-use overpass::config::Encap;
-use overpass::io::Verdict;
-use overpass::pipeline::Pipeline;
-use overpass::route::{NextHop, PortId, UNDERLAY_PORT};
-use overpass::stats::DropReason;
+use overpass_dataplane::counters::DropReason;
+use overpass_dataplane::fib::{Encap, NextHop, PortId, UNDERLAY_PORT};
+use overpass_dataplane::io::Verdict;
+use overpass_dataplane::pipeline::Pipeline;
 
 use crate::fixture::{
     BUF_LEN, GW_UNDERLAY_IP, GW_UNDERLAY_MAC, GW_VTEP_MAC, NODES, PODS, fixture, naive_lookup,
@@ -147,7 +146,9 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
     let t = &fx.table;
     let prefixes = remote_prefixes();
     let net = prefixes[pk.prefix];
-    let host_mask = !u32::MAX.checked_shl(32 - u32::from(net.prefix_len())).unwrap_or(0);
+    let host_mask = !u32::MAX
+        .checked_shl(32 - u32::from(net.prefix_len()))
+        .unwrap_or(0);
     let dst = Ipv4Addr::from(u32::from(net.network()) | (pk.host & host_mask));
     let Some(NextHop::Peer(pi)) = naive_lookup(t, dst) else {
         panic!("fixture: {dst} in {net} does not route to a node");
@@ -184,14 +185,24 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     assert!(
-        matches!(sent.verdict, Verdict::Tx { port: UNDERLAY_PORT, .. }),
+        matches!(
+            sent.verdict,
+            Verdict::Tx {
+                port: UNDERLAY_PORT,
+                ..
+            }
+        ),
         "a valid pod packet to {dst} was not encapsulated: {:?}",
         sent.verdict
     );
     // Every frame the pod's packet became (process_checked verified that
     // they are its fragments if there are several).
-    let outs: Vec<Vec<u8>> =
-        sent.spare.into_iter().map(|(_, f)| f).chain(std::iter::once(sent.frame)).collect();
+    let outs: Vec<Vec<u8>> = sent
+        .spare
+        .into_iter()
+        .map(|(_, f)| f)
+        .chain(std::iter::once(sent.frame))
+        .collect();
     assert_eq!(
         outs.len() > 1,
         original.len() > usize::from(peer.mtu),
@@ -232,7 +243,11 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
             Encap::Ipip => ipip_frame(&o, &inner),
         };
         // The peer's own outer ident, as a real one would use.
-        put16(&mut back, ETH_LEN + 4, pk.ip.ident.rotate_left(7).wrapping_add(i as u16));
+        put16(
+            &mut back,
+            ETH_LEN + 4,
+            pk.ip.ident.rotate_left(7).wrapping_add(i as u16),
+        );
         fix_ip_checksum(&mut back, ETH_LEN);
         assert_eq!(back.len(), out.len());
 
@@ -246,7 +261,11 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
             assert!(
                 matches!(
                     v,
-                    Verdict::Drop(DropReason::TtlExpired) | Verdict::Tx { port: UNDERLAY_PORT, .. }
+                    Verdict::Drop(DropReason::TtlExpired)
+                        | Verdict::Tx {
+                            port: UNDERLAY_PORT,
+                            ..
+                        }
                 ),
                 "a packet sent with TTL 2 came back with TTL 1: {v:?}"
             );
@@ -262,7 +281,10 @@ pub fn roundtrip(pk: &Packet) -> Option<Vec<Vec<u8>>> {
             outs.len(),
             reply_pod.name
         );
-        assert!(got.spare.is_empty(), "a fragment that fits the pod's MTU was cut again");
+        assert!(
+            got.spare.is_empty(),
+            "a fragment that fits the pod's MTU was cut again"
+        );
         let d = got.frame;
         assert_eq!(mac_at(&d, 0), reply_pod.mac);
         assert_eq!(mac_at(&d, 6), reply_pod.host_mac);

@@ -1,6 +1,12 @@
 //! The gateway every target runs against: one realistic route table, built
-//! once through the RIB (`overpass::rib::build_fib`) exactly as the control
-//! plane builds it.
+//! once with `overpass_dataplane::fib::RouteTable::build` from the node and
+//! pod definitions below, as the control plane's RIB would build it from
+//! the same routes (peers in order of first use, each with the next
+//! counter slot; tunnel MTU = underlay MTU − encapsulation overhead unless
+//! the route sets one; pods with their port, RX queues, host-end MAC and
+//! veth MTU). The fuzz crate builds from the dataplane alone, so it does
+//! not go through the RIB itself; [`build_table`] asserts the few rules the
+//! RIB would check that the FIB does not (MTU range, VNI width, VTEP MACs).
 //!
 //! ```text
 //! local    podCIDR 10.244.0.0/24, underlay 198.18.0.1 (02:00:00:00:00:01), VTEP MAC 02:00:00:00:00:02
@@ -19,18 +25,18 @@
 //! large MTUs and up to 4 for node5 (whose small MTU also gives fragments
 //! in the middle, which carry only the copied options).
 //!
-//! Pods have two RX queues each, as `gateway::rib_context` sets up a
-//! multi-queue veth (one worker port per queue), so the hairpin and
-//! anti-spoofing rules are exercised with RX port ≠ TX port.
+//! Pods have two RX queues each (one worker port per veth queue, which the
+//! FIB's `Pod::rx_ports` allows though the gateway today gives each veth a
+//! single RX port), so the hairpin and anti-spoofing rules are exercised
+//! with RX port ≠ TX port.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use ipnet::Ipv4Net;
-use overpass::config::{Encap, MacAddr};
-use overpass::rib::{NodeSpec, PeerSlots, PodPort, PodSpec, RibContext, RouteSpec, build_fib};
-use overpass::route::{LocalNode, NextHop, PortId, RouteTable};
+use overpass_dataplane::fib::{Encap, LocalNode, NextHop, Peer, Pod, PortId, Route, RouteTable};
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_dataplane::wire::vxlan::VNI_MAX;
 
 pub const GW_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const GW_UNDERLAY_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
@@ -172,65 +178,72 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-/// Builds the table through the RIB, as the control plane does.
+/// Builds the table: node `i` of [`NODES`] is peer `i` with counter slot
+/// `i`, pod `j` of [`PODS`] is pod `j`; generation 1.
 pub fn build_table() -> RouteTable {
-    let mut pod_ports = HashMap::new();
-    for p in PODS {
-        pod_ports.insert(
-            p.iface.to_string(),
-            PodPort {
-                port: p.port,
-                rx_ports: p.rx_ports.to_vec(),
-                host_mac: p.host_mac,
-                mtu: p.mtu,
-            },
-        );
-    }
-    let ctx = RibContext {
-        local: LocalNode {
-            pod_cidr: "10.244.0.0/24".parse().unwrap(),
-            underlay_ip: GW_UNDERLAY_IP,
-            underlay_mac: GW_UNDERLAY_MAC,
-            vtep_mac: GW_VTEP_MAC,
-            outer_ttl: OUTER_TTL,
-        },
-        underlay_mtu: UNDERLAY_MTU,
-        pod_ports,
+    let local = LocalNode {
+        pod_cidr: "10.244.0.0/24".parse().unwrap(),
+        underlay_ip: GW_UNDERLAY_IP,
+        underlay_mac: GW_UNDERLAY_MAC,
+        vtep_mac: GW_VTEP_MAC,
+        outer_ttl: OUTER_TTL,
     };
+    let mut peers = vec![];
     let mut routes = vec![];
-    let mut neigh = HashMap::new();
-    for n in NODES {
+    for (i, n) in NODES.iter().enumerate() {
+        // What the RIB refuses and the FIB does not check.
+        let max_mtu = UNDERLAY_MTU - n.encap.overhead();
+        assert!(
+            n.mtu.is_none_or(|m| (576..=max_mtu).contains(&m)),
+            "{}: MTU outside 576..={max_mtu}",
+            n.name
+        );
+        assert!(n.vni <= VNI_MAX, "{}: VNI wider than 24 bits", n.name);
+        assert!(
+            n.encap != Encap::Vxlan || (n.vtep_mac.is_unicast() && n.vtep_mac != MacAddr([0; 6])),
+            "{}: a VXLAN node needs a unicast VTEP MAC",
+            n.name
+        );
+        peers.push(Peer {
+            name: n.name.into(),
+            underlay_ip: n.ip,
+            encap: n.encap,
+            vni: n.vni,
+            port: n.port,
+            // The RIB keeps a VTEP MAC for VXLAN nodes only.
+            vtep_mac: if n.encap == Encap::Vxlan {
+                n.vtep_mac
+            } else {
+                MacAddr::default()
+            },
+            mtu: n.mtu.unwrap_or(max_mtu),
+            next_hop_mac: n.next_hop_mac,
+            slot: i as u16,
+        });
         for prefix in n.prefixes {
-            routes.push(RouteSpec {
+            routes.push(Route {
                 prefix: prefix.parse().unwrap(),
-                node: Some(NodeSpec {
-                    name: n.name.into(),
-                    underlay_ip: n.ip,
-                    encap: n.encap,
-                    vni: n.vni,
-                    port: n.port,
-                    vtep_mac: (n.encap == Encap::Vxlan).then_some(n.vtep_mac),
-                    mtu: n.mtu,
-                }),
-                pod: None,
+                next_hop: NextHop::Peer(i as u32),
             });
         }
-        if let Some(mac) = n.next_hop_mac {
-            neigh.insert(n.ip, mac);
-        }
     }
-    for p in PODS {
-        routes.push(RouteSpec {
+    let mut pods = vec![];
+    for (j, p) in PODS.iter().enumerate() {
+        pods.push(Pod {
+            name: p.name.into(),
+            ip: p.ip,
+            mac: p.mac,
+            host_mac: p.host_mac,
+            port: p.port,
+            rx_ports: p.rx_ports.to_vec(),
+            mtu: p.mtu,
+        });
+        routes.push(Route {
             prefix: Ipv4Net::new(p.ip, 32).unwrap(),
-            node: None,
-            pod: Some(PodSpec {
-                name: p.name.into(),
-                interface: p.iface.into(),
-                mac: p.mac,
-            }),
+            next_hop: NextHop::Pod(j as u32),
         });
     }
-    let table = build_fib(&ctx, &routes, &neigh, &mut PeerSlots::default(), 1)
+    let table = RouteTable::build(local, peers, pods, routes, 1)
         .expect("the fuzz fixture's route set is valid");
     assert_eq!(table.peers.len(), NODES.len());
     assert_eq!(table.pods.len(), PODS.len());

@@ -9,7 +9,7 @@
 //! - [`wire_views`]: the header views over arbitrary bytes.
 //!
 //! [`fixture`] is the route table they share; [`net`] builds and reads
-//! frames independently of `overpass::wire`.
+//! frames independently of `overpass_dataplane::wire`.
 
 pub mod encap_decap_roundtrip;
 pub mod fixture;

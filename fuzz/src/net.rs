@@ -1,12 +1,12 @@
 //! Frame building and field reading for the oracles and the seed corpus.
 //!
-//! Written independently of `overpass::wire` on purpose: the oracle must not
-//! share code (and so bugs) with the implementation it checks. Plain byte
-//! offsets and an RFC 1071 checksum over 16-bit words.
+//! Written independently of `overpass_dataplane::wire` on purpose: the
+//! oracle must not share code (and so bugs) with the implementation it
+//! checks. Plain byte offsets and an RFC 1071 checksum over 16-bit words.
 
 use std::net::Ipv4Addr;
 
-use overpass::config::MacAddr;
+use overpass_dataplane::wire::ethernet::MacAddr;
 
 pub const ETH_LEN: usize = 14;
 pub const IP_LEN: usize = 20;
@@ -172,7 +172,11 @@ pub fn vxlan_frame(
     let mut udp = vec![0u8; UDP_LEN + VXLAN_LEN];
     put16(&mut udp, 0, src_port);
     put16(&mut udp, 2, dst_port);
-    put16(&mut udp, 4, (UDP_LEN + VXLAN_LEN + inner_frame.len()) as u16);
+    put16(
+        &mut udp,
+        4,
+        (UDP_LEN + VXLAN_LEN + inner_frame.len()) as u16,
+    );
     udp[8] = 0x08;
     udp[12..15].copy_from_slice(&vni.to_be_bytes()[1..]);
     udp.extend_from_slice(inner_frame);
@@ -189,7 +193,12 @@ pub fn vxlan_frame(
 pub fn ipip_frame(o: &Outer, inner_packet: &[u8]) -> Vec<u8> {
     let mut ip = Ip4::new(o.src_ip, o.dst_ip, PROTO_IPIP);
     ip.flags_frag = 0;
-    eth(o.dst_mac, o.src_mac, ETHERTYPE_IPV4, &ip.packet(inner_packet))
+    eth(
+        o.dst_mac,
+        o.src_mac,
+        ETHERTYPE_IPV4,
+        &ip.packet(inner_packet),
+    )
 }
 
 /// A small inner UDP datagram (ports 40000 → 9) with `payload`.

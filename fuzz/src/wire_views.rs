@@ -1,5 +1,6 @@
-//! `wire_views`: every `new_checked` and every accessor of `overpass::wire`
-//! over arbitrary bytes, plus the properties the module documents.
+//! `wire_views`: every `new_checked` and every accessor of
+//! `overpass_dataplane::wire` over arbitrary bytes, plus the properties the
+//! module documents.
 //!
 //! Input: `params(16) buffer(rest)`. The 16 parameter bytes give the values
 //! fed to setters and checksum helpers (two addresses, a TTL, a TOS, an ECN
@@ -7,7 +8,7 @@
 //!
 //! Checked, per view that accepts the buffer:
 //! - no getter, `payload()`, `payload_mut()`, checksum helper or fixed-size
-//!   setter panics (the no-panic contract of `overpass::wire`);
+//!   setter panics (the no-panic contract of `overpass_dataplane::wire`);
 //! - lengths: `payload()` ends at the length field (IPv4 total length, UDP
 //!   length), `header_bytes()` is IHL × 4;
 //! - `Repr::parse` → `emit` reproduces the header (IPv4: every field but the
@@ -28,8 +29,8 @@
 
 use std::net::Ipv4Addr;
 
-use overpass::config::MacAddr;
-use overpass::wire::{checksum, ethernet, ipip, ipv4, udp, vxlan};
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_dataplane::wire::{checksum, ethernet, ipip, ipv4, udp, vxlan};
 
 use crate::net::{Reader, ones_sum};
 
@@ -57,18 +58,29 @@ pub fn run(data: &[u8]) {
 
 fn ethernet_view(buf: &[u8]) {
     let Ok(f) = ethernet::Frame::new_checked(buf) else {
-        assert!(buf.len() < ethernet::HEADER_LEN, "Ethernet refused {} bytes", buf.len());
+        assert!(
+            buf.len() < ethernet::HEADER_LEN,
+            "Ethernet refused {} bytes",
+            buf.len()
+        );
         return;
     };
     let (dst, src, et) = (f.dst_addr(), f.src_addr(), f.ethertype());
     assert_eq!(f.payload().len(), buf.len() - ethernet::HEADER_LEN);
     assert_eq!(f.as_bytes(), buf);
     let repr = ethernet::Repr::parse(&f);
-    assert_eq!((repr.dst_addr, repr.src_addr, repr.ethertype), (dst, src, et));
+    assert_eq!(
+        (repr.dst_addr, repr.src_addr, repr.ethertype),
+        (dst, src, et)
+    );
     let mut out = [0u8; ethernet::HEADER_LEN];
     assert_eq!(repr.buffer_len(), out.len());
     repr.emit(&mut ethernet::Frame::new_unchecked(&mut out[..]));
-    assert_eq!(out[..], buf[..ethernet::HEADER_LEN], "Ethernet parse → emit");
+    assert_eq!(
+        out[..],
+        buf[..ethernet::HEADER_LEN],
+        "Ethernet parse → emit"
+    );
     let mut copy = buf.to_vec();
     let mut f = ethernet::Frame::new_checked(&mut copy[..]).unwrap();
     f.set_dst_addr(src);
@@ -105,7 +117,11 @@ fn ipv4_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr, ttl: u8, tos: u8, ecn: u8, fl
     assert_eq!(u32::from(p.src_addr()), p.src_addr_u32());
     assert_eq!(u32::from(p.dst_addr()), p.dst_addr_u32());
     let valid = p.verify_checksum();
-    assert_eq!(valid, ones_sum(&buf[..hl], 0) == 0xffff, "verify_checksum vs reference");
+    assert_eq!(
+        valid,
+        ones_sum(&buf[..hl], 0) == 0xffff,
+        "verify_checksum vs reference"
+    );
     let canonical = !ones_sum_without_checksum(&buf[..hl]);
     let was_canonical = p.checksum() == canonical;
 
@@ -113,7 +129,10 @@ fn ipv4_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr, ttl: u8, tos: u8, ecn: u8, fl
         Ok(repr) => {
             assert!(valid && !p.is_fragment());
             assert_eq!(repr.payload_len, total - hl);
-            assert_eq!(usize::from(repr.total_len()), ipv4::MIN_HEADER_LEN + total - hl);
+            assert_eq!(
+                usize::from(repr.total_len()),
+                ipv4::MIN_HEADER_LEN + total - hl
+            );
             let mut out = [0u8; ipv4::MIN_HEADER_LEN];
             repr.emit(&mut ipv4::Packet::new_unchecked(&mut out[..]));
             // Re-parse the emitted header with the payload behind it.
@@ -125,15 +144,24 @@ fn ipv4_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr, ttl: u8, tos: u8, ecn: u8, fl
             if hl == ipv4::MIN_HEADER_LEN && ff & 0x8000 == 0 {
                 let same = |i: usize| !matches!(i, 10 | 11) && out[i] != buf[i];
                 if let Some(i) = (0..ipv4::MIN_HEADER_LEN).find(|&i| same(i)) {
-                    panic!("IPv4 parse → emit changed byte {i}: {:#04x} → {:#04x}", buf[i], out[i]);
+                    panic!(
+                        "IPv4 parse → emit changed byte {i}: {:#04x} → {:#04x}",
+                        buf[i], out[i]
+                    );
                 }
             }
         }
-        Err(e) => assert!(!valid || p.is_fragment(), "Repr::parse refused ({e:?}) a valid packet"),
+        Err(e) => assert!(
+            !valid || p.is_fragment(),
+            "Repr::parse refused ({e:?}) a valid packet"
+        ),
     }
     let outer = ipip::outer_repr(&p, a, b, ttl);
     assert_eq!(outer.payload_len, total);
-    assert_eq!((outer.tos, outer.dont_frag, outer.ident), (p.tos(), p.dont_frag(), p.ident()));
+    assert_eq!(
+        (outer.tos, outer.dont_frag, outer.ident),
+        (p.tos(), p.dont_frag(), p.ident())
+    );
     assert_eq!((outer.src_addr, outer.dst_addr, outer.ttl), (a, b, ttl));
     assert_eq!(outer.protocol, ipv4::PROTO_IPIP);
 
@@ -163,7 +191,10 @@ fn ipv4_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr, ttl: u8, tos: u8, ecn: u8, fl
     q.set_dst_addr(b);
     let (df, mf) = (flags & 1 != 0, flags & 2 != 0);
     q.set_flags_frag(df, mf, off);
-    assert_eq!((q.tos(), q.ident(), q.ttl(), q.protocol()), (tos, off, ttl, flags));
+    assert_eq!(
+        (q.tos(), q.ident(), q.ttl(), q.protocol()),
+        (tos, off, ttl, flags)
+    );
     assert_eq!((q.src_addr(), q.dst_addr()), (a, b));
     assert_eq!((q.dont_frag(), q.more_frags()), (df, mf));
     assert_eq!(q.frag_offset(), off & !7, "set_flags_frag offset");
@@ -188,7 +219,11 @@ fn check_incremental(q: &ipv4::Packet<&mut [u8]>, valid: bool, canonical: bool, 
         assert!(q.verify_checksum(), "{what} broke a valid checksum");
         if canonical {
             let full = !ones_sum_without_checksum(h);
-            assert_eq!(q.checksum(), full, "{what}: incremental ≠ full recomputation");
+            assert_eq!(
+                q.checksum(),
+                full,
+                "{what}: incremental ≠ full recomputation"
+            );
         }
     }
 }
@@ -203,9 +238,16 @@ fn udp_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr) {
     let (sp, dp, ck) = (u.src_port(), u.dst_port(), u.checksum());
     assert_eq!(ck, u16::from_be_bytes([buf[6], buf[7]]));
     let v = u.verify_checksum(a, b);
-    assert_eq!(v, ck == 0 || crate::net::udp_checksum_ok(a, b, &buf[..len]), "UDP verify vs reference");
+    assert_eq!(
+        v,
+        ck == 0 || crate::net::udp_checksum_ok(a, b, &buf[..len]),
+        "UDP verify vs reference"
+    );
     let repr = udp::Repr::parse(&u);
-    assert_eq!((repr.src_port, repr.dst_port, repr.payload_len), (sp, dp, len - udp::HEADER_LEN));
+    assert_eq!(
+        (repr.src_port, repr.dst_port, repr.payload_len),
+        (sp, dp, len - udp::HEADER_LEN)
+    );
     assert_eq!(repr.len(), u.len());
     let mut out = [0xffu8; udp::HEADER_LEN];
     repr.emit(&mut udp::Packet::new_unchecked(&mut out[..]));
@@ -217,7 +259,11 @@ fn udp_view(buf: &[u8], a: Ipv4Addr, b: Ipv4Addr) {
     w.set_dst_port(sp);
     assert_eq!((w.src_port(), w.dst_port()), (dp, sp));
     w.fill_checksum(a, b);
-    assert_ne!(w.checksum(), 0, "a computed UDP checksum is never sent as 0");
+    assert_ne!(
+        w.checksum(),
+        0,
+        "a computed UDP checksum is never sent as 0"
+    );
     assert!(w.verify_checksum(a, b), "UDP fill_checksum");
     w.payload_mut().fill(0);
 }
@@ -243,7 +289,11 @@ fn vxlan_view(buf: &[u8], vni: u32) {
             assert_eq!(r.vni, h.vni());
             let mut out = [0xffu8; vxlan::HEADER_LEN];
             r.emit(&mut vxlan::Header::new_unchecked(&mut out[..]));
-            assert_eq!(out, [0x08, 0, 0, 0, buf[4], buf[5], buf[6], 0], "VXLAN emit");
+            assert_eq!(
+                out,
+                [0x08, 0, 0, 0, buf[4], buf[5], buf[6], 0],
+                "VXLAN emit"
+            );
         }
         Err(_) => assert!(!h.has_vni_flag()),
     }
@@ -257,7 +307,11 @@ fn vxlan_view(buf: &[u8], vni: u32) {
 
 fn checksums(buf: &[u8], word: u16) {
     let s = checksum::sum(buf);
-    assert_eq!(checksum::fold(s), ones_sum(buf, 0), "checksum::sum vs reference");
+    assert_eq!(
+        checksum::fold(s),
+        ones_sum(buf, 0),
+        "checksum::sum vs reference"
+    );
     assert_eq!(checksum::finish(s), !ones_sum(buf, 0));
     // combine: split at an even point.
     let mid = (buf.len() / 2) & !1;

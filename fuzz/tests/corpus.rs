@@ -8,11 +8,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use overpass::io::Verdict;
-use overpass::stats::DropReason;
+use overpass_dataplane::counters::DropReason;
+use overpass_dataplane::io::Verdict;
 
 fn files(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -40,7 +42,10 @@ fn pipeline_rx_seeds() {
         let spare = r.as_ref().map_or(0, |r| r.spare.len());
         println!("{name}: {v:?}, {spare} spare frame(s)");
         if name.starts_with("tx-") || name.starts_with("icmp-") {
-            assert!(matches!(v, Some(Verdict::Tx { .. })), "{name} must be forwarded: {v:?}");
+            assert!(
+                matches!(v, Some(Verdict::Tx { .. })),
+                "{name} must be forwarded: {v:?}"
+            );
             tx += 1;
         }
         // `tx-frag-*`: fragmented (n − 1 spare frames and the verdict's);
@@ -52,7 +57,10 @@ fn pipeline_rx_seeds() {
             assert_eq!(spare, 0, "{name} must not be fragmented");
         }
         if name.starts_with("drop-") {
-            assert!(matches!(v, Some(Verdict::Drop(_))), "{name} must be dropped: {v:?}");
+            assert!(
+                matches!(v, Some(Verdict::Drop(_))),
+                "{name} must be dropped: {v:?}"
+            );
         }
         if name.starts_with("drop-frag-no-frame-") {
             assert_eq!(v, Some(Verdict::Drop(DropReason::FragNoFrame)), "{name}");
@@ -83,7 +91,9 @@ fn wire_views_seeds() {
 #[test]
 fn findings_are_fixed() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts-found");
-    let Ok(targets) = fs::read_dir(&dir) else { return };
+    let Ok(targets) = fs::read_dir(&dir) else {
+        return;
+    };
     for t in targets {
         let t = t.unwrap().path();
         let target = t.file_name().unwrap().to_string_lossy().into_owned();
