@@ -8,10 +8,8 @@ use anyhow::{Context, bail};
 /// thread back (also when `f` fails). Sockets and XDP links created inside
 /// stay bound to that namespace's interfaces.
 pub fn within<T>(ns: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let prev = overpass::host::netns::enter_netns(ns).with_context(|| format!("entering {ns}"))?;
-    let r = f();
-    overpass::host::netns::setns(&prev).context("returning to the original network namespace")?;
-    r
+    overpass::host::netns::in_netns(Some(ns), f)
+        .with_context(|| format!("entering or leaving {ns}"))?
 }
 
 /// Runs a shell script inside `ns` (`ip netns exec NS sh -c SCRIPT`); a

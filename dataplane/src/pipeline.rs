@@ -24,12 +24,12 @@ use crate::fib::Encap;
 use crate::fib::{NextHop, Peer, Pod, PortId, RouteTable, UNDERLAY_PORT};
 use crate::io::{Spare, Verdict};
 use crate::wire::ethernet::MacAddr;
-use crate::wire::{ethernet, icmp, ipv4, udp, vxlan};
+use crate::wire::{ethernet, icmp, ipip, ipv4, udp, vxlan};
 
 /// Inner IPv4 offset in a VXLAN frame.
-pub const VXLAN_INNER_IP: usize = 64;
+pub const VXLAN_INNER_IP: usize = vxlan::frame::INNER_IP;
 /// Inner IPv4 offset in an IP-in-IP frame.
-pub const IPIP_INNER_IP: usize = 34;
+pub const IPIP_INNER_IP: usize = ipip::OUTER_HEADERS_LEN;
 /// IPv4 offset in a plain Ethernet frame.
 pub const ETH_IP: usize = ethernet::HEADER_LEN;
 
@@ -508,16 +508,22 @@ impl Pipeline {
                     udp::Repr {
                         src_port: SRC_PORT_MIN | (hash as u16 & 0x3fff),
                         dst_port: peer.port,
-                        payload_len: total - 42,
+                        payload_len: total - vxlan::frame::VXLAN,
                     }
-                    .emit(&mut udp::Packet::new_unchecked(&mut buf[34..42]));
-                    vx.emit(&mut vxlan::Header::new_unchecked(&mut buf[42..50]));
+                    .emit(&mut udp::Packet::new_unchecked(
+                        &mut buf[vxlan::frame::UDP..vxlan::frame::VXLAN],
+                    ));
+                    vx.emit(&mut vxlan::Header::new_unchecked(
+                        &mut buf[vxlan::frame::VXLAN..vxlan::frame::INNER_ETH],
+                    ));
                     ethernet::Repr {
                         src_addr: t.local.vtep_mac,
                         dst_addr: peer.vtep_mac,
                         ethertype: ethernet::ethertype::IPV4,
                     }
-                    .emit(&mut ethernet::Frame::new_unchecked(&mut buf[50..64]));
+                    .emit(&mut ethernet::Frame::new_unchecked(
+                        &mut buf[vxlan::frame::INNER_ETH..VXLAN_INNER_IP],
+                    ));
                 }
                 let (event, direction) = match from {
                     Origin::Peer(_) => (Some(Event::Transit), Direction::Transit),
@@ -831,11 +837,12 @@ fn flow_hash(ip: &[u8]) -> u32 {
         return 0;
     };
     let word = |b: &[u8; 4]| u32::from_be_bytes(*b);
-    let src = word(h[12..16].try_into().unwrap_or(&[0; 4]));
-    let dst = word(h[16..20].try_into().unwrap_or(&[0; 4]));
-    let proto = h[9];
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
-    let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
+    use ipv4::field;
+    let src = word(h[field::SRC_ADDR].try_into().unwrap_or(&[0; 4]));
+    let dst = word(h[field::DST_ADDR].try_into().unwrap_or(&[0; 4]));
+    let proto = h[field::PROTOCOL];
+    let ihl = ((h[field::VER_IHL] & 0x0f) as usize) * 4;
+    let frag = u16::from_be_bytes([h[field::FLG_OFF.start], h[field::FLG_OFF.start + 1]]) & 0x3fff;
     let ports = match ip.get(ihl..ihl + 4) {
         Some(p) if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag == 0 => {
             u32::from_be_bytes([p[0], p[1], p[2], p[3]])

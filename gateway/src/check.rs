@@ -1282,14 +1282,6 @@ fn irq_findings(f: &LinkFacts, worker_cores: &[usize]) -> Vec<Finding> {
     }
 }
 
-/// Encapsulation overhead over IPv4: VXLAN 50 (14 + 8 + 8 + 20), IP-in-IP 20.
-pub fn encap_overhead(encap: Encap) -> u32 {
-    match encap {
-        Encap::Vxlan => 50,
-        Encap::Ipip => 20,
-    }
-}
-
 /// The largest Ethernet frame (without FCS) an AF_XDP frame holds: the
 /// UMEM frame minus the kernel's 256-byte XDP headroom.
 pub const MAX_FRAME: u32 = xsk::FRAME_SIZE - 256;
@@ -1312,7 +1304,7 @@ pub fn mtu_findings(
     let largest_pod = pod_mtus.iter().max_by_key(|(_, m)| *m);
     for (i, peer) in config.peer.iter().enumerate() {
         let subject = format!("peer[{i}] {}", peer.name);
-        let overhead = encap_overhead(peer.encap);
+        let overhead = u32::from(peer.encap.overhead());
         let (inner, from) = match (peer.mtu, largest_pod) {
             (Some(m), _) => (u32::from(m), format!("its mtu = {m}")),
             (None, Some((pod, m))) => (*m, format!("pod MTU {m} ({pod})")),

@@ -293,19 +293,22 @@ fn kernel_drops_before_the_rx_ring_are_counted() {
     }
     let bed = bed("dp5");
     let pod_if = bed.local_pod_iface('a');
-    let prev = overpass::host::netns::enter_netns(&bed.ns(Ns::Gateway)).unwrap();
-    let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
-    let mut steering = Steering::load(&[8472]).unwrap();
-    let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
-    steering.attach(ifindex, PortRole::Pod, 0).unwrap();
-    let spec = PortSpec {
-        ifname: pod_if.clone(),
-        queue: 0,
-        ring_size: 64,
-    };
-    let mut io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
-    steering.register_xsk(0, io.fds()[0]).unwrap();
-    overpass::host::netns::setns(&prev).unwrap();
+    let (counters, steering, mut io) =
+        overpass::host::netns::in_netns(Some(&bed.ns(Ns::Gateway)), || {
+            let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
+            let mut steering = Steering::load(&[8472]).unwrap();
+            let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
+            steering.attach(ifindex, PortRole::Pod, 0).unwrap();
+            let spec = PortSpec {
+                ifname: pod_if.clone(),
+                queue: 0,
+                ring_size: 64,
+            };
+            let io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
+            steering.register_xsk(0, io.fds()[0]).unwrap();
+            (counters, steering, io)
+        })
+        .unwrap();
 
     let steered = || steering.counters().unwrap()[SteerCounter::SteerPod.index()];
     let before = steered();

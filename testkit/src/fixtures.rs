@@ -1,7 +1,9 @@
 //! Packet fixtures: one table of {input frame, expected verdict, expected
-//! output bytes, expected counter, expected XDP steering decision}, shared
-//! by the pipeline's unit tests, the XDP program's BPF_PROG_TEST_RUN tests,
-//! the benchmarks and the fuzzer's seed corpus.
+//! output bytes, expected counter, expected XDP steering decision}, run
+//! against the pipeline (`dataplane/tests/pipeline.rs`) and the XDP program
+//! through BPF_PROG_TEST_RUN (`gateway/tests/xdp_fixtures.rs`). The fuzzer
+//! and the micro-benchmarks keep worlds of their own, built from the
+//! dataplane crate alone (fuzz/README.md says why).
 //!
 //! Frames are built with `etherparse` (headers, checksums), never with the
 //! gateway's own `wire` code, so an expected output is an independent

@@ -46,7 +46,8 @@ pub mod option {
     pub const COPIED: u8 = 0x80;
 }
 
-mod field {
+/// Field offsets in the IPv4 header (RFC 791 §3.1).
+pub(crate) mod field {
     use super::Field;
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;

@@ -36,6 +36,27 @@ pub const OVERHEAD: usize =
 // Both are 50 by coincidence of the two Ethernet headers; keep them honest.
 const _: () = assert!(OUTER_HEADERS_LEN == 50 && OVERHEAD == 50);
 
+/// Where each header starts in a VXLAN-over-IPv4 frame with no outer IPv4
+/// options (the gateway accepts and emits none):
+/// `| eth 0..14 | ipv4 14..34 | udp 34..42 | vxlan 42..50 | inner eth 50..64 | inner ipv4 64.. |`.
+pub mod frame {
+    use super::{HEADER_LEN, OUTER_HEADERS_LEN, ethernet, ipv4, udp};
+
+    /// The outer IPv4 header.
+    pub const OUTER_IP: usize = ethernet::HEADER_LEN;
+    /// The outer UDP header.
+    pub const UDP: usize = OUTER_IP + ipv4::MIN_HEADER_LEN;
+    /// The VXLAN header.
+    pub const VXLAN: usize = UDP + udp::HEADER_LEN;
+    /// The inner Ethernet frame.
+    pub const INNER_ETH: usize = VXLAN + HEADER_LEN;
+    /// The inner IPv4 packet.
+    pub const INNER_IP: usize = INNER_ETH + ethernet::HEADER_LEN;
+
+    const _: () = assert!(UDP == 34 && VXLAN == 42 && INNER_ETH == OUTER_HEADERS_LEN);
+    const _: () = assert!(INNER_IP == 64);
+}
+
 mod field {
     use super::Field;
     pub const FLAGS: usize = 0;

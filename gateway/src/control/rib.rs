@@ -185,14 +185,6 @@ pub trait RouteStore: Send + Sync + std::fmt::Debug {
 /// How long a route change waits for a worker to finish the round it was in.
 const GRACE: Duration = Duration::from_millis(100);
 
-/// Encapsulation overhead in bytes (VXLAN carries the inner Ethernet header).
-pub fn encap_overhead(encap: Encap) -> u16 {
-    match encap {
-        Encap::Vxlan => 50,
-        Encap::Ipip => 20,
-    }
-}
-
 /// A pod interface the gateway serves: its worker port and host-end MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodPort {
@@ -299,7 +291,7 @@ impl NodeSpec {
             }
         }
         if let Some(mtu) = self.mtu {
-            let max = ctx.underlay_mtu.saturating_sub(encap_overhead(self.encap));
+            let max = ctx.underlay_mtu.saturating_sub(self.encap.overhead());
             if !(576..=max).contains(&mtu) {
                 return Err(RibError::new(
                     "mtu",
@@ -316,7 +308,7 @@ impl NodeSpec {
     /// The effective tunnel MTU.
     pub fn effective_mtu(&self, underlay_mtu: u16) -> u16 {
         self.mtu
-            .unwrap_or(underlay_mtu.saturating_sub(encap_overhead(self.encap)))
+            .unwrap_or(underlay_mtu.saturating_sub(self.encap.overhead()))
     }
 
     /// Whether two routes may share this node (same underlay address).
