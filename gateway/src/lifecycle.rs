@@ -250,6 +250,13 @@ impl Gateway {
         Snapshot::sum(self.counters.iter().map(|c| &**c))
     }
 
+    /// Worker threads still running: all of them until [`Gateway::stop`],
+    /// unless one ended early (a panic; in a release build a panic aborts
+    /// the whole process instead).
+    pub fn workers_running(&self) -> usize {
+        self.workers.iter().filter(|w| !w.is_finished()).count()
+    }
+
     /// XDP steering counters (summed over CPUs), by name.
     pub fn xdp_counters(&self) -> Vec<(&'static str, u64)> {
         self.view().xdp_counters()
