@@ -130,8 +130,8 @@ impl RawForwarder {
                 Steering::load(&[testbed::VXLAN_PORT]).context("loading the steering program")?;
             let ul = overpass::host::iface::ifindex(testbed::GATEWAY_UNDERLAY_IF)?;
             let pod = overpass::host::iface::ifindex(&pod_if)?;
-            steering.attach(ul, PortRole::Underlay, 0)?;
-            steering.attach(pod, PortRole::Pod, 1)?;
+            steering.attach(ul, PortRole::Underlay, 0, 1)?;
+            steering.attach(pod, PortRole::Pod, 1, 1)?;
             let specs = [
                 PortSpec {
                     ifname: testbed::GATEWAY_UNDERLAY_IF.into(),

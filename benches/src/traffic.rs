@@ -308,7 +308,7 @@ impl Sink {
             let ifindex = overpass::host::iface::ifindex(&spec.ifname)
                 .with_context(|| spec.ifname.clone())?;
             steering
-                .attach(ifindex, PortRole::Pod, 0)
+                .attach(ifindex, PortRole::Pod, 0, 1)
                 .with_context(|| format!("attaching XDP to the sink's {}", spec.ifname))?;
             steering
                 .register_xsk(0, sock.fd())

@@ -131,6 +131,10 @@ impl Gateway {
         let ul = &config.underlay[0];
         let plan = port_plan(config)?;
         let n = plan.workers as usize;
+        if let Some(unserved) = plan.unserved_queues(&ul.interface) {
+            // The same sentence `overpass check` reports (nic.queues).
+            tracing::warn!("{unserved}");
+        }
         // One round epoch per worker: the RIB waits on them after each
         // publish, so a change it acknowledges is in force.
         let epochs: Vec<Arc<RoundEpoch>> = (0..n).map(|_| Arc::default()).collect();
@@ -152,14 +156,14 @@ impl Gateway {
         let mut xdp = vec![];
         let ul_index = iface::ifindex(&ul.interface).context("underlay[0].interface")?;
         let mode = steering
-            .attach(ul_index, PortRole::Underlay, 0)
+            .attach(ul_index, PortRole::Underlay, 0, plan.workers)
             .with_context(|| format!("attaching XDP to {}", ul.interface))?;
         xdp.push((ul.interface.clone(), mode));
         for (i, pod) in config.pod.iter().enumerate() {
             let idx =
                 iface::ifindex(&pod.interface).with_context(|| format!("pod[{i}].interface"))?;
             let mode = steering
-                .attach(idx, PortRole::Pod, plan.pod_bases[i])
+                .attach(idx, PortRole::Pod, plan.pod_bases[i], plan.workers)
                 .with_context(|| format!("attaching XDP to {}", pod.interface))?;
             xdp.push((pod.interface.clone(), mode));
         }
@@ -244,6 +248,13 @@ impl Gateway {
     /// Counters summed over workers.
     pub fn counters(&self) -> Snapshot {
         Snapshot::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    /// Worker threads still running: all of them until [`Gateway::stop`],
+    /// unless one ended early (a panic; in a release build a panic aborts
+    /// the whole process instead).
+    pub fn workers_running(&self) -> usize {
+        self.workers.iter().filter(|w| !w.is_finished()).count()
     }
 
     /// XDP steering counters (summed over CPUs), by name.

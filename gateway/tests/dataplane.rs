@@ -298,7 +298,7 @@ fn kernel_drops_before_the_rx_ring_are_counted() {
             let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
             let mut steering = Steering::load(&[8472]).unwrap();
             let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
-            steering.attach(ifindex, PortRole::Pod, 0).unwrap();
+            steering.attach(ifindex, PortRole::Pod, 0, 1).unwrap();
             let spec = PortSpec {
                 ifname: pod_if.clone(),
                 queue: 0,

@@ -24,7 +24,7 @@ fn fixtures_through_the_xdp_program() {
         } else {
             PortRole::Pod
         };
-        steering.set_port(LO, role, 0).unwrap();
+        steering.set_port(LO, role, 0, 1).unwrap();
         let before = steering.counters().unwrap();
         let result = steering.test_run(&f.input, LO, 0);
         if f.input.len() < 14 {

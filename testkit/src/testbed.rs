@@ -26,6 +26,10 @@
 //! small user-space program (`support/ipip_peer.py`, standard-library
 //! Python) started on demand by [`Testbed::start_ipip_peer`]; without it,
 //! node 3's pod address is unreachable (the TUN has no carrier).
+//! The switch is a plain L2 switch: br_netfilter's `bridge-nf-call-*`
+//! sysctls, on by default in every namespace, are turned off in `{P}-ul`
+//! (and checked), or the bridge would validate IPv4 headers itself and drop
+//! malformed tunnel frames before the gateway sees them.
 //! The gateway namespace has the kernel's IPv4 forwarding off: only the
 //! AF_XDP dataplane forwards there. Local pods are Calico-style: a /32 on the
 //! pod's `eth0`, default route via the link-local `169.254.1.1`, which the
@@ -89,6 +93,17 @@ pub const IPIP_DEV: &str = "tunl0";
 /// The Python interpreter that has scapy (Debian's `python3-scapy`); a
 /// `python3` earlier on `PATH` (pyenv, venv) may not.
 pub const PYTHON: &str = "/usr/bin/python3";
+/// br_netfilter's per-namespace switches that hand bridged frames to
+/// iptables, ip6tables and arptables. Each is 1 by default in every
+/// namespace once br_netfilter is loaded (built in here), and then the
+/// bridge validates IPv4 headers itself (checksum, lengths) and drops the
+/// bad ones before they reach any port: the bed's switch turns them off so
+/// malformed frames reach the gateway (see [`Testbed::switch_netfilter`]).
+pub const BRIDGE_NF_SYSCTLS: [&str; 3] = [
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.bridge.bridge-nf-call-arptables",
+];
 /// The user-space IP-in-IP endpoint run by [`Testbed::start_ipip_peer`].
 const IPIP_PEER_PY: &str = include_str!("../support/ipip_peer.py");
 /// The local pod letters.
@@ -661,6 +676,16 @@ impl Testbed {
         Ok(0)
     }
 
+    /// The switch namespace's [`BRIDGE_NF_SYSCTLS`] as (name, value): all 0
+    /// on a bed as built, so the switch forwards malformed frames instead of
+    /// judging them; empty when br_netfilter is not loaded (the bridge then
+    /// calls no netfilter hook at all). A test that sends malformed outer
+    /// headers checks it: br_netfilter loaded after the bed was built would
+    /// bring the switches back at 1.
+    pub fn switch_netfilter(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        bridge_nf_values(&self.ns(Ns::Underlay))
+    }
+
     /// Whether an XDP program is attached to `dev` in `ns` (any mode).
     pub fn link_xdp_attached(&self, ns: &str, dev: &str) -> anyhow::Result<bool> {
         let link = link_json(ns, dev, "-d")?;
@@ -800,6 +825,7 @@ impl Testbed {
             ],
         )?;
         ip(&ul, &["link", "set", "br0", "up"])?;
+        switch_netfilter_off(&ul)?;
 
         // The gateway's uplink, with N queues on both ends.
         let q = self.spec.underlay_queues.to_string();
@@ -1477,6 +1503,44 @@ fn ip(ns: &str, args: &[&str]) -> anyhow::Result<Output> {
 
 fn nsexec(ns: &str, args: &[&str]) -> anyhow::Result<Output> {
     run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+}
+
+/// [`BRIDGE_NF_SYSCTLS`] in `ns` that exist, with their values.
+fn bridge_nf_values(ns: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut out = vec![];
+    for key in BRIDGE_NF_SYSCTLS {
+        // The keys exist only while br_netfilter is loaded (sysctl fails
+        // with "cannot stat" otherwise).
+        let Ok(o) = nsexec(ns, &["sysctl", "-n", key]) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&o.stdout);
+        let value = text
+            .trim()
+            .parse()
+            .with_context(|| format!("{key} in {ns}: {text:?}"))?;
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Sets [`BRIDGE_NF_SYSCTLS`] to 0 in the switch namespace `ns` and checks
+/// they read back 0. Without br_netfilter there is nothing to turn off.
+fn switch_netfilter_off(ns: &str) -> anyhow::Result<()> {
+    let present = bridge_nf_values(ns)?;
+    if present.is_empty() {
+        tracing::debug!(%ns, "br_netfilter not loaded: the bridge calls no netfilter hook");
+        return Ok(());
+    }
+    let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
+    args.extend(present.iter().map(|(k, _)| format!("{k}=0")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nsexec(ns, &args)?;
+    let after = bridge_nf_values(ns)?;
+    if after.len() != present.len() || after.iter().any(|(_, v)| *v != 0) {
+        bail!("bridge netfilter calls still on in {ns} after setting them to 0: {after:?}");
+    }
+    Ok(())
 }
 
 fn tx_csum_off(ns: &str, dev: &str) -> anyhow::Result<()> {

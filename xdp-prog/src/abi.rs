@@ -12,9 +12,11 @@
 //! All integers are in host byte order (the map is local to this machine), except where a
 //! field is copied from a packet; none of the fields here are.
 //!
-//! The socket slot a frame is steered to is `PortCfg::xsk_base + rx_queue_index`, so an
-//! interface with `n` RX queues owns slots `xsk_base..xsk_base + n`; the caller hands out
-//! non-overlapping ranges.
+//! The socket slot a frame is steered to is `PortCfg::xsk_base + rx_queue_index`, for
+//! `rx_queue_index < PortCfg::xsk_count` only: an interface serving `n` RX queues owns slots
+//! `xsk_base..xsk_base + n`, and the caller hands out non-overlapping ranges. A frame to
+//! steer from a queue at or past `xsk_count` is passed to the kernel and counted
+//! [`SteerCounter::UnservedQueue`], so it can never land in another interface's slots.
 //!
 //! Mirroring rules: fixed-width fields only, no implicit padding (sizes are asserted at
 //! compile time), enum discriminants identical to the C enums (a test parses `abi.h`).
@@ -28,7 +30,7 @@ pub const MAX_XSKS: u32 = 256;
 /// Entries in the `vxlan_ports` map (distinct VXLAN UDP destination ports).
 pub const MAX_VXLAN_PORTS: u32 = 16;
 /// Number of [`SteerCounter`] slots (`COUNTER_MAX` in `abi.h`).
-pub const COUNTER_MAX: usize = 10;
+pub const COUNTER_MAX: usize = 11;
 
 /// `XDP_PASS`: the frame continues into the kernel network stack.
 pub const XDP_PASS: u32 = 2;
@@ -37,7 +39,7 @@ pub const XDP_REDIRECT: u32 = 4;
 
 /// Value of the `ports` map (`struct port_cfg`), keyed by ifindex.
 ///
-/// Two naturally aligned `u32`: 8 bytes, no padding.
+/// Three naturally aligned `u32`: 12 bytes, no padding.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortCfg {
@@ -45,16 +47,20 @@ pub struct PortCfg {
     pub role: u32,
     /// First `xsks` slot of the interface; RX queue `q` uses `xsk_base + q`.
     pub xsk_base: u32,
+    /// RX queues user space serves on the interface (`0..xsk_count`). Frames to steer
+    /// from other queues are passed and counted [`SteerCounter::UnservedQueue`].
+    pub xsk_count: u32,
 }
 
-const _: () = assert!(size_of::<PortCfg>() == 8);
+const _: () = assert!(size_of::<PortCfg>() == 12);
 
 impl PortCfg {
     /// The map value as the kernel stores it (host byte order, C layout).
-    pub fn to_bytes(self) -> [u8; 8] {
-        let mut out = [0u8; 8];
+    pub fn to_bytes(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
         out[..4].copy_from_slice(&self.role.to_ne_bytes());
-        out[4..].copy_from_slice(&self.xsk_base.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.xsk_base.to_ne_bytes());
+        out[8..].copy_from_slice(&self.xsk_count.to_ne_bytes());
         out
     }
 }
@@ -76,7 +82,9 @@ pub enum PortRole {
 /// Every frame the program sees increments exactly one slot other than
 /// [`SteerCounter::NoSocket`]; a steered frame whose XSK slot is empty additionally
 /// increments `NoSocket` (it then reaches the kernel with `XDP_PASS`). So
-/// `steer_* - no_socket` is the number of frames user space actually received.
+/// `steer_* - no_socket` is the number of frames user space actually received. A frame
+/// that would be steered but arrived on a queue user space does not serve counts
+/// [`SteerCounter::UnservedQueue`] instead of a `steer_*` slot.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SteerCounter {
@@ -100,6 +108,9 @@ pub enum SteerCounter {
     PassUnknownPort = 8,
     /// Steered but no socket in the slot: `bpf_redirect_map` fell back to `XDP_PASS`.
     NoSocket = 9,
+    /// Would be steered (tunnel on an underlay, IPv4 on a pod), but arrived on an RX
+    /// queue at or past the interface's `xsk_count`: passed to the kernel instead.
+    UnservedQueue = 10,
 }
 
 impl SteerCounter {
@@ -115,6 +126,7 @@ impl SteerCounter {
         SteerCounter::PassMalformed,
         SteerCounter::PassUnknownPort,
         SteerCounter::NoSocket,
+        SteerCounter::UnservedQueue,
     ];
 
     /// The snake_case name used in metrics and the API, e.g. `"steer_vxlan"`.
@@ -130,6 +142,7 @@ impl SteerCounter {
             SteerCounter::PassMalformed => "pass_malformed",
             SteerCounter::PassUnknownPort => "pass_unknown_port",
             SteerCounter::NoSocket => "no_socket",
+            SteerCounter::UnservedQueue => "unserved_queue",
         }
     }
 
@@ -236,6 +249,10 @@ mod tests {
             offset_of!(PortCfg, xsk_base),
             offset_of!(port_cfg, xsk_base)
         );
+        assert_eq!(
+            offset_of!(PortCfg, xsk_count),
+            offset_of!(port_cfg, xsk_count)
+        );
     }
 
     #[test]
@@ -243,9 +260,11 @@ mod tests {
         let cfg = PortCfg {
             role: PortRole::Pod as u32,
             xsk_base: 0x0102_0304,
+            xsk_count: 0x0a0b_0c0d,
         };
         let bytes = cfg.to_bytes();
         assert_eq!(bytes[..4], 2u32.to_ne_bytes());
-        assert_eq!(bytes[4..], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(bytes[4..8], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(bytes[8..], 0x0a0b_0c0du32.to_ne_bytes());
     }
 }

@@ -19,12 +19,16 @@
 //! | underlay   | IPv4 UDP, UDP header truncated                   | kernel    | `pass_malformed`    |
 //! | underlay   | IPv4 UDP to a port in `vxlan_ports`              | **XSK**   | `steer_vxlan`       |
 //! | underlay   | any other IPv4                                   | kernel    | `pass_not_tunnel`   |
+//! | any        | an **XSK** row, RX queue ≥ the port's `xsk_count` | kernel   | `unserved_queue`    |
 //!
 //! "Kernel" is `XDP_PASS`; the program never drops, so ARP, SSH and the node's own
 //! traffic keep working, and so does anything it does not understand. "XSK" is
 //! `bpf_redirect_map(xsks, xsk_base + rx_queue_index, XDP_PASS)`: a frame whose slot
 //! has no socket yet falls back to the kernel and additionally counts `no_socket`.
-//! Exactly one of the other counters moves per frame.
+//! Exactly one of the other counters moves per frame. Only queues below the port's
+//! `xsk_count` (the queues user space serves) are steered: on a NIC with more active
+//! queues than workers, `xsk_base + rx_queue_index` would index another interface's
+//! slots, so such frames go to the kernel as `unserved_queue` instead.
 //!
 //! Only what the outer headers show is judged: the first fragment of a VXLAN datagram
 //! and IP-in-IP fragments are steered, and user space decides what to do with them.

@@ -223,9 +223,13 @@ impl Steering {
         })
     }
 
-    /// Writes `ports[ifindex]` (role and first XSK slot) and attaches the program to the
-    /// interface with a bpf_link. Returns the XDP mode the kernel chose: native where the
-    /// driver supports it (veth does), generic otherwise.
+    /// Writes `ports[ifindex]` (role, first XSK slot, served RX queues) and attaches the
+    /// program to the interface with a bpf_link. Returns the XDP mode the kernel chose:
+    /// native where the driver supports it (veth does), generic otherwise.
+    ///
+    /// RX queues `0..xsk_count` are steered to slots `xsk_base..xsk_base + xsk_count`;
+    /// frames the program would steer from any other queue go to the kernel and count
+    /// [`SteerCounter::UnservedQueue`].
     ///
     /// The `ports` entry is written first so the very first frame is steered by the
     /// right role; on failure it is removed again.
@@ -234,13 +238,14 @@ impl Steering {
         ifindex: u32,
         role: PortRole,
         xsk_base: u32,
+        xsk_count: u32,
     ) -> Result<XdpMode, Error> {
         if self.links.iter().any(|(i, _)| *i == ifindex) {
             return Err(Error::AlreadyAttached {
                 iface: iface(ifindex),
             });
         }
-        self.set_port(ifindex, role, xsk_base)?;
+        self.set_port(ifindex, role, xsk_base, xsk_count)?;
 
         let attached = self.attach_link(ifindex).and_then(|link| {
             let mode = self.xdp_mode(ifindex)?;
@@ -311,11 +316,19 @@ impl Steering {
     }
 
     /// Writes `ports[ifindex]` without attaching: for interfaces attached some other way,
-    /// and for [`Steering::test_run`], whose ingress interface must be in `ports`.
-    pub fn set_port(&self, ifindex: u32, role: PortRole, xsk_base: u32) -> Result<(), Error> {
+    /// and for [`Steering::test_run`], whose ingress interface must be in `ports`. See
+    /// [`Steering::attach`] for `xsk_base` and `xsk_count`.
+    pub fn set_port(
+        &self,
+        ifindex: u32,
+        role: PortRole,
+        xsk_base: u32,
+        xsk_count: u32,
+    ) -> Result<(), Error> {
         let cfg = PortCfg {
             role: role as u32,
             xsk_base,
+            xsk_count,
         };
         self.skel
             .maps

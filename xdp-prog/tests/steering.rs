@@ -459,7 +459,7 @@ fn fixtures_through_test_run() {
     for fixture in fixtures() {
         let what = fixture.what;
         match fixture.role {
-            Some(role) => steering.set_port(LO_IFINDEX, role, 0),
+            Some(role) => steering.set_port(LO_IFINDEX, role, 0, 1),
             None => steering.remove_port(LO_IFINDEX),
         }
         .unwrap_or_else(|err| panic!("{what}: configuring ports: {}", chain(&err)));
@@ -537,7 +537,7 @@ fn xsk_slot_out_of_map_falls_back_to_pass() {
     }
     let steering = load(TEST);
     steering
-        .set_port(LO_IFINDEX, PortRole::Underlay, u32::MAX)
+        .set_port(LO_IFINDEX, PortRole::Underlay, u32::MAX, 1)
         .expect("set_port");
     let action = steering
         .test_run(&vxlan(8472), LO_IFINDEX, 0)
@@ -690,7 +690,7 @@ fn veth_scenario(net: &TestNet, ifindex: u32) {
     );
 
     let mode = steering
-        .attach(ifindex, PortRole::Underlay, 0)
+        .attach(ifindex, PortRole::Underlay, 0, 1)
         .unwrap_or_else(|err| panic!("attach to ovp0: {}", chain(&err)));
     assert_eq!(mode, XdpMode::Native, "veth supports native XDP");
     assert_eq!(
@@ -704,7 +704,7 @@ fn veth_scenario(net: &TestNet, ifindex: u32) {
     );
 
     let err = steering
-        .attach(ifindex, PortRole::Underlay, 0)
+        .attach(ifindex, PortRole::Underlay, 0, 1)
         .expect_err("second attach to the same interface");
     assert!(
         chain(&err).contains("ovp0"),
@@ -748,7 +748,7 @@ fn veth_scenario(net: &TestNet, ifindex: u32) {
     assert_eq!(steering.attached().count(), 0);
 
     steering
-        .attach(ifindex, PortRole::Pod, 0)
+        .attach(ifindex, PortRole::Pod, 0, 1)
         .unwrap_or_else(|err| panic!("re-attach to ovp0: {}", chain(&err)));
     assert!(net.gw_link().contains("overpass_steer"));
     drop(steering);
@@ -757,4 +757,134 @@ fn veth_scenario(net: &TestNet, ifindex: u32) {
         !link.contains("prog/xdp") && !link.contains(" xdp "),
         "dropping Steering left the program on ovp0:\n{link}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Served queues: a port's `xsk_count` bounds the slots it steers into.
+
+/// A throwaway namespace holding veth `mq0` (peer `mq1`) with two RX queues, deleted on drop:
+/// BPF_PROG_TEST_RUN only accepts an `rx_queue_index` the ingress device really has.
+struct TwoQueueNet {
+    ns: String,
+}
+
+impl TwoQueueNet {
+    fn new() -> TwoQueueNet {
+        let ns = format!("ovp-xdptest-{}-mq", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let net = TwoQueueNet { ns };
+        ip(&["netns", "add", &net.ns]);
+        let q = ["numrxqueues", "2", "numtxqueues", "2"];
+        let mut args = vec!["-n", &net.ns, "link", "add", "mq0"];
+        args.extend(q);
+        args.extend(["type", "veth", "peer", "name", "mq1"]);
+        args.extend(q);
+        ip(&args);
+        net
+    }
+}
+
+impl Drop for TwoQueueNet {
+    fn drop(&mut self) {
+        if let Err(err) = Command::new("ip").args(["netns", "del", &self.ns]).status() {
+            eprintln!("cleanup: ip netns del {}: {err}", self.ns);
+        }
+    }
+}
+
+/// The gateway serves fewer queues than a NIC has active (`underlay.queues`): the port's
+/// `xsk_count` is the served count. A frame to steer from a queue past it must go to the
+/// kernel, counted `unserved_queue`; `xsk_base + queue` would be the next port's slot (a
+/// pod's socket, bound to another device, where the kernel drops the frame unseen).
+#[test]
+fn unserved_queue_is_passed_not_steered_into_another_slot() {
+    const TEST: &str = "unserved_queue_is_passed_not_steered_into_another_slot";
+    if !have_root(TEST) {
+        return;
+    }
+    let net = TwoQueueNet::new();
+    in_netns(&net.ns, || {
+        let steering = load(TEST);
+        let ifindex = nix::net::if_::if_nametoindex("mq0").expect("mq0 ifindex");
+        let cases = [
+            (
+                PortRole::Underlay,
+                "VXLAN",
+                vxlan(8472),
+                SteerCounter::SteerVxlan,
+            ),
+            (
+                PortRole::Underlay,
+                "IP-in-IP",
+                ipip(),
+                SteerCounter::SteerIpip,
+            ),
+            (
+                PortRole::Pod,
+                "pod IPv4",
+                eth(EtherType::IPV4, &inner_ipv4()),
+                SteerCounter::SteerPod,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (role, what, frame, steer) in cases {
+            // Queue 0 served (slot 0); slot 1 would be the next port's.
+            steering
+                .set_port(ifindex, role, 0, 1)
+                .unwrap_or_else(|err| panic!("set_port: {}", chain(&err)));
+            for queue in [0, 1] {
+                let before = counters(&steering);
+                let action = steering
+                    .test_run(&frame, ifindex, queue)
+                    .unwrap_or_else(|err| panic!("{what} on queue {queue}: {}", chain(&err)));
+                let after = counters(&steering);
+                let mut want = [0u64; COUNTER_MAX];
+                if queue == 0 {
+                    // Served: steered; nothing is registered, so it falls back too.
+                    want[steer.index()] = 1;
+                    want[SteerCounter::NoSocket.index()] = 1;
+                } else {
+                    want[SteerCounter::UnservedQueue.index()] = 1;
+                }
+                let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+                if action != XDP_PASS || delta != want {
+                    let named = |d: &[u64]| -> Vec<String> {
+                        SteerCounter::ALL
+                            .iter()
+                            .filter(|c| d[c.index()] != 0)
+                            .map(|c| format!("{}+{}", c.name(), d[c.index()]))
+                            .collect()
+                    };
+                    failures.push(format!(
+                        "{what} ({role:?}, xsk_count 1) on queue {queue}: action {action}, counters {:?}; want XDP_PASS ({XDP_PASS}), {:?}",
+                        named(&delta),
+                        named(&want)
+                    ));
+                }
+            }
+        }
+        // Serving both queues steers both.
+        steering
+            .set_port(ifindex, PortRole::Underlay, 0, 2)
+            .unwrap_or_else(|err| panic!("set_port: {}", chain(&err)));
+        let before = counters(&steering);
+        steering
+            .test_run(&vxlan(8472), ifindex, 1)
+            .unwrap_or_else(|err| panic!("VXLAN on served queue 1: {}", chain(&err)));
+        let after = counters(&steering);
+        let moved = |c: SteerCounter| after[c.index()] - before[c.index()];
+        if moved(SteerCounter::SteerVxlan) != 1 || moved(SteerCounter::UnservedQueue) != 0 {
+            failures.push(format!(
+                "VXLAN on queue 1 with xsk_count 2: steer_vxlan +{}, unserved_queue +{}; want +1, +0",
+                moved(SteerCounter::SteerVxlan),
+                moved(SteerCounter::UnservedQueue)
+            ));
+        }
+        assert!(
+            failures.is_empty(),
+            "{} case(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    });
 }

@@ -22,8 +22,12 @@ const POD_RING: u32 = 512;
 /// queue `q` at `N + i·N + q`.
 #[derive(Debug, Clone)]
 pub struct PortPlan {
-    /// Number of workers (= served underlay queues).
+    /// Number of workers (= served underlay queues). Also every port's
+    /// `xsk_count` in the XDP program: queues `0..workers` are steered.
     pub workers: u32,
+    /// Active RX queues of the underlay (ETHTOOL_GCHANNELS); more than
+    /// `workers` when `underlay.queues` serves only some of them.
+    pub underlay_active: u32,
     /// Per worker, its sockets in port order.
     pub specs: Vec<Vec<PortSpec>>,
     /// Per worker, the XSK map slot of each port.
@@ -45,15 +49,7 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
             ul.interface,
             ul.interface
         ),
-        Some(q) => {
-            if q < active {
-                tracing::warn!(
-                    ifname = %ul.interface, served = q, active,
-                    "not every underlay RX queue is served: traffic hashed to the others goes to the kernel"
-                );
-            }
-            q
-        }
+        Some(q) => q,
         None => active,
     };
     for (i, p) in config.pod.iter().enumerate() {
@@ -98,10 +94,42 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
     }
     Ok(PortPlan {
         workers: n,
+        underlay_active: active,
         specs,
         slots,
         pod_bases: (0..pods).map(|i| n + i * n).collect(),
     })
+}
+
+impl PortPlan {
+    /// What happens to the underlay queues no worker serves, when there are
+    /// any: the sentence `overpass run` logs and `overpass check` reports.
+    pub fn unserved_queues(&self, ifname: &str) -> Option<String> {
+        unserved_queues(ifname, self.underlay_active, self.workers)
+    }
+}
+
+/// The one description of an underlay with more active RX queues than
+/// served ones (`underlay.queues` below the active count), shared by the
+/// start-up log and `overpass check` so the two say the same thing. None
+/// when every active queue is served.
+///
+/// What it describes is enforced by the XDP program: the underlay's
+/// `xsk_count` is the served count, and a tunnel frame on a higher queue is
+/// passed to the kernel and counted `unserved_queue`, never steered into
+/// another port's socket slot.
+pub fn unserved_queues(ifname: &str, active: u32, served: u32) -> Option<String> {
+    if active <= served {
+        return None;
+    }
+    let queues = if active - served == 1 {
+        format!("queue {served}")
+    } else {
+        format!("queues {served}..{}", active - 1)
+    };
+    Some(format!(
+        "{ifname}: {active} active RX queues, {served} served (underlay.queues): tunnel frames RSS puts on {queues} are not forwarded by Overpass; the XDP program passes them to the kernel and counts them as unserved_queue"
+    ))
 }
 
 /// Chooses `n` cores: the configured ones (each must exist), or by default
@@ -146,6 +174,22 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unserved_queues_names_them_and_the_counter() {
+        assert_eq!(unserved_queues("eth1", 4, 4), None);
+        assert_eq!(unserved_queues("eth1", 1, 1), None);
+        let one = unserved_queues("ul0", 2, 1).unwrap();
+        assert!(
+            one.starts_with("ul0: 2 active RX queues, 1 served (underlay.queues)"),
+            "{one}"
+        );
+        assert!(one.contains("on queue 1 are not forwarded"), "{one}");
+        assert!(one.contains("passes them to the kernel"), "{one}");
+        assert!(one.contains("unserved_queue"), "{one}");
+        let many = unserved_queues("eth1", 8, 3).unwrap();
+        assert!(many.contains("on queues 3..7 are"), "{many}");
+    }
 
     #[test]
     fn configured_cores_must_exist() {

@@ -23,7 +23,7 @@ enum port_role {
 };
 
 /*
- * Value of the `ports` map, keyed by __u32 ifindex. 8 bytes, two naturally
+ * Value of the `ports` map, keyed by __u32 ifindex. 12 bytes, three naturally
  * aligned __u32: no padding.
  */
 struct port_cfg {
@@ -33,13 +33,18 @@ struct port_cfg {
 	/* First `xsks` slot of this interface; its RX queue q uses slot
 	 * xsk_base + q. */
 	__u32 xsk_base;
+	/* RX queues of this interface that user space serves: 0..xsk_count
+	 * own the slots xsk_base..xsk_base + xsk_count. A frame to steer from
+	 * a queue >= xsk_count is passed (UNSERVED_QUEUE): the slot arithmetic
+	 * would otherwise land in the next interface's slots. */
+	__u32 xsk_count;
 };
 
 /*
- * Slots of the per-CPU `counters` array (__u64 each). Exactly one of the
- * first NO_SOCKET slots is incremented per packet, naming the decision;
- * NO_SOCKET is counted *in addition* to the STEER_* slot when the XSK slot
- * is empty and bpf_redirect_map() fell back to XDP_PASS.
+ * Slots of the per-CPU `counters` array (__u64 each). Exactly one slot other
+ * than NO_SOCKET is incremented per packet, naming the decision; NO_SOCKET
+ * is counted *in addition* to the STEER_* slot when the XSK slot is empty
+ * and bpf_redirect_map() fell back to XDP_PASS.
  */
 enum steer_counter {
 	STEER_VXLAN = 0,       /* underlay: UDP to a configured VXLAN port, steered */
@@ -52,7 +57,8 @@ enum steer_counter {
 	PASS_MALFORMED = 7,    /* truncated Ethernet/IPv4/UDP, ihl < 5 or version != 4 */
 	PASS_UNKNOWN_PORT = 8, /* ingress ifindex not in `ports` */
 	NO_SOCKET = 9,         /* steered but the XSK slot is empty: fell back to XDP_PASS */
-	COUNTER_MAX = 10,      /* number of slots, not a counter */
+	UNSERVED_QUEUE = 10,   /* would be steered, but rx_queue >= xsk_count: passed instead */
+	COUNTER_MAX = 11,      /* number of slots, not a counter */
 };
 
 /* Map sizes, mirrored in abi.rs. */

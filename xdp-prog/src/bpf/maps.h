@@ -8,7 +8,7 @@
 
 #include "abi.h"
 
-/* ifindex -> role and first XSK slot. Filled by user space before attach;
+/* ifindex -> role, first XSK slot and served queue count. Filled by user space before attach;
  * an interface missing here is passed untouched (PASS_UNKNOWN_PORT). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -17,7 +17,8 @@ struct {
 	__type(value, struct port_cfg);
 } ports SEC(".maps");
 
-/* AF_XDP sockets, slot = port_cfg.xsk_base + rx_queue_index. */
+/* AF_XDP sockets, slot = port_cfg.xsk_base + rx_queue_index, for
+ * rx_queue_index < port_cfg.xsk_count only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, MAX_XSKS);

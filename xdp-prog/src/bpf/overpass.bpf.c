@@ -15,7 +15,9 @@
  * and anything we do not understand keep working when the gateway runs, and
  * a malformed frame is the kernel's to judge. Every frame increments exactly
  * one counter naming the decision, plus NO_SOCKET when a steered frame found
- * no socket in its XSK slot (see abi.h).
+ * no socket in its XSK slot (see abi.h). A frame that would be steered but
+ * arrived on an RX queue user space does not serve is passed and counted
+ * UNSERVED_QUEUE instead of its STEER_* counter.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -49,13 +51,25 @@ static __always_inline void count(__u32 counter)
 /* Count the decision, then hand the frame to the socket bound to this
  * interface's RX queue. bpf_redirect_map() returns its flags' low bits
  * (XDP_PASS) when the slot is empty, so a frame never vanishes because the
- * gateway has not bound a socket yet: the kernel gets it instead. */
+ * gateway has not bound a socket yet: the kernel gets it instead.
+ *
+ * Only queues 0..xsk_count have slots of this interface. A frame on a
+ * higher queue (the NIC has more active queues than user space serves)
+ * goes to the kernel, counted as UNSERVED_QUEUE: xsk_base + queue would be
+ * another interface's slot, whose socket is bound to another device, and
+ * the kernel would drop the frame there without a trace. */
 static __always_inline int steer(struct xdp_md *ctx,
 				 const struct port_cfg *cfg, __u32 counter)
 {
-	__u32 slot = cfg->xsk_base + ctx->rx_queue_index;
+	__u32 queue = ctx->rx_queue_index;
+	__u32 slot;
 	int action;
 
+	if (queue >= cfg->xsk_count) {
+		count(UNSERVED_QUEUE);
+		return XDP_PASS;
+	}
+	slot = cfg->xsk_base + queue;
 	count(counter);
 	action = bpf_redirect_map(&xsks, slot, XDP_PASS);
 	if (action == XDP_PASS)
