@@ -58,6 +58,33 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_body_limit")]
     pub body_limit: usize,
+    /// Seconds a client has to send a whole request head (request line and
+    /// headers), counted from when the server starts waiting for it: a
+    /// half-sent request, and a kept-alive connection with no next
+    /// request, are closed after this. Default 10.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: u64,
+    /// Seconds a connection may move no byte while the server waits on the
+    /// client (a request body that stalls, a response the client does not
+    /// read); then it is closed. Default 60.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: u64,
+    /// Connections served at once; one more is answered 503 and closed
+    /// (counted in `overpass_api_connections_refused_total`). Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a stop waits for requests in progress before it closes the
+    /// connections that are left. Default 5.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: u64,
+    /// Extra `Host` header values the API answers (a name or address,
+    /// optionally `:port`; without a port any port matches), e.g. the name
+    /// a reverse proxy forwards. Loopback names (localhost, 127.0.0.0/8,
+    /// [::1]) with the listener's port or none are always accepted; on a
+    /// loopback listener nothing else is (DNS rebinding). On another
+    /// listener the Host is checked only when this list is not empty.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -67,9 +94,57 @@ impl Default for ApiConfig {
             token_file: None,
             read_requires_token: false,
             body_limit: default_body_limit(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_timeout: default_shutdown_timeout(),
+            allowed_hosts: vec![],
         }
     }
 }
+
+impl ApiConfig {
+    /// Checks the keys' ranges; errors name the key (`api.max_connections`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit < 1024 {
+            return Err(ConfigError::new(
+                "api.body_limit",
+                "must be at least 1024 bytes",
+            ));
+        }
+        let seconds = [
+            ("api.header_timeout", self.header_timeout, 3600),
+            ("api.idle_timeout", self.idle_timeout, 86400),
+            // The unit's TimeoutStopSec covers this and the dataplane's drain.
+            ("api.shutdown_timeout", self.shutdown_timeout, 60),
+        ];
+        for (key, value, max) in seconds {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{value} is out of range: seconds from 1 to {max}"),
+                ));
+            }
+        }
+        if !(1..=MAX_API_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::new(
+                "api.max_connections",
+                format!(
+                    "{} is out of range: from 1 to {MAX_API_CONNECTIONS} (each is a file descriptor; see LimitNOFILE in overpass.service)",
+                    self.max_connections
+                ),
+            ));
+        }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            crate::api::host::HostPattern::parse(host)
+                .map_err(|m| ConfigError::new(format!("api.allowed_hosts[{i}]"), m))?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest `api.max_connections` accepted.
+pub const MAX_API_CONNECTIONS: usize = 65536;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9180))
@@ -77,6 +152,22 @@ fn default_listen() -> SocketAddr {
 
 fn default_body_limit() -> usize {
     1 << 20
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_shutdown_timeout() -> u64 {
+    5
 }
 
 /// `[state]`: persistent control-plane state.
@@ -226,9 +317,13 @@ impl Config {
     /// Parses and validates a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            // toml's message already names the unknown or malformed key; keep
-            // the span out of the key and the whole message in `message`.
-            ConfigError::new("config", e.message().to_string())
+            // toml's message names an unknown or missing key but not the
+            // key whose value has the wrong type: name it from the span.
+            let key = e
+                .span()
+                .and_then(|span| key_at(text, span.start))
+                .unwrap_or_else(|| "config".to_string());
+            ConfigError::new(key, e.message().to_string())
         })?;
         config.validate()?;
         Ok(config)
@@ -271,13 +366,8 @@ impl Config {
                 "must be a unicast MAC",
             ));
         }
-        if let Some(api) = &self.api
-            && api.body_limit < 1024
-        {
-            return Err(ConfigError::new(
-                "api.body_limit",
-                "must be at least 1024 bytes",
-            ));
+        if let Some(api) = &self.api {
+            api.validate()?;
         }
         if gw.outer_ttl == 0 {
             return Err(ConfigError::new("gateway.outer_ttl", "must be at least 1"));
@@ -431,6 +521,36 @@ impl Config {
     }
 }
 
+/// The dotted path (`api.header_timeout`, `peer[1].vni`) of the `key =`
+/// line holding byte `offset` of `text`, under its last table header.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = Default::default();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim().to_string();
+            let n = arrays.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = name.0.trim().to_string();
+        }
+        if (start..end).contains(&offset) {
+            let (key, _) = t.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            return Some(match table.is_empty() {
+                true => key.to_string(),
+                false => format!("{table}.{key}"),
+            });
+        }
+        start = end;
+    }
+    None
+}
+
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
     // IFNAMSIZ is 16 including the NUL.
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
@@ -522,6 +642,54 @@ vtep_mac = "02:0b:00:00:00:01"
             assert_ne!(text, GOOD, "fixture replacement {from:?} did not apply");
             assert_eq!(err(&text).key, key, "for {to:?}");
         }
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_errors_name_the_key() {
+        let c = Config::from_toml(&format!("{GOOD}\n[api]\n")).unwrap();
+        let api = c.api.unwrap();
+        assert_eq!(api, ApiConfig::default());
+        assert_eq!(
+            (
+                api.header_timeout,
+                api.idle_timeout,
+                api.max_connections,
+                api.shutdown_timeout
+            ),
+            (10, 60, 256, 5)
+        );
+        assert!(api.allowed_hosts.is_empty());
+        let set = Config::from_toml(&format!(
+            "{GOOD}\n[api]\nheader_timeout = 2\nidle_timeout = 30\nmax_connections = 1000\nshutdown_timeout = 1\nallowed_hosts = [\"gw.example\", \"[fd00::1]:9180\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(set.api.as_ref().unwrap().max_connections, 1000);
+        for (line, key) in [
+            ("header_timeout = 0", "api.header_timeout"),
+            ("header_timeout = 3601", "api.header_timeout"),
+            ("idle_timeout = 0", "api.idle_timeout"),
+            ("shutdown_timeout = 0", "api.shutdown_timeout"),
+            ("shutdown_timeout = 61", "api.shutdown_timeout"),
+            ("max_connections = 0", "api.max_connections"),
+            ("max_connections = 65537", "api.max_connections"),
+            ("body_limit = 10", "api.body_limit"),
+            (
+                "allowed_hosts = [\"gw.example\", \"http://x\"]",
+                "api.allowed_hosts[1]",
+            ),
+            ("allowed_hosts = [\"\"]", "api.allowed_hosts[0]"),
+            ("allowed_hosts = [\"gw.example:x\"]", "api.allowed_hosts[0]"),
+        ] {
+            let e = err(&format!("{GOOD}\n[api]\n{line}\n"));
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
+        // Negative and non-integer values are type errors naming the key.
+        let e = err(&format!("{GOOD}\n[api]\nheader_timeout = -1\n"));
+        assert_eq!(e.key, "api.header_timeout", "{e}");
+        let e = err(&format!("{GOOD}\n[api]\nmax_connections = \"10\"\n"));
+        assert_eq!(e.key, "api.max_connections", "{e}");
+        let e = err(&GOOD.replace("underlay_ip = \"198.18.0.11\"", "underlay_ip = 5"));
+        assert_eq!(e.key, "peer[0].underlay_ip", "{e}");
     }
 
     #[test]

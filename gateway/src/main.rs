@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use overpass::api::client::Client;
-use overpass::api::{ApiState, Auth, Server};
+use overpass::api::{ApiState, Auth, Server, ServerOptions};
 use overpass::config::Config;
 use overpass::control::rib::{NodeSpec, PodSpec, Rib, RouteSpec};
 use overpass::control::store::Store;
@@ -273,7 +273,14 @@ fn serve(
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
     let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
-    let server = Server::start(listen.unwrap_or(api.listen), state)?;
+    if let Some(warning) = overpass::api::server::descriptor_shortfall(api.max_connections) {
+        tracing::warn!("{warning}");
+    }
+    let server = Server::start_with(
+        listen.unwrap_or(api.listen),
+        state,
+        ServerOptions::from_config(&api),
+    )?;
     // For scripts and tests: the address actually bound (port 0 → real port).
     println!("overpass: API listening on http://{}", server.addr);
     Ok(server)

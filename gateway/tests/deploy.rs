@@ -178,6 +178,24 @@ fn unit_is_hardened() {
 }
 
 #[test]
+fn unit_file_descriptor_limit_holds_the_api_cap_and_the_dataplane() {
+    let unit = read("overpass.service");
+    let limit: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("overpass.service sets LimitNOFILE (the API's connections and the dataplane's sockets share it)")
+        .trim()
+        .parse()
+        .expect("LimitNOFILE is a number");
+    let need = overpass::config::ApiConfig::default().max_connections as u64
+        + overpass::api::server::RESERVED_DESCRIPTORS;
+    assert!(
+        limit >= need,
+        "LimitNOFILE={limit} is below the default api.max_connections plus the dataplane's share ({need})"
+    );
+}
+
+#[test]
 fn unit_passes_systemd_analyze_verify() {
     if Command::new("systemd-analyze")
         .arg("--version")

@@ -13,23 +13,26 @@
 //!   [`Rib::update_with`], which validates the whole new set, persists it,
 //!   and only then publishes it and answers.
 //!
-//! The server runs on its own small tokio runtime, on threads of the
-//! namespace it was started from (start it after [`crate::lifecycle::Gateway::start`]
-//! returned, so 127.0.0.1 is the host's loopback), never on dataplane cores'
-//! hot paths.
+//! The server ([`server`]) runs on its own small tokio runtime, on threads
+//! of the namespace it was started from (start it after
+//! [`crate::lifecycle::Gateway::start`] returned, so 127.0.0.1 is the host's
+//! loopback), never on dataplane cores' hot paths. It caps connections,
+//! times out slow and idle clients, stops within `api.shutdown_timeout`
+//! whatever clients do, and on a loopback listener answers only loopback
+//! `Host` names ([`host`], against DNS rebinding).
 
 pub mod auth;
 pub mod client;
+pub mod host;
 pub mod observe;
 pub mod routes;
+pub mod server;
 pub mod ui;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::Context;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -44,6 +47,7 @@ use utoipa_axum::routes;
 
 pub use auth::Auth;
 pub use routes::{ReplaceResult, RouteDiff, RouteResult, RouteSet, RouteSetInput};
+pub use server::{ConnStats, Server, ServerOptions};
 
 use crate::control::rib::{ChangeError, Rib};
 use crate::lifecycle::DataplaneView;
@@ -59,6 +63,8 @@ pub struct ApiState {
     pub body_limit: usize,
     /// "dataplane" or "api-only".
     pub mode: &'static str,
+    /// The HTTP server's connection counters (in `/metrics`).
+    pub connections: ConnStats,
     ready: AtomicBool,
     started: Instant,
 }
@@ -77,6 +83,7 @@ impl ApiState {
             auth,
             body_limit,
             mode,
+            connections: ConnStats::default(),
             ready: AtomicBool::new(true),
             started: Instant::now(),
         })
@@ -332,7 +339,7 @@ impl Modify for SecurityAddon {
 #[openapi(
     info(
         title = "Overpass gateway API",
-        description = "Route table, peers, pods, interfaces, counters and latency of an Overpass AF_XDP overlay gateway. Every 4xx carries {\"error\": {\"field\", \"message\"}}.",
+        description = "Route table, peers, pods, interfaces, counters and latency of an Overpass AF_XDP overlay gateway. Every 4xx carries {\"error\": {\"field\", \"message\"}}. On a loopback listener a request whose Host is not a loopback name (or in api.allowed_hosts) gets 421 with field host; a connection beyond api.max_connections gets 503.",
         license(name = "Apache-2.0")
     ),
     modifiers(&SecurityAddon),
@@ -413,71 +420,6 @@ async fn method_not_allowed(req: Request) -> ApiError {
         "method",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
-}
-
-/// A running HTTP server (stops when dropped or on [`Server::stop`]).
-#[derive(Debug)]
-pub struct Server {
-    pub addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds `listen` and serves `state` from a 2-thread runtime. Call from
-    /// the host namespace (not the dataplane's).
-    pub fn start(listen: SocketAddr, state: AppState) -> anyhow::Result<Server> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("overpass-api")
-            .enable_all()
-            .build()
-            .context("building the API runtime")?;
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(listen))
-            .with_context(|| format!("api.listen: binding {listen}"))?;
-        let addr = listener.local_addr()?;
-        let app = router(state);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("overpass-http".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    });
-                    if let Err(e) = serve.await {
-                        tracing::error!("API server: {e}");
-                    }
-                });
-            })
-            .context("spawning the API thread")?;
-        tracing::info!(%addr, "API listening on http://{addr}/api/v1 (OpenAPI at /api/v1/openapi.json)");
-        Ok(Server {
-            addr,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(mut self) {
-        self.shutdown_now();
-    }
-
-    fn shutdown_now(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown_now();
-    }
 }
 
 #[cfg(test)]

@@ -793,6 +793,43 @@ fn render_metrics(st: &AppState) -> String {
             u8::from(p.next_hop_mac.is_some())
         );
     }
+    let conns = &st.connections;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        (
+            "overpass_api_connections",
+            "gauge",
+            "API connections being served.",
+            load(&conns.open),
+        ),
+        (
+            "overpass_api_connections_max",
+            "gauge",
+            "API connections served at once at most (api.max_connections).",
+            load(&conns.max),
+        ),
+        (
+            "overpass_api_connections_accepted_total",
+            "counter",
+            "API connections admitted.",
+            load(&conns.accepted),
+        ),
+        (
+            "overpass_api_connections_refused_total",
+            "counter",
+            "API connections refused because api.max_connections were open.",
+            load(&conns.refused),
+        ),
+        (
+            "overpass_api_connections_timed_out_total",
+            "counter",
+            "API connections closed by api.header_timeout or api.idle_timeout.",
+            load(&conns.timed_out),
+        ),
+    ] {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     let snap = dp.latency.snapshot();
     let summary = |o: &mut String, name: &str, labels: &str, h: &Histogram<u64>| {
         for (q, qs) in [
