@@ -523,22 +523,22 @@ fn memlock_limit() -> Option<u64> {
     (soft != libc::RLIM_INFINITY).then_some(soft)
 }
 
-/// Bytes of UMEM one worker locks, as `XskIo::open` sizes it: twice the
-/// fill rings' worth of frames, rounded up to a power of two. Needs the
-/// pod interfaces (their queue counts): falls back to one queue each.
+/// Bytes of UMEM one worker locks, as `XskIo::open` sizes it
+/// ([`xsk::umem_frames`] of the worker's ports). Needs the pod interfaces
+/// (their queue counts): falls back to one queue each.
 fn umem_bytes_estimate(config: &Config) -> u64 {
     let plan = in_netns(config, || ports::port_plan(config).ok())
         .ok()
         .flatten();
-    let fill_total: u32 = match plan {
-        Some(p) => p
-            .specs
-            .first()
-            .map_or(0, |w| w.iter().map(|s| s.ring_size).sum()),
-        // UNDERLAY_RING + POD_RING per pod (gateway.rs).
-        None => 2048 + 512 * config.pod.len() as u32,
+    let frames = match plan.as_ref().and_then(|p| p.specs.first()) {
+        Some(worker) => xsk::umem_frames(worker),
+        None => {
+            let mut specs = vec![ports::underlay_spec(String::new(), 0)];
+            specs.extend((0..config.pod.len()).map(|_| ports::pod_spec(String::new(), 0)));
+            xsk::umem_frames(&specs)
+        }
     };
-    u64::from((fill_total * 2).next_power_of_two()) * u64::from(xsk::FRAME_SIZE)
+    u64::from(frames) * u64::from(xsk::FRAME_SIZE)
 }
 
 /// AF_XDP charges UMEM pages to RLIMIT_MEMLOCK unless the process has

@@ -297,6 +297,7 @@ fn pmtu_discovery_and_traceroute_through_the_gateway() {
         "ix4",
         &TestbedOptions {
             local_pod_mtu: 1500,
+            ..TestbedOptions::default()
         },
     );
     let gw = bed.start_gateway().expect("starting the gateway");
@@ -559,6 +560,7 @@ fn packets_without_df_are_fragmented_across_the_tunnel() {
         "ix8",
         &TestbedOptions {
             local_pod_mtu: 1500,
+            ..TestbedOptions::default()
         },
     );
     let gw = bed.start_gateway().expect("starting the gateway");

@@ -128,12 +128,19 @@ pub struct TestbedOptions {
     /// MTU, 1450; a PMTU test sets 1500 to sit behind the 1450 tunnel.
     /// 68 to 3498 (native XDP on a veth limits the peer's MTU).
     pub local_pod_mtu: u32,
+    /// How many local pods the gateway serves: 'a', 'b', … (1 to
+    /// [`MAX_LOCAL_PODS`]; default 2, the pods [`LOCAL_PODS`]).
+    pub local_pods: usize,
 }
+
+/// The most local pods a bed can have ('a' to 'x', 10.244.0.2 to .25).
+pub const MAX_LOCAL_PODS: usize = 24;
 
 impl Default for TestbedOptions {
     fn default() -> Self {
         TestbedOptions {
             local_pod_mtu: OVERLAY_MTU,
+            local_pods: LOCAL_PODS.len(),
         }
     }
 }
@@ -212,8 +219,8 @@ fn check_vxlan_node(node: u8) -> u8 {
 
 fn check_pod(pod: char) -> char {
     assert!(
-        LOCAL_PODS.contains(&pod),
-        "test bed has local pods 'a' and 'b', not {pod:?}"
+        pod.is_ascii_lowercase() && (pod as usize - 'a' as usize) < MAX_LOCAL_PODS,
+        "test bed local pods are 'a' to 'x', not {pod:?}"
     );
     pod
 }
@@ -336,6 +343,12 @@ impl Testbed {
                 spec.underlay_queues
             );
         }
+        if !(1..=MAX_LOCAL_PODS).contains(&options.local_pods) {
+            bail!(
+                "local_pods must be 1 to {MAX_LOCAL_PODS}, not {}",
+                options.local_pods
+            );
+        }
         if !(68..=3498).contains(&options.local_pod_mtu) {
             bail!(
                 "local_pod_mtu must be 68 to 3498, not {}",
@@ -417,7 +430,7 @@ impl Testbed {
     /// `a`/`b`, Flannel peers `n1`/`n2` (VXLAN, VNI 1, port 8472), and the
     /// Calico-style peer `n3` (IP-in-IP, tunnel MTU underlay − 20).
     pub fn gateway_config(&self) -> Config {
-        let text = config_toml(&self.ns(Ns::Gateway));
+        let text = config_toml(&self.ns(Ns::Gateway), &self.local_pods());
         Config::from_toml(&text)
             .unwrap_or_else(|e| panic!("test bed config does not validate: {e}\n{text}"))
     }
@@ -463,7 +476,14 @@ impl Testbed {
         local_host_end_mac(check_pod(pod))
     }
 
-    /// Local pod `pod`'s address: 10.244.0.2 for 'a', 10.244.0.3 for 'b'.
+    /// The bed's local pods: 'a', 'b', … ([`TestbedOptions::local_pods`]).
+    pub fn local_pods(&self) -> Vec<char> {
+        (0..self.options.local_pods)
+            .map(|i| (b'a' + i as u8) as char)
+            .collect()
+    }
+
+    /// Local pod `pod`'s address: 10.244.0.2 for 'a', 10.244.0.3 for 'b', ….
     pub fn local_pod_ip(&self, pod: char) -> Ipv4Addr {
         local_pod_ip(check_pod(pod))
     }
@@ -716,7 +736,7 @@ impl Testbed {
             q = self.spec.underlay_queues,
             cidr = self.gateway_pod_cidr(),
         );
-        for pod in LOCAL_PODS {
+        for pod in self.local_pods() {
             s += &format!(
                 "    local pod {}: {} {} ({}), host end {}\n",
                 pod,
@@ -790,7 +810,11 @@ impl Testbed {
     fn build(&self) -> anyhow::Result<()> {
         let ul = self.ns(Ns::Underlay);
         let gw = self.ns(Ns::Gateway);
-        for role in Ns::ALL {
+        let roles = Ns::ALL
+            .into_iter()
+            .filter(|r| !matches!(r, Ns::LocalPod(_)))
+            .chain(self.local_pods().into_iter().map(Ns::LocalPod));
+        for role in roles {
             let ns = self.ns(role);
             run(Command::new("ip").args(["netns", "add", &ns]))?;
             ip(&ns, &["link", "set", "lo", "up"])?;
@@ -857,7 +881,7 @@ impl Testbed {
             self.build_node(n)?;
         }
         self.build_ipip_node(IPIP_NODE)?;
-        for pod in LOCAL_PODS {
+        for pod in self.local_pods() {
             self.build_local_pod(pod)?;
         }
         Ok(())
@@ -1413,7 +1437,7 @@ fn node_vtep_mac(n: u8) -> MacAddr {
 }
 
 fn local_pod_index(p: char) -> u8 {
-    if p == 'a' { 2 } else { 3 }
+    2 + (p as u8 - b'a')
 }
 
 fn local_pod_ip(p: char) -> Ipv4Addr {
@@ -1430,14 +1454,14 @@ fn local_host_end_mac(p: char) -> MacAddr {
 
 /// The gateway configuration for a bed whose gateway namespace is `gw_ns`.
 /// Built as TOML so that fields added later with defaults need no change here.
-fn config_toml(gw_ns: &str) -> String {
+fn config_toml(gw_ns: &str, pods: &[char]) -> String {
     let mut s = format!(
         "[gateway]\nnetns = \"{gw_ns}\"\npod_cidr = \"{}\"\nunderlay_ip = \"{}\"\nvtep_mac = \"{GATEWAY_VTEP_MAC}\"\n\n\
          [[underlay]]\ninterface = \"{GATEWAY_UNDERLAY_IF}\"\n",
         pod_cidr(0),
         host(UNDERLAY_NET, 1),
     );
-    for p in LOCAL_PODS {
+    for &p in pods {
         s += &format!(
             "\n[[pod]]\nname = \"{p}\"\ninterface = \"gwp-{p}\"\nip = \"{}\"\nmac = \"{}\"\n",
             local_pod_ip(p),
@@ -1692,7 +1716,7 @@ mod tests {
 
     #[test]
     fn config_validates_and_matches_the_bed() {
-        let c = Config::from_toml(&config_toml("ovp-x-gw")).unwrap();
+        let c = Config::from_toml(&config_toml("ovp-x-gw", &LOCAL_PODS)).unwrap();
         assert_eq!(c.gateway.netns.as_deref(), Some("ovp-x-gw"));
         assert_eq!(c.gateway.vtep_mac, GATEWAY_VTEP_MAC);
         assert_eq!(c.gateway.underlay_ip, Ipv4Addr::new(198, 18, 0, 1));
@@ -1947,6 +1971,7 @@ mod tests {
             &spec("tbt"),
             &TestbedOptions {
                 local_pod_mtu: 1500,
+                ..TestbedOptions::default()
             },
         )
         .unwrap();

@@ -59,6 +59,10 @@ pub const FRAME_SIZE: u32 = 2048;
 /// Frames received per port per poll.
 pub const BATCH: usize = 64;
 
+/// Frames the refill never lends to a fill ring, so a packet that must be
+/// fragmented finds spare frames even when every port is receiving.
+pub const SPARE_RESERVE: usize = BATCH;
+
 #[derive(Debug)]
 struct Port {
     name: String,
@@ -67,9 +71,15 @@ struct Port {
     fq: FillQueue,
     cq: CompQueue,
     mode: XskMode,
+    /// This port's frame budget: the most frames lent to the kernel for
+    /// receiving on it (its fill ring plus what the kernel took from it
+    /// and has not delivered yet). Also its RX/TX ring size.
     ring_size: u32,
+    /// Frames given to the fill ring and not yet back through the RX ring.
+    lent: u32,
     /// Descriptors waiting for the next flush; never grows past its
-    /// initial capacity.
+    /// initial capacity. Frames the TX ring had no room for stay here
+    /// for the next round.
     staged: Vec<FrameDesc>,
     /// Produced to the TX ring, not yet completed.
     in_flight: u32,
@@ -95,6 +105,8 @@ pub struct XskIo {
     scratch: Vec<FrameDesc>,
     counters: Arc<WorkerCounters>,
     pollfds: Vec<libc::pollfd>,
+    /// Frames in the UMEM.
+    frames: u32,
 }
 
 /// Errors opening sockets.
@@ -137,10 +149,7 @@ impl XskIo {
         bind: BindMode,
         counters: Arc<WorkerCounters>,
     ) -> Result<XskIo, XskError> {
-        // Twice the fill rings' worth of frames: the rest covers frames in
-        // RX rings, TX staging, TX rings and completion rings.
-        let fill_total: u32 = specs.iter().map(|s| s.ring_size).sum();
-        let frames = (fill_total * 2).next_power_of_two();
+        let frames = umem_frames(specs);
         let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
         let umem_config = UmemConfig::builder()
             .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
@@ -173,6 +182,7 @@ impl XskIo {
             scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
             counters,
             pollfds,
+            frames,
         };
         io.refill();
         Ok(io)
@@ -191,11 +201,21 @@ impl XskIo {
             .collect()
     }
 
-    /// Tops up every fill ring from the free list.
+    /// Frames in this worker's UMEM.
+    pub fn umem_frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Tops up every port's fill ring from the free list, each only up to
+    /// its own budget: no port can take frames another port's fill ring
+    /// needs (every fill ring has the UMEM's one fill-ring size, so the
+    /// ring's free space is no bound), and [`SPARE_RESERVE`] frames stay
+    /// free for fragments.
     fn refill(&mut self) {
         for p in &mut self.ports {
-            let want = p.fq.nb_free(p.ring_size) as usize;
-            let n = want.min(self.free.len());
+            let want = p.ring_size.saturating_sub(p.lent) as usize;
+            let lendable = self.free.len().saturating_sub(SPARE_RESERVE);
+            let n = want.min(lendable).min(p.fq.nb_free(want as u32) as usize);
             if n == 0 {
                 continue;
             }
@@ -204,6 +224,7 @@ impl XskIo {
             // UMEM that nothing else (kernel or us) holds.
             let produced = unsafe { p.fq.produce(&self.free[from..]) };
             self.free.truncate(self.free.len() - produced);
+            p.lent += produced as u32;
             if produced > 0 && p.fq.needs_wakeup() {
                 // Zero-copy drivers may sleep on an empty fill ring; a
                 // zero-timeout poll wakes them. Rare by construction.
@@ -217,17 +238,19 @@ impl XskIo {
     fn flush(&mut self) {
         for p in &mut self.ports {
             if !p.staged.is_empty() {
+                // xsk-rs produces all of a slice or nothing: offer what the
+                // ring has room for, keep the rest staged for the next round
+                // (only a frame that finds the staging list full is dropped,
+                // as `tx_ring_full`, in `poll`).
+                let room = (p.tx.nb_free(p.staged.len() as u32) as usize).min(p.staged.len());
                 // SAFETY: staged descriptors are frames of this UMEM that we
                 // received and now pass to the kernel; we do not touch them
                 // again until they come back through the completion ring.
-                let produced = unsafe { p.tx.produce(&p.staged) };
+                let produced = unsafe { p.tx.produce(&p.staged[..room]) };
                 p.in_flight += produced as u32;
                 self.counters.event_n(Event::TxQueued, produced as u64);
-                for d in &p.staged[produced..] {
-                    self.counters.dropped(DropReason::TxRingFull);
-                    self.free.push(*d);
-                }
-                p.staged.clear();
+                // No allocation: the unsent tail moves to the front.
+                p.staged.drain(..produced);
             }
             if p.in_flight > 0 && (p.mode == XskMode::Copy || p.tx.needs_wakeup()) {
                 // Copy mode transmits at most 32 frames per kick, so keep
@@ -301,6 +324,7 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
                     cq,
                     mode,
                     ring_size: spec.ring_size,
+                    lent: 0,
                     staged: Vec::with_capacity(spec.ring_size as usize),
                     in_flight: 0,
                     seen: KernelSeen::default(),
@@ -323,6 +347,15 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
         }
     }
     Err(last_err.expect("at least one mode was tried"))
+}
+
+/// The UMEM size for a worker serving `specs`: every port's receive budget
+/// (its fill ring) and as much again for frames in RX rings, TX staging, TX
+/// and completion rings, plus the spare reserve for fragments, rounded up
+/// to a power of two.
+pub fn umem_frames(specs: &[PortSpec]) -> u32 {
+    let budgets: u32 = specs.iter().map(|s| s.ring_size).sum();
+    (budgets * 2 + SPARE_RESERVE as u32).next_power_of_two()
 }
 
 /// Whether this kernel lets us create an AF_XDP socket.
@@ -448,6 +481,7 @@ impl PacketIo for XskIo {
             // they are ours alone until passed on below.
             let n = unsafe { ports[port].rx.consume(rx_batch) };
             total += n;
+            ports[port].lent = ports[port].lent.saturating_sub(n as u32);
             for &rx_desc in &scratch[..n] {
                 let mut desc = rx_desc;
                 let len = desc.lengths().data();

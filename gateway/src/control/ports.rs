@@ -75,18 +75,10 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
     let mut specs = vec![];
     let mut slots = vec![];
     for w in 0..n {
-        let mut s = vec![PortSpec {
-            ifname: ul.interface.clone(),
-            queue: w,
-            ring_size: UNDERLAY_RING,
-        }];
+        let mut s = vec![underlay_spec(ul.interface.clone(), w)];
         let mut sl = vec![w];
         for (i, p) in config.pod.iter().enumerate() {
-            s.push(PortSpec {
-                ifname: p.interface.clone(),
-                queue: w,
-                ring_size: POD_RING,
-            });
+            s.push(pod_spec(p.interface.clone(), w));
             sl.push(n + i as u32 * n + w);
         }
         specs.push(s);
@@ -169,6 +161,25 @@ pub fn pick_cores(configured: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<
     Ok((0..n)
         .map(|i| available[(available.len() - 1 - i % available.len()) % available.len()])
         .collect())
+}
+
+/// The socket of underlay queue `queue`: the largest budget (every node's
+/// traffic arrives here).
+pub fn underlay_spec(ifname: String, queue: u32) -> PortSpec {
+    PortSpec {
+        ifname,
+        queue,
+        ring_size: UNDERLAY_RING,
+    }
+}
+
+/// The socket of a pod veth's queue `queue`.
+pub fn pod_spec(ifname: String, queue: u32) -> PortSpec {
+    PortSpec {
+        ifname,
+        queue,
+        ring_size: POD_RING,
+    }
 }
 
 #[cfg(test)]
