@@ -366,7 +366,7 @@ fn a_partly_full_tx_ring_takes_what_fits_and_the_rest_waits() {
             let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
             let mut steering = Steering::load(&[8472]).unwrap();
             let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
-            steering.attach(ifindex, PortRole::Pod, 0).unwrap();
+            steering.attach(ifindex, PortRole::Pod, 0, 1).unwrap();
             let spec = PortSpec {
                 ifname: pod_if.clone(),
                 queue: 0,
