@@ -55,6 +55,8 @@ pub enum DropReason {
     InnerVlan,
     /// Inner frame is not IPv4.
     InnerNotIpv4,
+    /// Inner source does not route back to the node the tunnel packet came from (strict reverse-path filter, `gateway.rp_filter`).
+    InnerSourceSpoofed,
     /// A pod sent a packet whose source is not its own address (anti-spoofing).
     PodSourceMismatch,
     /// No route for the inner destination.

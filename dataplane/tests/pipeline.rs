@@ -4,12 +4,17 @@
 //! program in the gateway's `xdp_fixtures` test.
 
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 
 use overpass_dataplane::counters::{CounterKind, Counters, DropReason, Event, Snapshot};
 use overpass_dataplane::fib::{PortId, RouteTable, UNDERLAY_PORT};
 use overpass_dataplane::io::{MemIo, NoSpare, PacketIo, Verdict};
-use overpass_dataplane::pipeline::{ICMP_BURST, Pipeline, SRC_PORT_MIN, VXLAN_INNER_IP};
-use overpass_testkit::fixtures::{self, Expect};
+use overpass_dataplane::pipeline::{
+    ICMP_BURST, ICMP_RATE, ICMP_SOURCE_BURST, ICMP_SOURCE_RATE, Pipeline, RpFilter, SRC_PORT_MIN,
+    VXLAN_INNER_IP,
+};
+use overpass_dataplane::wire::ethernet::MacAddr;
+use overpass_testkit::fixtures::{self, Expect, Ip};
 
 /// Buffer capacity an AF_XDP frame offers (2048 − 256 headroom).
 const CAP: usize = 1792;
@@ -241,64 +246,377 @@ fn hairpin_from_any_rx_queue_of_the_pod() {
     }
 }
 
-/// An ICMP error with no route back: the offending packet is counted
-/// once, under its own reason (found by the fuzzer).
+/// An ICMP error with no way back: the offending packet is counted once,
+/// under its own reason (found by the fuzzer). Two ways: a source with no
+/// route at all (only possible with the reverse-path filter off), and a
+/// source behind a node whose underlay MAC is unresolved (n4).
 #[test]
 fn unroutable_icmp_error_counts_the_drop_once() {
     let table = fixtures::table();
     let payload = fixtures::pod_payload(40);
-    let inner = fixtures::Ip::pods(std::net::Ipv4Addr::new(192, 0, 2, 1), fixtures::PA.ip)
-        .ttl(1)
-        .packet(&payload);
-    let frame = fixtures::vxlan_from(
+    let cases = [
+        (RpFilter::Off, &fixtures::N1, Ipv4Addr::new(192, 0, 2, 1)),
+        (RpFilter::Strict, &fixtures::N4, fixtures::N4.pod),
+    ];
+    for (rp_filter, node, src) in cases {
+        let inner = Ip::pods(src, fixtures::PA.ip).ttl(1).packet(&payload);
+        let frame = fixtures::vxlan_from(node, 1, 0x08, &fixtures::inner_eth_from(node, &inner));
+        let mut w = Gateway::new(&table).rp_filter(rp_filter);
+        let v = w.send(UNDERLAY_PORT, &frame);
+        let snap = w.counters.snapshot();
+        assert_eq!(v, Verdict::Drop(DropReason::TtlExpired), "{src}");
+        assert_eq!(snap.total_drops(), 1, "{src}: {}", snap.render());
+        assert_eq!(snap.event_count(Event::IcmpUnroutable), 1, "{src}");
+        assert_eq!(snap.event_count(Event::IcmpTimeExceeded), 0, "{src}");
+    }
+}
+
+/// RFC 1812 §4.3.2.7: no ICMP error to an address that is not a unicast
+/// host. Tunnel packets from such a source are dropped as spoofed before
+/// (they route back to no node); with the filter off the rule still holds.
+#[test]
+fn no_icmp_error_to_a_non_unicast_source() {
+    let table = fixtures::table();
+    let payload = fixtures::pod_payload(1480 - 20);
+    for src in [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 5),
+        Ipv4Addr::LOCALHOST,
+    ] {
+        let frame = fixtures::ipip_from(
+            &fixtures::N3,
+            &Ip::pods(src, fixtures::PA.ip).packet(&payload),
+        );
+        let mut strict = Gateway::new(&table);
+        let v = strict.send(UNDERLAY_PORT, &frame);
+        assert_eq!(v, Verdict::Drop(DropReason::InnerSourceSpoofed), "{src}");
+        let mut off = Gateway::new(&table).rp_filter(RpFilter::Off);
+        let v = off.send(UNDERLAY_PORT, &frame);
+        assert_eq!(v, Verdict::Drop(DropReason::TooBig), "{src}");
+        let snap = off.counters.snapshot();
+        assert_eq!(snap.event_count(Event::IcmpNotAllowed), 1, "{src}");
+        assert_eq!(snap.total_drops(), 1, "{src}");
+    }
+}
+
+/// With the reverse-path filter off, tunnel traffic is trusted on its outer
+/// source alone: the spoofed fixtures are forwarded.
+#[test]
+fn rp_filter_off_forwards_spoofed_inner_sources() {
+    let table = fixtures::table();
+    let spoofed: Vec<_> = fixtures::all()
+        .into_iter()
+        .filter(|f| f.expect == Expect::Drop(DropReason::InnerSourceSpoofed))
+        .collect();
+    assert!(spoofed.len() >= 6);
+    for f in spoofed {
+        let mut w = Gateway::new(&table).rp_filter(RpFilter::Off);
+        let v = w.send(f.port, &f.input);
+        assert_ne!(
+            v,
+            Verdict::Drop(DropReason::InnerSourceSpoofed),
+            "{}",
+            f.name
+        );
+        assert_eq!(
+            w.counters.drops(DropReason::InnerSourceSpoofed),
+            0,
+            "{}",
+            f.name
+        );
+    }
+}
+
+/// One worker's pipeline and counters, fed one frame at a time at the time
+/// the test sets (the worker sets its clock once per poll round).
+struct Gateway<'t> {
+    table: &'t RouteTable,
+    p: Pipeline,
+    counters: Counters,
+    buf: Vec<u8>,
+}
+
+impl<'t> Gateway<'t> {
+    fn new(table: &'t RouteTable) -> Gateway<'t> {
+        let mut p = Pipeline::new(0);
+        p.set_clock(1_000_000_000);
+        Gateway {
+            table,
+            p,
+            counters: Counters::default(),
+            buf: vec![0; CAP],
+        }
+    }
+
+    fn rp_filter(mut self, rp_filter: RpFilter) -> Gateway<'t> {
+        self.p = std::mem::take(&mut self.p).with_rp_filter(rp_filter);
+        self.p.set_clock(1_000_000_000);
+        self
+    }
+
+    /// Sets the clock to `ns` after the start.
+    fn at(&mut self, ns: u64) {
+        self.p.set_clock(1_000_000_000 + ns);
+    }
+
+    fn send(&mut self, port: PortId, frame: &[u8]) -> Verdict {
+        self.buf[..frame.len()].copy_from_slice(frame);
+        self.p.process(
+            self.table,
+            &self.counters,
+            port,
+            &mut self.buf,
+            frame.len(),
+            &mut NoSpare,
+        )
+    }
+
+    /// Sends `frame`; true if it was answered (an ICMP error went out).
+    fn answered(&mut self, port: PortId, frame: &[u8]) -> bool {
+        matches!(self.send(port, frame), Verdict::Tx { .. })
+    }
+}
+
+/// A pod's UDP packet to n1's pod with TTL 1: answered with time exceeded.
+fn ttl1_from(pod: &fixtures::LocalPod) -> Vec<u8> {
+    let payload = fixtures::pod_payload(40);
+    fixtures::from_pod(pod, &Ip::pods(pod.ip, N1_POD).ttl(1).packet(&payload))
+}
+
+/// A pod's DF packet to n1's pod, one byte over the 1450-byte tunnel MTU:
+/// answered with fragmentation needed.
+fn too_big_from(pod: &fixtures::LocalPod) -> Vec<u8> {
+    let payload = fixtures::pod_payload(1451 - 20);
+    fixtures::from_pod(pod, &Ip::pods(pod.ip, N1_POD).packet(&payload))
+}
+
+/// A VXLAN packet from n1, from `src` (in n1's podCIDR) to pod a, TTL 1.
+fn ttl1_from_n1(src: Ipv4Addr) -> Vec<u8> {
+    let payload = fixtures::pod_payload(40);
+    let inner = Ip::pods(src, fixtures::PA.ip).ttl(1).packet(&payload);
+    fixtures::vxlan_from(
         &fixtures::N1,
         1,
         0x08,
         &fixtures::inner_eth_from(&fixtures::N1, &inner),
-    );
-    let (v, _, snap) = run(&table, UNDERLAY_PORT, &frame);
-    assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
-    assert_eq!(snap.total_drops(), 1, "{}", snap.render());
-    assert_eq!(snap.event_count(Event::IcmpUnroutable), 1);
-    assert_eq!(snap.event_count(Event::IcmpTimeExceeded), 0);
+    )
 }
 
+const N1_POD: Ipv4Addr = fixtures::N1.pod;
+
+/// One source alone: a burst, then its own rate; refilled by the clock.
 #[test]
-fn icmp_errors_are_rate_limited() {
+fn icmp_errors_are_rate_limited_per_source() {
     let table = fixtures::table();
+    let mut w = Gateway::new(&table);
+    let frame = ttl1_from(&fixtures::PA);
+    let sent = (0..ICMP_SOURCE_BURST + 20)
+        .filter(|_| w.answered(fixtures::PA.port, &frame))
+        .count();
+    assert_eq!(sent, ICMP_SOURCE_BURST as usize, "a burst, then the limit");
+    assert_eq!(w.counters.events(Event::IcmpRateLimited), 20);
+    // 100 ms later, 10 more tokens at 100/s.
+    w.at(100_000_000);
+    let sent = (0..20)
+        .filter(|_| w.answered(fixtures::PA.port, &frame))
+        .count();
+    assert_eq!(sent, (ICMP_SOURCE_RATE / 10) as usize);
+    // A partial token is kept: 15 ms then 5 ms make two, not one.
+    w.at(115_000_000);
+    assert!(w.answered(fixtures::PA.port, &frame));
+    assert!(!w.answered(fixtures::PA.port, &frame));
+    w.at(120_000_000);
+    assert!(w.answered(fixtures::PA.port, &frame));
+    assert!(!w.answered(fixtures::PA.port, &frame));
+}
+
+/// Many sources at once: each gets its own share, the worker no more than
+/// its global limit per kind.
+#[test]
+fn icmp_errors_have_a_global_cap_per_kind() {
+    let table = fixtures::table();
+    let mut w = Gateway::new(&table);
+    let frames: Vec<Vec<u8>> = (10..250)
+        .map(|h| ttl1_from_n1(Ipv4Addr::new(10, 244, 1, h)))
+        .collect();
+    // 1 s at 240 sources × 1000 packets/s.
+    let mut sent = 0u64;
+    for step in 0..1000u64 {
+        w.at(step * 1_000_000);
+        for f in &frames {
+            sent += u64::from(w.answered(UNDERLAY_PORT, f));
+        }
+    }
+    let cap = u64::from(ICMP_BURST + ICMP_RATE);
+    assert!(sent <= cap, "{sent} time exceeded sent in 1 s, cap {cap}");
+    assert!(
+        sent >= cap - 2,
+        "{sent} time exceeded sent in 1 s, cap {cap}"
+    );
+    // Frag needed has a budget of its own.
+    assert!(w.answered(fixtures::PB.port, &too_big_from(&fixtures::PB)));
+}
+
+/// Finding 3 of issue 15 (a): a TTL-1 flood from one pod must not silence
+/// fragmentation-needed, neither for another pod nor for itself: each
+/// kind has its own budget.
+#[test]
+fn ttl_flood_does_not_starve_frag_needed() {
+    let table = fixtures::table();
+    let mut w = Gateway::new(&table);
+    let flood = ttl1_from(&fixtures::PA);
+    for _ in 0..1000 {
+        w.send(fixtures::PA.port, &flood);
+    }
+    assert!(
+        w.counters.events(Event::IcmpRateLimited) > 0,
+        "the flood is limited"
+    );
+    assert!(
+        w.answered(fixtures::PB.port, &too_big_from(&fixtures::PB)),
+        "frag needed to another pod after a TTL-1 flood"
+    );
+    assert!(
+        w.answered(fixtures::PA.port, &too_big_from(&fixtures::PA)),
+        "frag needed to the flooding pod itself"
+    );
+    // And the other way round.
+    let mut w = Gateway::new(&table);
+    for _ in 0..1000 {
+        w.send(fixtures::PA.port, &too_big_from(&fixtures::PA));
+    }
+    assert!(w.answered(fixtures::PB.port, &ttl1_from(&fixtures::PB)));
+    assert!(w.answered(fixtures::PA.port, &ttl1_from(&fixtures::PA)));
+}
+
+/// Finding 3 of issue 15 (b): an error that cannot be sent takes no token.
+/// n4's next-hop MAC is unresolved: time exceeded to its pod cannot leave;
+/// once it is resolved, the same source gets its whole burst.
+#[test]
+fn unsendable_icmp_errors_take_no_token() {
+    let unresolved = fixtures::table();
+    let mut neigh = std::collections::HashMap::new();
+    for n in fixtures::NODES {
+        neigh.insert(n.ip, n.mac.unwrap_or(MacAddr([2, 1, 0xc6, 0x12, 0, 0x0e])));
+    }
+    let resolved = overpass::control::rib::build_fib(
+        &fixtures::context(),
+        &fixtures::routes(),
+        &neigh,
+        &mut Default::default(),
+        1,
+    )
+    .unwrap();
+    let payload = fixtures::pod_payload(40);
+    let n4 = fixtures::N4;
+    let inner = Ip::pods(n4.pod, fixtures::PA.ip).ttl(1).packet(&payload);
+    let frame = fixtures::vxlan_from(&n4, 1, 0x08, &fixtures::inner_eth_from(&n4, &inner));
     let counters = Counters::default();
     let mut p = Pipeline::new(0);
     p.set_clock(1_000_000_000);
-    let payload = fixtures::pod_payload(40);
-    let frame = fixtures::from_pod(
-        &fixtures::PA,
-        &fixtures::Ip::pods(fixtures::PA.ip, fixtures::N1.pod)
-            .ttl(1)
-            .packet(&payload),
-    );
-    let send = |p: &mut Pipeline| {
+    let send = |p: &mut Pipeline, t: &RouteTable| {
         let mut buf = vec![0u8; CAP];
         buf[..frame.len()].copy_from_slice(&frame);
-        let spare = &mut NoSpare;
-        matches!(
-            p.process(
-                &table,
-                &counters,
-                fixtures::PA.port,
-                &mut buf,
-                frame.len(),
-                spare
-            ),
-            Verdict::Tx { .. }
+        p.process(
+            t,
+            &counters,
+            UNDERLAY_PORT,
+            &mut buf,
+            frame.len(),
+            &mut NoSpare,
         )
     };
-    let sent = (0..ICMP_BURST + 20).filter(|_| send(&mut p)).count();
-    assert_eq!(sent, ICMP_BURST as usize, "a burst, then the limit");
-    assert_eq!(counters.events(Event::IcmpRateLimited), 20);
-    // 10 ms later, 10 more tokens at 1000/s.
-    p.set_clock(1_010_000_000);
-    let sent = (0..20).filter(|_| send(&mut p)).count();
-    assert_eq!(sent, 10);
+    for _ in 0..200 {
+        assert_eq!(
+            send(&mut p, &unresolved),
+            Verdict::Drop(DropReason::TtlExpired)
+        );
+    }
+    assert_eq!(counters.events(Event::IcmpUnroutable), 200);
+    assert_eq!(counters.events(Event::IcmpRateLimited), 0);
+    // Same instant, n4 resolved: the source's budget is untouched.
+    let answered = (0..10)
+        .filter(|_| matches!(send(&mut p, &resolved), Verdict::Tx { .. }))
+        .count();
+    assert_eq!(answered, 10, "{}", counters.snapshot().render());
+}
+
+/// Finding 3 of issue 15 (c): two pods flooding TTL 1 at 100k and 10k
+/// packets/s for a second get the same number of time exceeded.
+#[test]
+fn two_flooding_sources_get_the_same_share() {
+    let table = fixtures::table();
+    let mut w = Gateway::new(&table);
+    let (a, b) = (ttl1_from(&fixtures::PA), ttl1_from(&fixtures::PB));
+    let (mut got_a, mut got_b) = (0u32, 0u32);
+    for step in 0..100_000u64 {
+        w.at(step * 10_000);
+        got_a += u32::from(w.answered(fixtures::PA.port, &a));
+        if step % 10 == 0 {
+            got_b += u32::from(w.answered(fixtures::PB.port, &b));
+        }
+    }
+    assert!(
+        got_a.abs_diff(got_b) <= 1 && got_b >= 100,
+        "time exceeded in 1 s: pod a (100k/s) {got_a}, pod b (10k/s) {got_b}"
+    );
+}
+
+/// The ICMP rate a well-behaved flow sees while another floods, over one
+/// simulated second (printed; `cargo test -p overpass-dataplane --test
+/// pipeline icmp_rate_seen -- --nocapture`): pod b sends 100 packets/s
+/// that need an ICMP error while a flood of 100k packets/s comes from pod a
+/// or from a remote pod.
+#[test]
+fn icmp_rate_seen_by_a_well_behaved_flow_while_another_floods() {
+    let table = fixtures::table();
+    let scenarios: [(&str, PortId, Vec<u8>, Vec<u8>); 4] = [
+        (
+            "TTL-1 flood from pod a | pod b's DF packets over the MTU (frag needed)",
+            fixtures::PA.port,
+            ttl1_from(&fixtures::PA),
+            too_big_from(&fixtures::PB),
+        ),
+        (
+            "TTL-1 flood from a pod behind n1 | pod b's DF packets over the MTU (frag needed)",
+            UNDERLAY_PORT,
+            ttl1_from_n1(N1_POD),
+            too_big_from(&fixtures::PB),
+        ),
+        (
+            "DF-over-MTU flood from pod a | pod b's DF packets over the MTU (frag needed)",
+            fixtures::PA.port,
+            too_big_from(&fixtures::PA),
+            too_big_from(&fixtures::PB),
+        ),
+        (
+            "TTL-1 flood from pod a | pod b's TTL-1 probes (time exceeded)",
+            fixtures::PA.port,
+            ttl1_from(&fixtures::PA),
+            ttl1_from(&fixtures::PB),
+        ),
+    ];
+    let mut worst = u32::MAX;
+    println!("ICMP errors a well-behaved flow gets while another floods (1 simulated second):");
+    for (name, flood_port, flood, good) in &scenarios {
+        let mut w = Gateway::new(&table);
+        let (mut flood_got, mut good_got) = (0u32, 0u32);
+        // 100k flood packets 10 µs apart; the good flow's every 10 ms.
+        for step in 0..100_000u64 {
+            w.at(step * 10_000);
+            flood_got += u32::from(w.answered(*flood_port, flood));
+            if step % 1000 == 500 {
+                good_got += u32::from(w.answered(fixtures::PB.port, good));
+            }
+        }
+        println!("  {name}: well-behaved {good_got}/100, flooder {flood_got}/100000");
+        worst = worst.min(good_got);
+    }
+    assert_eq!(
+        worst, 100,
+        "a well-behaved flow lost ICMP errors to a flood"
+    );
 }
 
 #[test]

@@ -56,12 +56,15 @@ fn findings() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let udp_len_short = encode(0, &f);
     // pod-rxq-hairpin: pod a, on its second RX queue (port 2), to itself.
     let hairpin = encode(2, &pod_frame(A, &inner(a, a, 8).bytes()));
-    // icmp-drop-double-count: TTL 1 from node1 with an unroutable inner
-    // source: the ICMP error cannot be routed, and the packet is counted
-    // as TtlExpired by the pipeline and NoRoute by the worker.
-    let mut ip = inner(Ipv4Addr::new(192, 0, 2, 1), a, 8);
+    // icmp-drop-double-count: TTL 1 whose ICMP error cannot be sent back:
+    // the packet was counted as TtlExpired by the pipeline and as the
+    // send's reason by the worker. (First found from node1 with the
+    // unroutable inner source 192.0.2.1; the reverse-path filter now drops
+    // that as spoofed first, so the reproducer comes from node4, whose
+    // next-hop MAC is unresolved: NeighUnresolved on the way back.)
+    let mut ip = inner(remote(N4, 8), a, 8);
     ip.ip.ttl = 1;
-    let double = encode(0, &vxlan_from(N1, &ip.bytes(), false));
+    let double = encode(0, &vxlan_from(N4, &ip.bytes(), false));
     // frag-events-on-drop: pod a sends 1451 bytes without DF to node1 (MTU
     // 1450) in a buffer (and spare frames) of exactly its 1465 bytes: the
     // first fragment (64 + 1444 bytes) does not fit a spare frame and the
@@ -225,6 +228,39 @@ fn pipeline_rx_seeds() -> Vec<(String, Vec<u8>)> {
     f[ETH_LEN + 1] = 0x03;
     fix_ip_checksum(&mut f, ETH_LEN);
     add("drop-vxlan-outer-ce-inner-not-ect", encode(0, &f));
+
+    // Strict reverse path: the inner source must route back to the sender.
+    let p = inner(remote(N2, 40), a, 16).bytes();
+    add(
+        "drop-vxlan-node1-inner-source-of-node2",
+        encode(0, &vxlan_from(N1, &p, false)),
+    );
+    let p = inner(Ipv4Addr::new(192, 0, 2, 1), a, 16).bytes();
+    add(
+        "drop-vxlan-node1-inner-source-unrouted",
+        encode(0, &vxlan_from(N1, &p, false)),
+    );
+    let p = inner(remote(N1, 41), a, 16).bytes();
+    add(
+        "drop-ipip-node3-inner-source-of-node1",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)),
+    );
+    // 172.16.5.0/24 (node3) is more specific than node2's 172.16.0.0/12.
+    let p = inner(Ipv4Addr::new(172, 16, 5, 1), a, 16).bytes();
+    add(
+        "drop-vxlan-node2-inner-source-in-node3-more-specific",
+        encode(0, &vxlan_from(N2, &p, false)),
+    );
+    let p = inner(Ipv4Addr::new(172, 16, 6, 1), a, 16).bytes();
+    add(
+        "tx-vxlan-node2-inner-source-in-its-12-to-pod-a",
+        encode(0, &vxlan_from(N2, &p, false)),
+    );
+    let p = inner(Ipv4Addr::new(172, 16, 5, 1), b, 16).bytes();
+    add(
+        "tx-ipip-node3-inner-source-in-its-24-to-pod-b",
+        encode(0, &ipip_frame(&from_node(&NODES[N3]), &p)),
+    );
 
     // Underlay → underlay (transit).
     let p = inner(remote(N1, 11), remote(N2, 12), 40).bytes();

@@ -38,8 +38,10 @@
 //!   configured node, in that node's encapsulation (VXLAN: its UDP port and
 //!   VNI, I flag, valid or absent UDP checksum, inner Ethernet to our VTEP
 //!   MAC with EtherType IPv4), and the inner IPv4 packet lies inside the
-//!   tunnel payload (the UDP datagram for VXLAN) with a valid checksum and
-//!   no outer CE over an inner Not-ECT packet (RFC 6040 says drop);
+//!   tunnel payload (the UDP datagram for VXLAN) with a valid checksum, an
+//!   inner source that routes back (linear-scan longest match) to that
+//!   very node (strict reverse path, the pipeline's default), and no outer
+//!   CE over an inner Not-ECT packet (RFC 6040 says drop);
 //! - `Tx { port, len }`: `len` ≤ buffer length; `port` is the underlay or a
 //!   pod's TX port; the next hop is what a linear-scan longest-prefix match
 //!   gives; never back to the node or pod it came from (hairpin, also across
@@ -582,6 +584,18 @@ fn accepted_input(t: &RouteTable, rx: PortId, f: &[u8]) -> Accepted {
         a.len()
     );
     assert!(checksum_ok(&a[..ihl]), "forwarded a bad inner checksum");
+    if let Some(pi) = from_peer {
+        // Strict reverse path (the pipeline's default): the inner source
+        // routes back, by longest match, to the node it came from.
+        let src = ip_at(a, 12);
+        assert_eq!(
+            naive_lookup(t, src),
+            Some(NextHop::Peer(pi as u32)),
+            "forwarded (or answered) a packet from {} whose inner source {src} does not route \
+             back to it",
+            t.peers[pi].name
+        );
+    }
     if let Some(pod) = from_pod {
         assert_eq!(
             ip_at(a, 12),

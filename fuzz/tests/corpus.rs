@@ -65,6 +65,13 @@ fn pipeline_rx_seeds() {
         if name.starts_with("drop-frag-no-frame-") {
             assert_eq!(v, Some(Verdict::Drop(DropReason::FragNoFrame)), "{name}");
         }
+        if name.starts_with("drop-") && name.contains("-inner-source-") {
+            assert_eq!(
+                v,
+                Some(Verdict::Drop(DropReason::InnerSourceSpoofed)),
+                "{name}"
+            );
+        }
     }
     assert!(tx >= 10, "only {tx} forwarding seeds");
     assert!(fragmented >= 5, "only {fragmented} fragmenting seeds");

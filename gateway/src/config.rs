@@ -14,6 +14,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use overpass_dataplane::fib::Encap;
+use overpass_dataplane::pipeline::RpFilter;
 use overpass_dataplane::wire::ethernet::MacAddr;
 use overpass_dataplane::wire::vxlan::VNI_MAX;
 
@@ -209,6 +210,12 @@ pub struct GatewayConfig {
     /// after ~20k empty polls a worker sleeps in poll(2) until traffic.
     #[serde(default)]
     pub busy_poll: bool,
+    /// Reverse-path filter of tunnel traffic: `strict` (default) drops a
+    /// decapsulated packet whose inner source does not route back to the
+    /// node it came from (`inner_source_spoofed`), as the kernel's
+    /// rp_filter does; `off` trusts the outer source alone.
+    #[serde(default)]
+    pub rp_filter: RpFilter,
 }
 
 /// The all-zero MAC: "not set" for `gateway.vtep_mac`.
@@ -596,9 +603,27 @@ vtep_mac = "02:0b:00:00:00:01"
         assert_eq!(c.peer[0].port, 8472);
         assert_eq!(c.peer[0].encap, Encap::Vxlan);
         assert_eq!(c.gateway.outer_ttl, 64);
+        assert_eq!(c.gateway.rp_filter, RpFilter::Strict, "on by default");
         assert_eq!(c.pod[0].mac, MacAddr([2, 0xa, 0, 0, 0, 2]));
         // Round trip through our own serialiser.
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn rp_filter_is_strict_or_off() {
+        let with = |v: &str| {
+            GOOD.replace(
+                "vtep_mac = \"02:0f:00:00:00:01\"",
+                &format!("vtep_mac = \"02:0f:00:00:00:01\"\nrp_filter = {v}"),
+            )
+        };
+        let off = Config::from_toml(&with("\"off\"")).unwrap();
+        assert_eq!(off.gateway.rp_filter, RpFilter::Off);
+        assert_eq!(Config::from_toml(&off.to_toml()).unwrap(), off);
+        let strict = Config::from_toml(&with("\"strict\"")).unwrap();
+        assert_eq!(strict.gateway.rp_filter, RpFilter::Strict);
+        let e = err(&with("\"loose\""));
+        assert!(e.message.contains("loose"), "{e}");
     }
 
     fn err(text: &str) -> ConfigError {

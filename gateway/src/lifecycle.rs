@@ -192,6 +192,8 @@ impl Gateway {
             all_counters.push(counters);
         }
         let busy_poll = config.gateway.busy_poll;
+        let rp_filter = config.gateway.rp_filter;
+        tracing::info!(?rp_filter, "reverse-path filter of tunnel traffic");
         let mut workers = vec![];
         let mut pinning = vec![];
         for (w, io) in ios.into_iter().enumerate() {
@@ -215,10 +217,12 @@ impl Gateway {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         tracing::warn!(worker = w, core, "could not pin worker");
                     }
-                    let mut worker =
-                        Worker::new(io, Pipeline::new(w as u16), routes, counters, busy_poll)
-                            .with_latency(recorder)
-                            .with_epoch(epoch);
+                    let pipeline = Pipeline::new(w as u16)
+                        .with_rp_filter(rp_filter)
+                        .with_icmp_seed(icmp_seed(w));
+                    let mut worker = Worker::new(io, pipeline, routes, counters, busy_poll)
+                        .with_latency(recorder)
+                        .with_epoch(epoch);
                     worker.run(&stop);
                 })
                 .with_context(|| format!("spawning worker {w}"))?;
@@ -342,6 +346,14 @@ impl Drop for Gateway {
             self.shutdown();
         }
     }
+}
+
+/// A random key for worker `w`'s ICMP rate-limit hash (std's per-process
+/// random hasher keys), so which sources share a bucket cannot be worked
+/// out from outside.
+fn icmp_seed(w: usize) -> u32 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(w) as u32
 }
 
 /// Keeps every node's underlay next-hop MAC in step with the kernel's

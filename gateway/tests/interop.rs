@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Mutex;
 
-use overpass_dataplane::counters::{DropReason, Event};
+use overpass_dataplane::counters::{CounterKind, DropReason, Event};
 use overpass_testkit::testbed::{
     self, IPIP_NODE, Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec, require_root,
 };
@@ -202,17 +202,9 @@ fn transit_between_flannel_and_ipip_nodes() {
     gw.stop();
 }
 
-/// (2) scapy crafts IP-in-IP and VXLAN packets at the gateway and dissects
-/// what the gateway emits on the underlay or to a pod (see
-/// testkit/support/scapy_check.py for the exact rules checked).
-#[test]
-fn scapy_dissects_the_gateway_output() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !require_root("scapy interop (network namespaces, XDP, AF_XDP)") {
-        return;
-    }
-    let bed = bed("ix3");
-    let gw = bed.start_gateway().expect("starting the gateway");
+/// Runs testkit/support/scapy_check.py against `bed` (every default case
+/// when `cases` is empty) and returns its JSON verdict.
+fn scapy_check(bed: &Testbed, cases: &[&str]) -> serde_json::Value {
     let m = |mac: overpass_dataplane::wire::ethernet::MacAddr| mac.to_string();
     let spec = serde_json::json!({
         "ns": {
@@ -240,7 +232,6 @@ fn scapy_dissects_the_gateway_output() {
             "pa": bed.local_pod_ip('a').to_string(),
         },
     });
-    let before = gw.counters();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testkit/support/scapy_check.py"
@@ -248,6 +239,7 @@ fn scapy_dissects_the_gateway_output() {
     let out = Command::new(testbed::PYTHON)
         .arg(script)
         .arg(spec.to_string())
+        .args(cases)
         .output()
         .expect("running scapy_check.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -257,8 +249,23 @@ fn scapy_dissects_the_gateway_output() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let verdict: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("scapy_check.py printed no JSON ({e}): {stdout}"));
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("scapy_check.py printed no JSON ({e}): {stdout}"))
+}
+
+/// (2) scapy crafts IP-in-IP and VXLAN packets at the gateway and dissects
+/// what the gateway emits on the underlay or to a pod (see
+/// testkit/support/scapy_check.py for the exact rules checked).
+#[test]
+fn scapy_dissects_the_gateway_output() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("scapy interop (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("ix3");
+    let gw = bed.start_gateway().expect("starting the gateway");
+    let before = gw.counters();
+    let verdict = scapy_check(&bed, &[]);
     let cases = verdict["cases"].as_object().expect("cases");
     let mut failed = vec![];
     for (name, case) in cases {
@@ -280,6 +287,46 @@ fn scapy_dissects_the_gateway_output() {
     assert_eq!(after.since(&before).event_count(Event::Transit), 3);
     assert_eq!(after.since(&before).event_count(Event::EcnCePropagated), 1);
     assert!(after.since(&before).event_count(Event::EncapToPeer) >= 2);
+    gw.stop();
+}
+
+/// Strict reverse-path filtering (issue 15, finding 8): the configured
+/// peers n1 (VXLAN) and n3 (IP-in-IP) send inner sources that do not route
+/// back to them — another node's podCIDR, a local pod's address, addresses
+/// outside every route; to a local pod and in transit to n3. None is
+/// delivered (scapy sniffs the pod and n3, up to legitimate sentinels sent
+/// after them on the same paths), and `inner_source_spoofed` rises by
+/// exactly the number sent, with no other drop.
+#[test]
+fn spoofed_inner_sources_from_configured_peers_are_dropped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("reverse-path filter (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    assert_eq!(
+        DropReason::InnerSourceSpoofed.name(),
+        "inner_source_spoofed"
+    );
+    let bed = bed("ixrp");
+    let gw = bed.start_gateway().expect("starting the gateway");
+    let before = gw.counters();
+    let verdict = scapy_check(&bed, &["spoofed_inner_sources"]);
+    let case = &verdict["cases"]["spoofed_inner_sources"];
+    eprintln!("scapy spoofed_inner_sources: {}", case["seen"]);
+    let d = gw.counters().since(&before);
+    assert_eq!(case["ok"], true, "{}\n{}", case["failures"], d.render());
+    let sent = case["sent"].as_u64().expect("sent");
+    assert_eq!(sent, 30, "{verdict}");
+    assert_eq!(
+        d.drop_count(DropReason::InnerSourceSpoofed),
+        sent,
+        "{}",
+        d.render()
+    );
+    assert_eq!(d.total_drops(), sent, "{}", d.render());
+    // Only the sentinels went through: two decapsulated, one in transit.
+    assert_eq!(d.event_count(Event::DecapToPod), 2, "{}", d.render());
+    assert_eq!(d.event_count(Event::Transit), 1, "{}", d.render());
     gw.stop();
 }
 

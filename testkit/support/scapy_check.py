@@ -3,6 +3,7 @@ namespace, sniffs what the gateway emits in another namespace, and checks it
 with scapy's own dissection (byte-exact where the rules fix the bytes).
 
 Usage: python3 scapy_check.py '<bed JSON>' [case ...]
+(no case: every case of CASES; EXTRA_CASES run only when named)
 The bed JSON (written by gateway/tests/interop.rs) names the namespaces,
 addresses and MACs. Prints one JSON object:
   {"cases": {"<case>": {"ok": bool, "failures": [...], "seen": "<summary>"}}}
@@ -106,7 +107,10 @@ class Case:
         return self.check(got == want, f"{what}: got {got!r}, want {want!r}")
 
     def result(self):
-        return {"ok": not self.failures, "failures": self.failures, "seen": self.seen}
+        r = {"ok": not self.failures, "failures": self.failures, "seen": self.seen}
+        if hasattr(self, "sent"):
+            r["sent"] = self.sent
+        return r
 
 
 def check_inner(c, got_ip, sent_inner, tos=None):
@@ -293,6 +297,89 @@ def case_vxlan_to_vxlan(bed, name):
     return c
 
 
+def collect(socks, done, timeout=5.0):
+    """Frames received (not sent) on any of `socks` until `done(frames)` is
+    true or `timeout` passes: a list of (socket index, bytes)."""
+    import select
+
+    frames = []
+    deadline = time.monotonic() + timeout
+    while not done(frames):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select(socks, [], [], left)
+        for s in ready:
+            data, addr = s.recvfrom(65535)
+            if addr[2] != PACKET_OUTGOING:
+                frames.append((socks.index(s), data))
+    return frames
+
+
+def case_spoofed_inner_sources(bed, name, per_kind=5):
+    """Configured peers send inner sources that do not route back to them
+    (another node's podCIDR, a local pod's address, addresses outside
+    every route; to a local pod and in transit): the gateway must deliver
+    none. Legitimate sentinels follow on the same paths; once they have
+    arrived, anything spoofed would have arrived before them (one queue,
+    one worker, in order), so the absence is checked without waiting out
+    a timeout. `sent` in the result is the number of spoofed frames."""
+    c = Case(name)
+    tag = f"ovp-{name}-{os.getpid()}".encode()
+    i = bed["ip"]
+    vx = lambda inner: vxlan_frame(bed, 1, inner)  # noqa: E731
+    ipip = lambda inner: ipip_frame(bed, inner)  # noqa: E731
+    kinds = [
+        # (sending node, frame builder, inner source, inner destination)
+        ("n1", vx, "10.244.2.7", i["pa"]),  # node 2's podCIDR
+        ("n1", vx, "192.0.2.1", i["pa"]),  # outside every route
+        ("n1", vx, "10.244.0.3", i["pa"]),  # a local pod's address
+        ("n1", vx, "10.244.2.7", "10.244.3.7"),  # in transit to node 3
+        ("n3", ipip, "10.244.1.7", i["pa"]),  # node 1's podCIDR
+        ("n3", ipip, "198.18.0.99", i["pa"]),  # outside every route
+    ]
+    sentinels = [
+        ("n1", vx, "10.244.1.2", i["pa"], 0),
+        ("n3", ipip, "10.244.3.2", i["pa"], 0),
+        ("n1", vx, "10.244.1.2", "10.244.3.7", 1),
+    ]
+    rx = [l2_socket(bed["ns"]["pa"], "eth0"), l2_socket(bed["ns"]["n3"], "eth0")]
+    tx = {n: l2_socket(bed["ns"][n], "eth0") for n in ("n1", "n3")}
+    sent = 0
+    try:
+        for k, (node, build, src, dst) in enumerate(kinds):
+            for j in range(per_kind):
+                marker = tag + f"-spoof-{k}-{j}".encode()
+                tx[node].send(bytes(build(inner_ip(src, dst, 0, True, marker, 0x6000 + sent))))
+                sent += 1
+        want = []
+        for k, (node, build, src, dst, at) in enumerate(sentinels):
+            marker = tag + f"-sentinel-{k}".encode()
+            want.append((at, marker))
+            tx[node].send(bytes(build(inner_ip(src, dst, 0, True, marker, 0x7000 + k))))
+
+        def all_sentinels(frames):
+            return all(any(at == w and m in f for w, f in frames) for at, m in want)
+
+        frames = collect(rx, all_sentinels)
+    finally:
+        for s in rx + list(tx.values()):
+            s.close()
+    missing = [m.decode() for at, m in want if not any(at == w and m in f for w, f in frames)]
+    c.check(not missing, f"legitimate sentinels not delivered: {missing}")
+    leaked = sorted({f[f.index(tag):].split(b".")[0].decode() for _, f in frames
+                     if tag + b"-spoof-" in f})
+    c.check(not leaked, f"spoofed inner sources delivered: {leaked}")
+    c.seen = f"{sent} spoofed sent, {len(leaked)} delivered; {len(want) - len(missing)} of {len(want)} sentinels delivered"
+    c.sent = sent
+    return c
+
+
+# Run only when named: they need their own counter accounting.
+EXTRA_CASES = {
+    "spoofed_inner_sources": lambda b: case_spoofed_inner_sources(b, "spoofed_inner_sources"),
+}
+
 CASES = {
     # (a): DSCP/ECN kept; outer CE on an ECT(0) inner marks the inner CE (RFC 6040).
     "ipip_to_pod": lambda b: case_ipip_to_pod(b, "ipip_to_pod", 0xb8, 0xb8, 0xb8),
@@ -312,7 +399,7 @@ def main():
     out = {}
     for n in names:
         try:
-            out[n] = CASES[n](bed).result()
+            out[n] = {**CASES, **EXTRA_CASES}[n](bed).result()
         except Exception as e:  # report, do not hide
             out[n] = {"ok": False, "failures": [f"exception: {e!r}"], "seen": ""}
     print(json.dumps({"cases": out}))

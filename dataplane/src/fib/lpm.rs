@@ -11,8 +11,9 @@ const CHILD: u32 = 1 << 31;
 /// DIR-16-8-8 longest-prefix-match trie over IPv4 addresses.
 #[derive(Debug, Clone)]
 pub struct Lpm {
-    /// 65536 entries indexed by the top 16 bits.
-    l16: Box<[u32]>,
+    /// 65536 entries indexed by the top 16 bits (an array, so indexing by
+    /// 16 bits needs no bounds check).
+    l16: Box<[u32; 1 << 16]>,
     /// 256-entry chunks indexed by bits 15..8.
     l24: Vec<[u32; 256]>,
     /// 256-entry chunks indexed by bits 7..0.
@@ -29,7 +30,10 @@ impl Lpm {
         // expansion of every shorter one that covers it.
         v.sort_by_key(|(n, _)| n.prefix_len());
         let mut lpm = Lpm {
-            l16: vec![0u32; 1 << 16].into_boxed_slice(),
+            l16: vec![0u32; 1 << 16]
+                .into_boxed_slice()
+                .try_into()
+                .expect("65536 entries"),
             l24: Vec::new(),
             l32: Vec::new(),
         };
@@ -84,8 +88,23 @@ impl Lpm {
     }
 
     /// Longest-prefix match.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, addr: u32) -> Option<u32> {
+        self.leaf(addr).checked_sub(1)
+    }
+
+    /// Whether the longest match for `addr` is `value` (cheaper than
+    /// comparing [`Lpm::lookup`]'s answer: one compare of the leaf).
+    #[inline(always)]
+    pub fn matches(&self, addr: u32, value: u32) -> bool {
+        // No stored value reaches CHILD - 1 (see `build`), so no route (0)
+        // never matches.
+        value < CHILD - 1 && self.leaf(addr) == value + 1
+    }
+
+    /// The leaf for `addr`: 0 for no route, else the next-hop value + 1.
+    #[inline(always)]
+    fn leaf(&self, addr: u32) -> u32 {
         let mut e = self.l16[(addr >> 16) as usize];
         if e & CHILD != 0 {
             e = self.l24[(e & !CHILD) as usize][((addr >> 8) & 0xff) as usize];
@@ -93,7 +112,7 @@ impl Lpm {
                 e = self.l32[(e & !CHILD) as usize][(addr & 0xff) as usize];
             }
         }
-        e.checked_sub(1)
+        e
     }
 
     /// Bytes of memory the trie uses.

@@ -120,8 +120,12 @@ pub struct RouteTable {
     pub peers: Vec<Peer>,
     pub pods: Vec<Pod>,
     pub routes: Vec<Route>,
-    /// Peers sorted by underlay address, for tunnel source checks.
-    peer_by_ip: Vec<(u32, u32)>,
+    /// Peers by underlay address, for tunnel source checks: an
+    /// open-addressing hash table (linear probing, at most half full, so a
+    /// miss ends at an empty slot) of (address, peer index + 1), 0 = empty.
+    peer_by_ip: Box<[(u32, u32)]>,
+    /// Right shift that turns an address's 32-bit hash into a slot.
+    peer_shift: u32,
     /// Pods indexed by port.
     pod_by_port: Vec<Option<u32>>,
     lpm: Lpm,
@@ -201,16 +205,27 @@ impl RouteTable {
                 pod_by_port[port] = Some(i as u32);
             }
         }
-        let mut peer_by_ip: Vec<(u32, u32)> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (u32::from(p.underlay_ip), i as u32))
-            .collect();
-        peer_by_ip.sort_unstable();
-        for w in peer_by_ip.windows(2) {
-            if w[0].0 == w[1].0 {
-                return Err(RouteError::DuplicatePeerIp(Ipv4Addr::from(w[0].0)));
+        let mut sorted: Vec<u32> = peers.iter().map(|p| u32::from(p.underlay_ip)).collect();
+        sorted.sort_unstable();
+        for w in sorted.windows(2) {
+            if w[0] == w[1] {
+                return Err(RouteError::DuplicatePeerIp(Ipv4Addr::from(w[0])));
             }
+        }
+        let bits = (2 * peers.len())
+            .max(2)
+            .next_power_of_two()
+            .trailing_zeros();
+        let peer_shift = 32 - bits;
+        let mut peer_by_ip = vec![(0u32, 0u32); 1 << bits].into_boxed_slice();
+        let mask = peer_by_ip.len() - 1;
+        for (i, p) in peers.iter().enumerate() {
+            let ip = u32::from(p.underlay_ip);
+            let mut slot = peer_slot(ip, peer_shift);
+            while peer_by_ip[slot].1 != 0 {
+                slot = (slot + 1) & mask;
+            }
+            peer_by_ip[slot] = (ip, i as u32 + 1);
         }
         let lpm = Lpm::build(routes.iter().map(|r| (r.prefix, encode_nh(r.next_hop))));
         Ok(RouteTable {
@@ -219,6 +234,7 @@ impl RouteTable {
             pods,
             routes,
             peer_by_ip,
+            peer_shift,
             pod_by_port,
             lpm,
             generation,
@@ -231,13 +247,28 @@ impl RouteTable {
         self.lpm.lookup(dst).map(decode_nh)
     }
 
+    /// Whether the longest match for `addr` is peer `peer` (a strict
+    /// reverse-path check: one trie lookup, no decoding).
+    #[inline(always)]
+    pub fn routes_to_peer(&self, addr: u32, peer: u32) -> bool {
+        self.lpm.matches(addr, encode_nh(NextHop::Peer(peer)))
+    }
+
     /// The peer whose underlay address is `src`, if any.
     #[inline]
     pub fn peer_by_underlay(&self, src: u32) -> Option<u32> {
-        self.peer_by_ip
-            .binary_search_by_key(&src, |(ip, _)| *ip)
-            .ok()
-            .map(|i| self.peer_by_ip[i].1)
+        let mask = self.peer_by_ip.len() - 1;
+        let mut slot = peer_slot(src, self.peer_shift);
+        loop {
+            let &(ip, idx) = self.peer_by_ip.get(slot)?;
+            if idx == 0 {
+                return None;
+            }
+            if ip == src {
+                return Some(idx - 1);
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 
     /// The index of the pod attached to `port`, if any.
@@ -254,7 +285,15 @@ impl RouteTable {
     }
 }
 
+/// The home slot of underlay address `ip` in a peer table of `2^(32 -
+/// shift)` slots (Fibonacci hashing: the top bits of a multiplication).
+#[inline(always)]
+fn peer_slot(ip: u32, shift: u32) -> usize {
+    (ip.wrapping_mul(0x9e37_79b9) >> shift) as usize
+}
+
 // Next hops are stored in the trie as the index, with bit 30 set for pods.
+#[inline(always)]
 fn encode_nh(nh: NextHop) -> u32 {
     match nh {
         NextHop::Peer(i) => i,
@@ -434,6 +473,47 @@ mod tests {
             ),
             Err(RouteError::BadPodRoute(_))
         ));
+    }
+
+    #[test]
+    fn peers_are_found_by_underlay_address() {
+        for n in [0usize, 1, 2, 3, 100, 1024] {
+            let peers: Vec<Peer> = (0..n)
+                .map(|i| {
+                    let mut p = peer("p", [198, 18, 0, 0]);
+                    // Addresses that differ in every byte and cluster.
+                    p.underlay_ip = Ipv4Addr::from(0xc612_0000 + (i as u32) * 0x0101);
+                    p
+                })
+                .collect();
+            let t = RouteTable::build(local(), peers.clone(), vec![], vec![], 1).unwrap();
+            for (i, p) in peers.iter().enumerate() {
+                assert_eq!(t.peer_by_underlay(u32::from(p.underlay_ip)), Some(i as u32));
+            }
+            for miss in [0, 1, 0xc612_0000 + 0x0100, u32::MAX] {
+                if !peers.iter().any(|p| u32::from(p.underlay_ip) == miss) {
+                    assert_eq!(t.peer_by_underlay(miss), None, "{n} peers, {miss:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reverse_path_is_the_longest_match() {
+        let t = RouteTable::build(
+            local(),
+            two_peers(),
+            vec![],
+            vec![via("10.244.1.0/24", 0), via("10.244.1.64/26", 1)],
+            1,
+        )
+        .unwrap();
+        assert!(t.routes_to_peer(0x0af4_0105, 0));
+        assert!(!t.routes_to_peer(0x0af4_0105, 1));
+        assert!(t.routes_to_peer(0x0af4_0145, 1), "the /26 is peer 1's");
+        assert!(!t.routes_to_peer(0x0af4_0145, 0));
+        assert!(!t.routes_to_peer(0x0af4_0205, 0), "no route");
+        assert!(!t.routes_to_peer(0x0af4_0205, u32::MAX), "no route");
     }
 
     #[test]

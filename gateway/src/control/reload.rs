@@ -103,6 +103,8 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.outer_ttl", a.outer_ttl != b.outer_ttl),
         ("gateway.cores", a.cores != b.cores),
         ("gateway.busy_poll", a.busy_poll != b.busy_poll),
+        // Given to each worker's pipeline when it starts.
+        ("gateway.rp_filter", a.rp_filter != b.rp_filter),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),
@@ -127,6 +129,20 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rp_filter_change_needs_a_restart() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/overpass.toml"
+        ))
+        .unwrap();
+        let old = Config::from_toml(&text).unwrap();
+        let mut new = old.clone();
+        assert!(restart_keys(&old, &new).is_empty());
+        new.gateway.rp_filter = overpass_dataplane::pipeline::RpFilter::Off;
+        assert_eq!(restart_keys(&old, &new), ["gateway.rp_filter"]);
+    }
 
     #[test]
     fn rib_fields_map_back_to_config_keys() {
