@@ -103,6 +103,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.outer_ttl", a.outer_ttl != b.outer_ttl),
         ("gateway.cores", a.cores != b.cores),
         ("gateway.busy_poll", a.busy_poll != b.busy_poll),
+        ("gateway.max_routes", a.max_routes != b.max_routes),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),
