@@ -6,9 +6,12 @@
 //! (root; see the README in this directory). The micro-benchmarks of the
 //! pure packet path are their own crate, `overpass-micro` (`micro/`), which
 //! depends on the dataplane crate alone; the harness reuses its frames.
+//! `fib-scale` measures what a route change costs by route set size
+//! ([`fib_scale`]; no root needed).
 
 pub use overpass_micro::{frames, micro};
 
+pub mod fib_scale;
 pub mod harness;
 pub mod netns;
 pub mod paths;

@@ -167,6 +167,9 @@ pub enum PeerStat {
 /// Number of [`PeerStat`] kinds.
 pub const PEER_STATS: usize = 5;
 
+/// Every per-peer counter of one slot, indexed by `PeerStat as usize`.
+pub type PeerCounts = [u64; PEER_STATS];
+
 /// One worker's counters. Single writer (the worker), any number of readers.
 #[derive(Debug)]
 pub struct Counters {
@@ -231,6 +234,13 @@ impl Counters {
         self.peers
             .get(slot as usize)
             .map_or(0, |p| p[stat as usize].load(Ordering::Relaxed))
+    }
+
+    /// Every per-peer counter of `slot` (zeros past [`MAX_PEERS`]).
+    pub fn peer_counts(&self, slot: u16) -> PeerCounts {
+        self.peers.get(slot as usize).map_or([0; PEER_STATS], |p| {
+            std::array::from_fn(|i| p[i].load(Ordering::Relaxed))
+        })
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {

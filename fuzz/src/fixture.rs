@@ -219,6 +219,7 @@ pub fn build_table() -> RouteTable {
             mtu: n.mtu.unwrap_or(max_mtu),
             next_hop_mac: n.next_hop_mac,
             slot: i as u16,
+            counter_base: Default::default(),
         });
         for prefix in n.prefixes {
             routes.push(Route {

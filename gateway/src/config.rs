@@ -216,6 +216,15 @@ pub struct GatewayConfig {
     /// rp_filter does; `off` trusts the outer source alone.
     #[serde(default)]
     pub rp_filter: RpFilter,
+    /// The most routes the route set may hold (configuration, persisted
+    /// set, API, reload). Every change rebuilds the whole FIB, so this
+    /// bounds the time and memory of one change.
+    #[serde(default = "default_max_routes")]
+    pub max_routes: usize,
+}
+
+fn default_max_routes() -> usize {
+    crate::control::rib::DEFAULT_MAX_ROUTES
 }
 
 /// The all-zero MAC: "not set" for `gateway.vtep_mac`.
@@ -378,6 +387,22 @@ impl Config {
         }
         if gw.outer_ttl == 0 {
             return Err(ConfigError::new("gateway.outer_ttl", "must be at least 1"));
+        }
+        if gw.max_routes == 0 {
+            return Err(ConfigError::new("gateway.max_routes", "must be at least 1"));
+        }
+        let routes = self.peer.len() + self.pod.len();
+        if routes > gw.max_routes {
+            return Err(ConfigError::new(
+                "peer",
+                format!(
+                    "{} [[peer]] and {} [[pod]] entries are {routes} routes, more than \
+                     gateway.max_routes ({})",
+                    self.peer.len(),
+                    self.pod.len(),
+                    gw.max_routes
+                ),
+            ));
         }
         if let Some(cores) = &gw.cores {
             if cores.is_empty() {
@@ -715,6 +740,30 @@ vtep_mac = "02:0b:00:00:00:01"
         assert_eq!(e.key, "api.max_connections", "{e}");
         let e = err(&GOOD.replace("underlay_ip = \"198.18.0.11\"", "underlay_ip = 5"));
         assert_eq!(e.key, "peer[0].underlay_ip", "{e}");
+    }
+
+    #[test]
+    fn max_routes_bounds_the_configured_set() {
+        assert_eq!(
+            Config::from_toml(GOOD).unwrap().gateway.max_routes,
+            crate::control::rib::DEFAULT_MAX_ROUTES
+        );
+        let with = |v: &str| {
+            GOOD.replace(
+                "vtep_mac = \"02:0f:00:00:00:01\"",
+                &format!("vtep_mac = \"02:0f:00:00:00:01\"\nmax_routes = {v}"),
+            )
+        };
+        assert!(Config::from_toml(&with("2")).is_ok());
+        let e = err(&with("1"));
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            (
+                "peer",
+                "1 [[peer]] and 1 [[pod]] entries are 2 routes, more than gateway.max_routes (1)"
+            )
+        );
+        assert_eq!(err(&with("0")).key, "gateway.max_routes");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use overpass_dataplane::counters::{Snapshot, WorkerCounters};
-use overpass_dataplane::fib::RoundEpoch;
+use overpass_dataplane::counters::{PeerCounts, PeerStat, Snapshot, WorkerCounters};
+use overpass_dataplane::fib::{Peer, RoundEpoch};
 use overpass_dataplane::pipeline::Pipeline;
 use overpass_dataplane::wire::ethernet::MacAddr;
 use overpass_xdp::{PortRole, Steering, XdpMode};
@@ -29,7 +29,7 @@ use crate::afxdp::xsk::{XskIo, XskMode};
 use crate::config::Config;
 use crate::control::neigh;
 use crate::control::ports::{pick_cores, port_plan};
-use crate::control::rib::Rib;
+use crate::control::rib::{PeerStats, Rib};
 use crate::control::sources::{initial_rib, rib_context};
 use crate::control::store::RoutesFile;
 use crate::host::{iface, netns};
@@ -74,9 +74,15 @@ impl DataplaneView {
     /// A view of no dataplane (`overpass api-only`): no workers, zero
     /// counters, empty histograms.
     pub fn offline() -> DataplaneView {
+        DataplaneView::new(vec![], Arc::new(LatencyShared::default()))
+    }
+
+    /// A view of these workers' counters and histograms, without XDP
+    /// steering counters.
+    pub fn new(counters: Vec<Arc<WorkerCounters>>, latency: Arc<LatencyShared>) -> DataplaneView {
         DataplaneView {
-            counters: vec![],
-            latency: Arc::new(LatencyShared::default()),
+            counters,
+            latency,
             info: DataplaneInfo::default(),
             steering: Arc::new(Mutex::new(None)),
         }
@@ -87,9 +93,20 @@ impl DataplaneView {
         Snapshot::sum(self.counters.iter().map(|c| &**c))
     }
 
-    /// A per-peer counter summed over workers.
-    pub fn peer_stat(&self, slot: u16, stat: overpass_dataplane::counters::PeerStat) -> u64 {
+    /// A per-peer counter of a slot summed over workers: everything the
+    /// slot counted, for every node that held it. What a node counted is
+    /// [`DataplaneView::peer_counts`].
+    pub fn peer_stat(&self, slot: u16, stat: PeerStat) -> u64 {
         self.counters.iter().map(|c| c.peer_stat(slot, stat)).sum()
+    }
+
+    /// What `peer` (a node of a published table) counted since it was
+    /// given its slot: the slot's counters minus the node's baseline, so a
+    /// reused slot never shows its previous node's traffic. Index with
+    /// `PeerStat as usize`.
+    pub fn peer_counts(&self, peer: &Peer) -> PeerCounts {
+        let now = self.slot_counters(peer.slot);
+        std::array::from_fn(|i| now[i].saturating_sub(peer.counter_base[i]))
     }
 
     /// XDP steering counters (summed over CPUs), by name; empty when no
@@ -103,6 +120,22 @@ impl DataplaneView {
                 .collect(),
             _ => vec![],
         }
+    }
+}
+
+impl PeerStats for DataplaneView {
+    fn slot_counters(&self, slot: u16) -> PeerCounts {
+        let mut sum = [0u64; overpass_dataplane::counters::PEER_STATS];
+        for c in &self.counters {
+            for (s, v) in sum.iter_mut().zip(c.peer_counts(slot)) {
+                *s += v;
+            }
+        }
+        sum
+    }
+
+    fn clear_slot(&self, slot: u16) {
+        self.latency.clear_slot(slot);
     }
 }
 
@@ -138,8 +171,17 @@ impl Gateway {
         // One round epoch per worker: the RIB waits on them after each
         // publish, so a change it acknowledges is in force.
         let epochs: Vec<Arc<RoundEpoch>> = (0..n).map(|_| Arc::default()).collect();
+        // The workers' counters and histograms: the RIB reads a node's
+        // counter baseline and clears its histograms when it gives the node
+        // a reused slot.
+        let all_counters: Vec<Arc<WorkerCounters>> = (0..n).map(|_| Arc::default()).collect();
+        let latency = Arc::new(LatencyShared::default());
         let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?
-            .with_readers(epochs.clone());
+            .with_readers(epochs.clone())
+            .with_peer_stats(Arc::new(DataplaneView::new(
+                all_counters.clone(),
+                latency.clone(),
+            )));
         {
             let table = rib.fib().load();
             tracing::info!(
@@ -172,13 +214,10 @@ impl Gateway {
         }
 
         let cores = pick_cores(config.gateway.cores.as_deref(), n)?;
-        let latency = Arc::new(LatencyShared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut xsk = vec![];
         let mut ios = vec![];
-        let mut all_counters = vec![];
-        for w in 0..n {
-            let counters = Arc::new(WorkerCounters::default());
+        for (w, counters) in all_counters.iter().enumerate() {
             let io = XskIo::open(&plan.specs[w], ul.bind_mode, counters.clone())
                 .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
             for (port, fd) in io.fds().into_iter().enumerate() {
@@ -189,7 +228,6 @@ impl Gateway {
             }
             xsk.extend(io.modes());
             ios.push(io);
-            all_counters.push(counters);
         }
         let busy_poll = config.gateway.busy_poll;
         let rp_filter = config.gateway.rp_filter;

@@ -362,12 +362,12 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     let cp = control_plane(path)?;
     let stop = stop_flag()?;
     let ctx = overpass::control::sources::offline_rib_context(&cp.config);
-    let rib = cp.persisting(overpass::control::sources::initial_rib(
-        ctx,
-        &cp.config,
-        cp.persisted.clone(),
-    )?);
-    let server = serve(&cp, rib, DataplaneView::offline(), "api-only", listen)?;
+    let view = DataplaneView::offline();
+    let rib = cp.persisting(
+        overpass::control::sources::initial_rib(ctx, &cp.config, cp.persisted.clone())?
+            .with_peer_stats(Arc::new(view.clone())),
+    );
+    let server = serve(&cp, rib, view, "api-only", listen)?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use overpass::afxdp::latency::LatencyShared;
 use overpass::api::{ApiState, Auth};
 use overpass::control::rib::{Rib, RibContext, RouteSpec};
 use overpass::control::store::Store;
 use overpass::lifecycle::DataplaneView;
-use overpass_dataplane::counters::{CounterKind, DropReason};
+use overpass_dataplane::counters::{CounterKind, DropReason, PeerStat, WorkerCounters};
+use overpass_dataplane::pipeline::{Direction, FlowTag};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -50,16 +52,39 @@ impl Drop for Fixture {
 }
 
 fn fixture_with(name: &str, token: Option<&str>, read_requires_token: bool) -> Fixture {
+    fixture_full(
+        name,
+        token,
+        read_requires_token,
+        ctx(),
+        DataplaneView::offline(),
+    )
+}
+
+/// The API over `view`'s counters and histograms (the RIB takes its
+/// baselines there too), with `ctx`.
+fn fixture_on(name: &str, ctx: RibContext, view: DataplaneView) -> Fixture {
+    fixture_full(name, Some(TOKEN), false, ctx, view)
+}
+
+fn fixture_full(
+    name: &str,
+    token: Option<&str>,
+    read_requires_token: bool,
+    ctx: RibContext,
+    view: DataplaneView,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("overpass-api-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::open(&dir).unwrap());
     store.save_routes(1, &initial()).unwrap();
-    let rib = Rib::new(ctx(), initial(), 1)
+    let rib = Rib::new(ctx, initial(), 1)
         .unwrap()
-        .with_store(Some(store));
+        .with_store(Some(store))
+        .with_peer_stats(Arc::new(view.clone()));
     let state = ApiState::new(
         rib.clone(),
-        DataplaneView::offline(),
+        view,
         Auth::new(token.map(str::to_string), read_requires_token),
         4096,
         "api-only",
@@ -733,4 +758,183 @@ async fn concurrent_single_route_edits_never_lose_each_other() {
     let (g, routes) = f.rib.routes();
     assert_eq!((g, routes.len()), (21, 23));
     assert_eq!(f.persisted(), (g, routes));
+}
+
+/// Issue 15, finding 5: a route set over `gateway.max_routes` is refused
+/// with 422 naming `routes` and the key, whether it comes whole (PUT, dry
+/// run or not) or one route at a time (POST, PUT of one prefix), and
+/// nothing changes.
+#[tokio::test]
+async fn a_route_set_over_the_limit_is_refused_and_changes_nothing() {
+    let mut c = ctx();
+    c.max_routes = 4;
+    let f = fixture_on("limit", c, DataplaneView::offline());
+    let (g0, r0) = f.rib.routes();
+    assert_eq!(r0.len(), 3);
+    let five = json!({"routes": [node("10.244.1.0/24", 11), node("10.244.2.0/24", 12),
+        node("10.244.3.0/24", 13), node("10.244.4.0/24", 14), node("10.244.5.0/24", 15)]});
+    let over = (
+        422,
+        "routes",
+        "5 routes are more than the 4 this gateway accepts (gateway.max_routes)",
+    );
+    for uri in ["/api/v1/routes", "/api/v1/routes?dry_run=true"] {
+        let r = f.send("PUT", uri, five.clone(), &[]).await;
+        assert_eq!(err(&r), over, "{uri}: {}", r.text);
+        f.assert_at(g0, &r0);
+    }
+    // Up to the limit is fine.
+    let r = f
+        .send("POST", "/api/v1/routes", node("10.244.3.0/24", 13), &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (g1, r1) = f.rib.routes();
+    assert_eq!(r1.len(), 4);
+    let r = f
+        .send("POST", "/api/v1/routes", node("10.244.4.0/24", 14), &[])
+        .await;
+    assert_eq!(err(&r), over, "{}", r.text);
+    let r = f
+        .send(
+            "PUT",
+            "/api/v1/routes/10.244.4.0/24",
+            node("10.244.4.0/24", 14),
+            &[],
+        )
+        .await;
+    assert_eq!(err(&r), over, "{}", r.text);
+    f.assert_at(g1, &r1);
+}
+
+/// Issue 15, finding 2: the counter slot of a node that left the route set
+/// goes to a later new node, which starts from zero in every reader —
+/// /api/v1/peers, /metrics, /api/v1/latency and its histogram — although
+/// the old node had traffic, including latency two workers recorded and
+/// had not merged yet when the slot changed owner; a node that stays keeps
+/// its slot and its counters. (No workers here: counters are written into
+/// a worker's block and latency recorded through recorders directly.)
+#[tokio::test]
+async fn a_reused_slot_starts_from_zero_for_its_new_node() {
+    let counters = Arc::new(WorkerCounters::default());
+    let latency = Arc::new(LatencyShared::default());
+    let f = fixture_on(
+        "reuse",
+        ctx(),
+        DataplaneView::new(vec![counters.clone()], latency.clone()),
+    );
+    let peer = |body: &Value, ip: u8| -> Value {
+        body["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["underlay_ip"] == format!("198.18.0.{ip}"))
+            .unwrap_or_else(|| panic!("no peer 198.18.0.{ip}: {body}"))
+            .clone()
+    };
+    let r = f.get("/api/v1/peers").await;
+    let (s11, s12) = (
+        peer(&r.body, 11)["slot"].as_u64().unwrap() as u16,
+        peer(&r.body, 12)["slot"].as_u64().unwrap() as u16,
+    );
+    let tag = |slot: u16| FlowTag {
+        direction: Direction::Encap,
+        peer_slot: Some(slot),
+    };
+    let round = |w: &mut overpass::afxdp::latency::LatencyRecorder, slot: u16, n: usize| {
+        for _ in 0..n {
+            w.note(tag(slot));
+        }
+        w.end_round(std::time::Duration::from_micros(5));
+    };
+    // Traffic of n11 and n12: counters, merged latency, and latency two
+    // workers hold unmerged.
+    for stat in [PeerStat::RxPackets, PeerStat::TxPackets, PeerStat::Drops] {
+        counters.peer(s11, stat, 7);
+        counters.peer(s12, stat, 100);
+    }
+    counters.peer(s12, PeerStat::TxBytes, 6400);
+    let (mut w1, mut w2) = (latency.recorder(), latency.recorder());
+    round(&mut w1, s11, 1);
+    round(&mut w1, s12, 3);
+    w1.flush();
+    round(&mut w1, s12, 2);
+    round(&mut w2, s12, 5);
+    let r = f.get("/api/v1/latency/histogram?peer=198.18.0.12").await;
+    assert_eq!(r.body["summary"]["count"], 3, "{}", r.text);
+
+    // n12 leaves (n13 arrives: it cannot have n12's slot yet), then n14
+    // arrives and gets it.
+    let r = f
+        .send(
+            "PUT",
+            "/api/v1/routes",
+            json!({"routes": [node("10.244.1.0/24", 11), node("10.244.3.0/24", 13)]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = f
+        .send("POST", "/api/v1/routes", node("10.244.4.0/24", 14), &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = f.get("/api/v1/peers").await;
+    assert_ne!(peer(&r.body, 13)["slot"], s12);
+    let n14 = peer(&r.body, 14);
+    assert_eq!(n14["slot"], s12, "n12's slot is reused: {}", r.text);
+    assert_eq!(
+        n14["counters"],
+        json!({"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0, "drops": 0}),
+        "n14 shows none of n12's traffic"
+    );
+    let n11 = peer(&r.body, 11);
+    assert_eq!(
+        (
+            &n11["slot"],
+            &n11["counters"]["tx_packets"],
+            &n11["counters"]["drops"]
+        ),
+        (&json!(s11), &json!(7), &json!(7)),
+        "n11 kept its slot and counters"
+    );
+    // What the workers held for n12 is merged after the slot changed
+    // owner: w1 with a new value of n14's, w2 alone.
+    round(&mut w1, s12, 1);
+    w1.flush();
+    w2.flush();
+    let r = f.get("/api/v1/latency/histogram?peer=198.18.0.14").await;
+    assert_eq!(
+        r.body["summary"]["count"], 1,
+        "only n14's own value: {}",
+        r.text
+    );
+    let r = f.get("/api/v1/latency/histogram?peer=198.18.0.11").await;
+    assert_eq!(r.body["summary"]["count"], 1);
+    let r = f.get("/api/v1/latency").await;
+    let lat: Vec<(Value, Value)> = r.body["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].clone(), p["summary"]["count"].clone()))
+        .collect();
+    assert_eq!(
+        lat,
+        vec![(json!("n11"), json!(1)), (json!("n14"), json!(1))],
+        "{}",
+        r.text
+    );
+
+    // n14's own traffic counts from zero.
+    counters.peer(s12, PeerStat::TxPackets, 4);
+    let r = f.get("/api/v1/peers").await;
+    assert_eq!(peer(&r.body, 14)["counters"]["tx_packets"], 4);
+    let r = f.get("/metrics").await;
+    for line in [
+        "overpass_peer_tx_packets_total{peer=\"n14\",underlay_ip=\"198.18.0.14\"} 4",
+        "overpass_peer_tx_bytes_total{peer=\"n14\",underlay_ip=\"198.18.0.14\"} 0",
+        "overpass_peer_drops_total{peer=\"n14\",underlay_ip=\"198.18.0.14\"} 0",
+        "overpass_peer_tx_packets_total{peer=\"n11\",underlay_ip=\"198.18.0.11\"} 7",
+        "overpass_peer_latency_seconds_count{peer=\"n14\",underlay_ip=\"198.18.0.14\"} 1",
+    ] {
+        assert!(r.text.contains(line), "{line} missing from:\n{}", r.text);
+    }
 }

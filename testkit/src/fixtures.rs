@@ -150,6 +150,7 @@ pub fn context() -> RibContext {
         },
         underlay_mtu: 1500,
         pod_ports,
+        max_routes: overpass::control::rib::DEFAULT_MAX_ROUTES,
     }
 }
 
@@ -177,6 +178,7 @@ pub fn small_context() -> RibContext {
         },
         underlay_mtu: 1500,
         pod_ports,
+        max_routes: overpass::control::rib::DEFAULT_MAX_ROUTES,
     }
 }
 

@@ -54,6 +54,7 @@ pub fn table(n2_encap: PeerEncap, extra: usize) -> RouteTable {
         mtu: 1500 - encap.overhead(),
         next_hop_mac: Some(node_mac(n)),
         slot: u16::from(n - 1),
+        counter_base: Default::default(),
     };
     let pod = Pod {
         name: "a".into(),

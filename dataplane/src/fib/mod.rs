@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::Ipv4Net;
 
+use crate::counters::PeerCounts;
 use crate::wire::ethernet::MacAddr;
 use crate::wire::{ipip, vxlan};
 
@@ -66,9 +67,14 @@ pub struct Peer {
     /// Underlay next-hop MAC, from the kernel's neighbour table; `None`
     /// until resolved.
     pub next_hop_mac: Option<MacAddr>,
-    /// Stable index of this node's per-peer counters and histograms
-    /// (assigned by the RIB per underlay address, kept across updates).
+    /// Index of this node's per-peer counters and histograms (assigned by
+    /// the RIB per underlay address; kept while the node is in the route
+    /// set, reused for another node once it has left it).
     pub slot: u16,
+    /// The slot's per-peer counters when this node was given it: readers
+    /// report counter − base, so a reused slot counts from zero for its
+    /// new node. Kept by the control plane; workers never read it.
+    pub counter_base: PeerCounts,
 }
 
 /// A local pod behind a veth pair.
@@ -283,6 +289,33 @@ impl RouteTable {
         let idx = (*self.pod_by_port.get(port as usize)?)?;
         self.pods.get(idx as usize)
     }
+
+    /// Bytes of the longest-prefix-match trie ([`Lpm::memory_bytes`]).
+    pub fn lpm_bytes(&self) -> usize {
+        self.lpm.memory_bytes()
+    }
+
+    /// Bytes the whole table holds: the trie plus its vectors (routes,
+    /// peers with their names, pods with their port lists, the lookup
+    /// indexes), by capacity.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let peers: usize = self.peers.iter().map(|p| p.name.capacity()).sum::<usize>()
+            + self.peers.capacity() * size_of::<Peer>();
+        let pods: usize = self
+            .pods
+            .iter()
+            .map(|p| p.name.capacity() + p.rx_ports.capacity() * size_of::<PortId>())
+            .sum::<usize>()
+            + self.pods.capacity() * size_of::<Pod>();
+        size_of::<RouteTable>()
+            + self.lpm.memory_bytes()
+            + self.routes.capacity() * size_of::<Route>()
+            + peers
+            + pods
+            + self.peer_by_ip.len() * size_of::<(u32, u32)>()
+            + self.pod_by_port.capacity() * size_of::<Option<u32>>()
+    }
 }
 
 /// The home slot of underlay address `ip` in a peer table of `2^(32 -
@@ -364,6 +397,7 @@ mod tests {
             mtu: 1450,
             next_hop_mac: None,
             slot: ip[3] as u16,
+            counter_base: Default::default(),
         }
     }
 

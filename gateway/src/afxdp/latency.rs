@@ -17,7 +17,25 @@
 //! histograms into the shared ones behind `Mutex::try_lock` — never
 //! blocking: if a reader holds the lock it retries on a later round — and
 //! resets its own. Readers lock the shared histograms and copy them.
+//!
+//! Peer slots change owner: the RIB gives the slot of a node that left the
+//! route set to a new node (see [`crate::control::rib::PeerSlots`]). Before
+//! it publishes the table that uses the slot for the new node it calls
+//! [`LatencyShared::clear_slot`], which empties the slot's shared
+//! histogram and bumps the slot's epoch, under the lock. Each worker stamps
+//! what it records for a slot with the slot's epoch (one relaxed load per
+//! peer per round, after the round, never per packet): values stamped with
+//! an older epoch are the previous node's and are discarded, both when the
+//! worker records into its own histogram and when it merges. A worker
+//! records a round's values before it leaves the round ([`RoundEpoch`]),
+//! and a slot is only reused once the workers were seen past every round
+//! that used it for its old node, so the old node's values always carry the
+//! old epoch and the new node's the new one: nothing of the old node ever
+//! reaches the new node's histogram.
+//!
+//! [`RoundEpoch`]: overpass_dataplane::fib::RoundEpoch
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -83,6 +101,9 @@ struct Merged {
 #[derive(Debug)]
 pub struct LatencyShared {
     merged: Mutex<Merged>,
+    /// Per peer slot: bumped (under `merged`'s lock) each time the slot is
+    /// given to a new node. Workers read it; only the control plane writes.
+    slot_epoch: Box<[AtomicU32]>,
 }
 
 impl Default for LatencyShared {
@@ -93,6 +114,7 @@ impl Default for LatencyShared {
                 directions: std::array::from_fn(|_| new_hist(SIGFIG_DIRECTION)),
                 peers: (0..MAX_PEERS).map(|_| None).collect(),
             }),
+            slot_epoch: (0..MAX_PEERS).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -171,6 +193,22 @@ impl LatencyShared {
         m.since = SystemTime::now();
     }
 
+    /// `slot` now belongs to another node: its shared histogram starts
+    /// empty, and what any worker recorded for the slot's previous node and
+    /// has not merged yet is discarded (see the module documentation).
+    /// Called by the control plane before it publishes the table that
+    /// gives the slot to its new node.
+    pub fn clear_slot(&self, slot: u16) {
+        let mut m = self.lock();
+        if let Some(h) = m.peers.get_mut(slot as usize).and_then(Option::as_mut) {
+            h.reset();
+        }
+        if let Some(e) = self.slot_epoch.get(slot as usize) {
+            // Single writer (the control plane, under the lock).
+            e.store(e.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
     /// A recorder for one worker, merging into this.
     pub fn recorder(self: &Arc<Self>) -> LatencyRecorder {
         LatencyRecorder::new(self.clone())
@@ -183,6 +221,8 @@ pub struct LatencyRecorder {
     shared: Arc<LatencyShared>,
     directions: [Histogram<u64>; DIRECTIONS],
     peers: Vec<Option<Histogram<u64>>>,
+    /// Per peer slot: the slot epoch the values in `peers[slot]` belong to.
+    peer_epoch: Box<[u32]>,
     /// Forwarded packets of the current round, per direction.
     round_dir: [u32; DIRECTIONS],
     /// Forwarded packets of the current round, per peer slot.
@@ -200,6 +240,7 @@ impl LatencyRecorder {
             shared,
             directions: std::array::from_fn(|_| new_hist(SIGFIG_DIRECTION)),
             peers: (0..MAX_PEERS).map(|_| None).collect(),
+            peer_epoch: vec![0; MAX_PEERS].into_boxed_slice(),
             round_dir: [0; DIRECTIONS],
             round_peer: vec![0; MAX_PEERS].into_boxed_slice(),
             touched: Vec::with_capacity(MAX_PEERS),
@@ -224,6 +265,11 @@ impl LatencyRecorder {
     }
 
     /// Ends a round that took `elapsed`: records it once per noted packet.
+    /// Call it before the round's [`RoundEpoch::leave`]: per-peer values are
+    /// stamped with the slot's owner as of the round (see the module
+    /// documentation).
+    ///
+    /// [`RoundEpoch::leave`]: overpass_dataplane::fib::RoundEpoch::leave
     #[inline]
     pub fn end_round(&mut self, elapsed: Duration) {
         let ns = (elapsed.as_nanos() as u64).clamp(LOWEST_NS, HIGHEST_NS);
@@ -235,11 +281,19 @@ impl LatencyRecorder {
             }
         }
         for slot in self.touched.drain(..) {
-            let n = std::mem::take(&mut self.round_peer[slot as usize]);
+            let s = slot as usize;
+            let n = std::mem::take(&mut self.round_peer[s]);
+            let epoch = self.shared.slot_epoch[s].load(Ordering::Relaxed);
             // First packet of this peer ever: allocate its histogram once.
-            self.peers[slot as usize]
-                .get_or_insert_with(|| new_hist(SIGFIG_PEER))
-                .saturating_record_n(ns, n as u64);
+            let h = self.peers[s].get_or_insert_with(|| new_hist(SIGFIG_PEER));
+            if self.peer_epoch[s] != epoch {
+                // The slot changed owner since this worker last recorded
+                // into it: what it holds, not merged yet, was the previous
+                // node's.
+                h.reset();
+                self.peer_epoch[s] = epoch;
+            }
+            h.saturating_record_n(ns, n as u64);
         }
     }
 
@@ -274,6 +328,12 @@ impl LatencyRecorder {
         }
         for (slot, local) in self.peers.iter_mut().enumerate() {
             if let Some(local) = local.as_mut().filter(|h| !h.is_empty()) {
+                // Under the lock the control plane bumps epochs with.
+                if self.peer_epoch[slot] != self.shared.slot_epoch[slot].load(Ordering::Relaxed) {
+                    // The previous owner's values: its histogram is gone.
+                    local.reset();
+                    continue;
+                }
                 m.peers[slot]
                     .get_or_insert_with(|| new_hist(SIGFIG_PEER))
                     .add(&*local)
@@ -324,6 +384,39 @@ mod tests {
         assert!((4_990..=5_010).contains(&p50), "{p50}");
         shared.reset();
         assert_eq!(shared.snapshot().total().len(), 0);
+    }
+
+    #[test]
+    fn a_cleared_slot_keeps_nothing_of_its_previous_node() {
+        let shared = Arc::new(LatencyShared::default());
+        let (mut a, mut b) = (shared.recorder(), shared.recorder());
+        let tag = FlowTag {
+            direction: Direction::Decap,
+            peer_slot: Some(3),
+        };
+        let round = |r: &mut LatencyRecorder, n: usize| {
+            for _ in 0..n {
+                r.note(tag);
+            }
+            r.end_round(Duration::from_micros(2));
+        };
+        round(&mut a, 2);
+        a.flush();
+        round(&mut a, 4);
+        round(&mut b, 8);
+        assert_eq!(shared.snapshot().peer(3).unwrap().len(), 2);
+        // Slot 3 goes to another node: merged, and unmerged in a and b.
+        shared.clear_slot(3);
+        assert!(shared.snapshot().peer(3).is_none());
+        round(&mut a, 1);
+        a.flush();
+        b.flush();
+        assert_eq!(shared.snapshot().peer(3).unwrap().len(), 1);
+        assert_eq!(
+            shared.snapshot().direction(Direction::Decap).len(),
+            15,
+            "per-direction histograms are not per node: they keep everything"
+        );
     }
 
     #[test]

@@ -102,11 +102,14 @@ impl<I: PacketIo> Worker<I> {
             v
         });
         drop(table);
-        epoch.leave();
         let end = Instant::now();
         if n > 0 {
             latency.end_round(end.duration_since(start));
         }
+        // The round ends once its per-peer values are recorded: a route
+        // change that waited for it may then give a slot of the old table
+        // to another node (see latency.rs).
+        epoch.leave();
         latency.maybe_flush(end);
         n
     }

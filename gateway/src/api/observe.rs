@@ -22,7 +22,8 @@ use overpass_dataplane::counters::{CounterKind, DropReason, Event, PeerStat};
 use overpass_dataplane::fib::Encap;
 use overpass_dataplane::fib::NextHop;
 
-/// Per-peer counters, summed over workers.
+/// Per-peer counters, summed over workers, since the node joined the route
+/// set (a node that leaves and comes back starts again from zero).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PeerCounters {
     pub rx_packets: u64,
@@ -46,7 +47,8 @@ pub struct PeerInfo {
     pub mtu: u16,
     /// Underlay next-hop MAC from the neighbour table; null until resolved.
     pub next_hop_mac: Option<String>,
-    /// Stable counter slot.
+    /// Counter slot: kept while the node is in the route set; a removed
+    /// node's slot may later be given to another node.
     pub slot: u16,
     /// Prefixes routed to this node.
     pub prefixes: Vec<String>,
@@ -269,12 +271,15 @@ pub async fn list_peers(
                 .filter(|r| r.next_hop == NextHop::Peer(i as u32))
                 .map(|r| r.prefix.to_string())
                 .collect(),
-            counters: PeerCounters {
-                rx_packets: dp.peer_stat(p.slot, PeerStat::RxPackets),
-                rx_bytes: dp.peer_stat(p.slot, PeerStat::RxBytes),
-                tx_packets: dp.peer_stat(p.slot, PeerStat::TxPackets),
-                tx_bytes: dp.peer_stat(p.slot, PeerStat::TxBytes),
-                drops: dp.peer_stat(p.slot, PeerStat::Drops),
+            counters: {
+                let c = dp.peer_counts(p);
+                PeerCounters {
+                    rx_packets: c[PeerStat::RxPackets as usize],
+                    rx_bytes: c[PeerStat::RxBytes as usize],
+                    tx_packets: c[PeerStat::TxPackets as usize],
+                    tx_bytes: c[PeerStat::TxBytes as usize],
+                    drops: c[PeerStat::Drops as usize],
+                }
             },
         })
         .collect();
@@ -499,7 +504,7 @@ fn select(
                 ApiError::new(
                     StatusCode::NOT_FOUND,
                     "peer",
-                    format!("{ip} is not a node any route set of this process used"),
+                    format!("{ip} is not a node of the current route set"),
                 )
             })?;
             let h = snap.peer(slot).cloned().unwrap_or_else(|| {
@@ -759,7 +764,7 @@ fn render_metrics(st: &AppState) -> String {
                 "{name}{{peer=\"{}\",underlay_ip=\"{}\"}} {}",
                 esc(&p.name),
                 p.underlay_ip,
-                dp.peer_stat(p.slot, stat)
+                dp.peer_counts(p)[stat as usize]
             );
         }
     }

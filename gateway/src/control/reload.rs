@@ -105,6 +105,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.busy_poll", a.busy_poll != b.busy_poll),
         // Given to each worker's pipeline when it starts.
         ("gateway.rp_filter", a.rp_filter != b.rp_filter),
+        ("gateway.max_routes", a.max_routes != b.max_routes),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),

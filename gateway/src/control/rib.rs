@@ -15,8 +15,14 @@
 //! persist it ([`RouteStore`]), publish it, and wait until every worker has
 //! left the round that may have used the old table. Its errors are typed
 //! ([`ChangeError`]); callers map them, they do not re-implement any step.
+//!
+//! The route set is bounded ([`RibContext::max_routes`], `gateway.max_routes`):
+//! every change rebuilds the whole FIB, so the bound caps the time and
+//! memory one change may take. Every node gets its own counter slot
+//! ([`PeerSlots`]); a slot is reused once its node has left the set and
+//! the workers are past it, and the new node counts from zero.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +30,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use overpass_dataplane::counters::MAX_PEERS;
+use overpass_dataplane::counters::{MAX_PEERS, PEER_STATS, PeerCounts};
 use overpass_dataplane::fib::Encap;
 use overpass_dataplane::fib::{
     LocalNode, NextHop, Peer, Pod, PortId, RoundEpoch, Route, RouteHandle, RouteTable,
@@ -182,8 +188,25 @@ pub trait RouteStore: Send + Sync + std::fmt::Debug {
     fn save_routes(&self, generation: u64, routes: &[RouteSpec]) -> anyhow::Result<()>;
 }
 
+/// The dataplane's per-peer statistics, as the RIB needs them when it gives
+/// a counter slot to a node (implemented by
+/// [`crate::lifecycle::DataplaneView`]). The RIB never writes a worker's
+/// counters: it reads them to take the new node's baseline.
+pub trait PeerStats: Send + Sync + std::fmt::Debug {
+    /// The per-peer counters of `slot`, summed over workers.
+    fn slot_counters(&self, slot: u16) -> PeerCounts;
+    /// `slot` is given to a new node: its latency histograms start empty
+    /// (see [`crate::afxdp::latency::LatencyShared::clear_slot`]).
+    fn clear_slot(&self, slot: u16);
+}
+
 /// How long a route change waits for a worker to finish the round it was in.
 const GRACE: Duration = Duration::from_millis(100);
+
+/// Default of `gateway.max_routes`: the most routes a route set may hold
+/// (see `docs/design.md`, "Route set limit", for the measurements it
+/// comes from).
+pub const DEFAULT_MAX_ROUTES: usize = 131_072;
 
 /// A pod interface the gateway serves: its worker port and host-end MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +227,8 @@ pub struct RibContext {
     pub underlay_mtu: u16,
     /// Pod interfaces by name.
     pub pod_ports: HashMap<String, PodPort>,
+    /// The most routes a route set may hold (`gateway.max_routes`).
+    pub max_routes: usize,
 }
 
 impl RouteSpec {
@@ -347,8 +372,11 @@ impl PodSpec {
     }
 }
 
-/// Validates a whole route set and builds its FIB table. `neigh` supplies
-/// resolved underlay MACs. Errors name `routes[i].field`.
+/// Validates a whole route set and builds its FIB table as generation
+/// `generation`. `neigh` supplies resolved underlay MACs. Nodes new to the
+/// set get a slot from `slots`, and the slots of nodes no longer in it
+/// retire (see [`PeerSlots`]). Errors name `routes[i].field`, or `routes`
+/// for a set over [`RibContext::max_routes`].
 pub fn build_fib(
     ctx: &RibContext,
     routes: &[RouteSpec],
@@ -356,20 +384,31 @@ pub fn build_fib(
     slots: &mut PeerSlots,
     generation: u64,
 ) -> Result<RouteTable, RibError> {
+    if routes.len() > ctx.max_routes {
+        return Err(RibError::new(
+            "routes",
+            format!(
+                "{} routes are more than the {} this gateway accepts (gateway.max_routes)",
+                routes.len(),
+                ctx.max_routes
+            ),
+        ));
+    }
     let mut peers: Vec<Peer> = vec![];
     let mut peer_specs: Vec<&NodeSpec> = vec![];
     let mut peer_index: HashMap<Ipv4Addr, u32> = HashMap::new();
     let mut pods: Vec<Pod> = vec![];
     let mut pod_index: HashMap<&str, (u32, usize)> = HashMap::new();
     let mut fib_routes = Vec::with_capacity(routes.len());
-    let mut seen: HashMap<Ipv4Net, usize> = HashMap::new();
+    let mut seen: HashMap<Ipv4Net, usize> = HashMap::with_capacity(routes.len());
     for (i, r) in routes.iter().enumerate() {
-        let at = format!("routes[{i}]");
+        // The field path, built only for an error.
+        let at = || format!("routes[{i}]");
         r.validate(ctx)
-            .map_err(|e| e.under(&at).of_route(r.prefix))?;
+            .map_err(|e| e.under(&at()).of_route(r.prefix))?;
         if let Some(j) = seen.insert(r.prefix, i) {
             return Err(RibError::new(
-                format!("{at}.prefix"),
+                format!("{}.prefix", at()),
                 format!("{} is already routed by routes[{j}]", r.prefix),
             )
             .of_route(r.prefix));
@@ -379,7 +418,7 @@ pub fn build_fib(
                 Some(&idx) => {
                     if !peer_specs[idx as usize].same_tunnel(node) {
                         return Err(RibError::new(
-                            format!("{at}.node"),
+                            format!("{}.node", at()),
                             format!(
                                 "node {} is already used with other tunnel settings (encap, vni, port, vtep_mac, mtu must match)",
                                 node.underlay_ip
@@ -390,10 +429,17 @@ pub fn build_fib(
                     NextHop::Peer(idx)
                 }
                 None => {
-                    let slot = slots.get(node.underlay_ip).ok_or_else(|| {
+                    let (slot, counter_base) = slots.get(node.underlay_ip).ok_or_else(|| {
                         RibError::new(
-                            format!("{at}.node"),
-                            format!("more than {MAX_PEERS} distinct nodes"),
+                            format!("{}.node", at()),
+                            format!(
+                                "no counter slot left for node {}: all {MAX_PEERS} are held by nodes \
+                                 of the current or the new set ({}) or by removed nodes not released \
+                                 yet ({}); a removed node's slot is reused from the next change on",
+                                node.underlay_ip,
+                                slots.by_ip.len(),
+                                slots.retiring.len()
+                            ),
                         )
                         .of_route(r.prefix)
                     })?;
@@ -410,6 +456,7 @@ pub fn build_fib(
                         mtu: node.effective_mtu(ctx.underlay_mtu),
                         next_hop_mac: neigh.get(&node.underlay_ip).copied(),
                         slot,
+                        counter_base,
                     });
                     NextHop::Peer(idx)
                 }
@@ -418,7 +465,7 @@ pub fn build_fib(
             let pod = r.pod.as_ref().expect("validated: node or pod");
             if let Some((_, j)) = pod_index.get(pod.interface.as_str()) {
                 return Err(RibError::new(
-                    format!("{at}.pod.interface"),
+                    format!("{}.pod.interface", at()),
                     format!("{} already carries routes[{j}]'s pod", pod.interface),
                 )
                 .of_route(r.prefix));
@@ -442,34 +489,106 @@ pub fn build_fib(
             next_hop,
         });
     }
-    RouteTable::build(ctx.local.clone(), peers, pods, fib_routes, generation)
-        .map_err(|e| RibError::new("routes", e.to_string()))
+    let table = RouteTable::build(ctx.local.clone(), peers, pods, fib_routes, generation)
+        .map_err(|e| RibError::new("routes", e.to_string()))?;
+    slots.retire_others(&peer_index, generation);
+    Ok(table)
 }
 
-/// Stable per-node counter slots: a node keeps its slot for the life of
-/// the process, so its counters survive route updates.
+/// Per-node counter slots (indexes of the workers' per-peer counters and
+/// of the per-peer latency histograms; [`MAX_PEERS`] of them).
+///
+/// A node keeps its slot while it is in the route set, so its counters and
+/// histograms survive every change that keeps it. A change that removes a
+/// node retires its slot: packets of the old table may still be in flight
+/// in a worker's round. [`Rib::change`] waits for the workers after
+/// publishing; once they were seen past every round that may have used
+/// the older tables ([`PeerSlots::confirm`]) the slot is free. So a slot
+/// freed by generation g is reused from generation g+1 on, never by g
+/// itself (a change that swaps every node for new ones needs room for
+/// both sets). A node that leaves and comes back is a new node.
+///
+/// A reused slot counts from zero for its new node, without any write to a
+/// worker's counters: the slot's counters when it is given are the node's
+/// baseline (`Peer::counter_base`, read through [`PeerStats`]; readers
+/// report counter − baseline), and the slot's latency histograms are
+/// cleared before the table that uses it is published.
 #[derive(Debug, Default, Clone)]
 pub struct PeerSlots {
-    by_ip: HashMap<Ipv4Addr, u16>,
+    /// The nodes of the route set: slot and counter baseline.
+    by_ip: HashMap<Ipv4Addr, (u16, PeerCounts)>,
+    /// Slots free for a new node, lowest first.
+    free: BTreeSet<u16>,
+    /// Slots from here on were never given.
+    fresh: usize,
+    /// Slots of nodes that left the set, with the generation that removed
+    /// them: not reusable until the workers are confirmed past it.
+    retiring: Vec<(u16, u64)>,
+    /// Slots given to new nodes since [`PeerSlots::take_assigned`].
+    assigned: Vec<u16>,
+    /// Where baselines are read and histograms cleared (none: no dataplane).
+    stats: Option<Arc<dyn PeerStats>>,
 }
 
 impl PeerSlots {
-    /// The slot of `ip`, assigning the next free one; `None` when full.
-    pub fn get(&mut self, ip: Ipv4Addr) -> Option<u16> {
+    /// The slot of `ip` and its counter baseline. A node new to the set gets
+    /// a free slot (freed ones first, lowest first) with the slot's current
+    /// counters as its baseline; `None` when no slot is free.
+    pub fn get(&mut self, ip: Ipv4Addr) -> Option<(u16, PeerCounts)> {
         if let Some(s) = self.by_ip.get(&ip) {
             return Some(*s);
         }
-        let next = self.by_ip.len();
-        if next >= MAX_PEERS {
-            return None;
-        }
-        self.by_ip.insert(ip, next as u16);
-        Some(next as u16)
+        let slot = match self.free.pop_first() {
+            Some(slot) => slot,
+            None if self.fresh < MAX_PEERS => {
+                self.fresh += 1;
+                (self.fresh - 1) as u16
+            }
+            None => return None,
+        };
+        let base = self
+            .stats
+            .as_ref()
+            .map_or([0; PEER_STATS], |s| s.slot_counters(slot));
+        self.by_ip.insert(ip, (slot, base));
+        self.assigned.push(slot);
+        Some((slot, base))
     }
 
-    /// The slot of `ip` if it has one.
+    /// The slot of `ip` if it is a node of the route set.
     pub fn lookup(&self, ip: Ipv4Addr) -> Option<u16> {
-        self.by_ip.get(&ip).copied()
+        self.by_ip.get(&ip).map(|(slot, _)| *slot)
+    }
+
+    /// Retires the slots of the nodes not in `in_use`, the set just built
+    /// as `generation`.
+    fn retire_others<V>(&mut self, in_use: &HashMap<Ipv4Addr, V>, generation: u64) {
+        let retiring = &mut self.retiring;
+        self.by_ip.retain(|ip, (slot, _)| {
+            let keep = in_use.contains_key(ip);
+            if !keep {
+                retiring.push((*slot, generation));
+            }
+            keep
+        });
+    }
+
+    /// The workers were seen past every round that may have used a table
+    /// older than `generation`: the slots retired up to `generation` are
+    /// free.
+    pub fn confirm(&mut self, generation: u64) {
+        let free = &mut self.free;
+        self.retiring.retain(|&(slot, g)| {
+            if g <= generation {
+                free.insert(slot);
+            }
+            g > generation
+        });
+    }
+
+    /// The slots given to new nodes since the last call.
+    pub fn take_assigned(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.assigned)
     }
 }
 
@@ -500,6 +619,8 @@ impl Rib {
         let neigh = HashMap::new();
         let mut slots = PeerSlots::default();
         let table = build_fib(&ctx, &routes, &neigh, &mut slots, generation)?;
+        // Fresh slots: nothing recorded under them yet.
+        slots.take_assigned();
         Ok(Rib {
             ctx: Arc::new(ctx),
             state: Arc::new(Mutex::new(RibState {
@@ -523,6 +644,14 @@ impl Rib {
     /// Waits for `readers` (the workers' round epochs) after publishing.
     pub fn with_readers(mut self, readers: Vec<Arc<RoundEpoch>>) -> Rib {
         self.readers = readers.into();
+        self
+    }
+
+    /// Takes the baselines of nodes given a slot from `stats`, and clears
+    /// their latency histograms there (every handle of this RIB). Set it
+    /// before the first change; slots given before count from zero.
+    pub fn with_peer_stats(self, stats: Arc<dyn PeerStats>) -> Rib {
+        self.lock().slots.stats = Some(stats);
         self
     }
 
@@ -591,14 +720,30 @@ impl Rib {
                     ChangeError::Persist(format!("{e:#}"))
                 })?;
             }
+            // Slots given to new nodes start with empty histograms (their
+            // counters start at the baselines taken by build_fib), before
+            // any packet can be recorded for the new node.
+            let assigned = slots.take_assigned();
+            if let Some(stats) = &slots.stats {
+                for &slot in &assigned {
+                    stats.clear_slot(slot);
+                }
+            }
             s.slots = slots;
             self.fib.publish(table);
             s.routes = routes;
             s.generation = generation;
             (generation, value)
         };
-        if !self.readers.iter().all(|r| r.wait_quiescent(GRACE)) {
-            tracing::warn!("a worker did not finish its round within {GRACE:?} of a route change");
+        if self.readers.iter().all(|r| r.wait_quiescent(GRACE)) {
+            // No worker is in a round that may use a table older than this
+            // one: slots retired up to this generation may be reused.
+            self.lock().slots.confirm(result.0);
+        } else {
+            tracing::warn!(
+                "a worker did not finish its round within {GRACE:?} of a route change; \
+                 the counter slots of removed nodes stay reserved until a later change sees it done"
+            );
         }
         Ok(result)
     }
@@ -631,7 +776,7 @@ impl Rib {
         true
     }
 
-    /// The counter slot of the node at `ip`, if it ever had routes.
+    /// The counter slot of the node at `ip`, if it is in the route set.
     pub fn peer_slot(&self, ip: Ipv4Addr) -> Option<u16> {
         self.lock().slots.lookup(ip)
     }

@@ -70,6 +70,7 @@ pub fn offline_rib_context(config: &Config) -> RibContext {
         },
         underlay_mtu: 1500,
         pod_ports,
+        max_routes: config.gateway.max_routes,
     }
 }
 
@@ -141,5 +142,6 @@ pub fn rib_context(config: &Config, plan: &PortPlan) -> anyhow::Result<RibContex
         },
         underlay_mtu: underlay_mtu.min(u16::MAX as u32) as u16,
         pod_ports,
+        max_routes: config.gateway.max_routes,
     })
 }
