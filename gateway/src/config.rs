@@ -177,6 +177,34 @@ fn default_shutdown_timeout() -> u64 {
 pub struct StateConfig {
     /// Directory (created 0700) for `routes.json` and `vtep_mac.json`.
     pub dir: PathBuf,
+    /// What a start does with a `routes.json` it cannot use (not JSON, an
+    /// unknown version, or a set that no longer validates). Default
+    /// `fail`: the start fails, naming the file and how to recover.
+    #[serde(default)]
+    pub on_corrupt: OnCorrupt,
+}
+
+impl StateConfig {
+    /// `dir`, with the defaults for the rest.
+    pub fn new(dir: impl Into<PathBuf>) -> StateConfig {
+        StateConfig {
+            dir: dir.into(),
+            on_corrupt: OnCorrupt::default(),
+        }
+    }
+}
+
+/// `[state] on_corrupt`: see [`StateConfig::on_corrupt`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCorrupt {
+    /// Refuse to start; the error names the file and the recovery.
+    #[default]
+    Fail,
+    /// Rename the file to `routes.json.corrupt-<UTC time>` (kept, never
+    /// deleted), log it as an error, and start from the configuration's
+    /// route set.
+    SetAside,
 }
 
 /// `[gateway]`: the gateway's identity as an overlay node.

@@ -11,6 +11,8 @@
 //! - [`api`]: the REST API, /metrics, the dashboard, and the CLI's client;
 //! - [`check`]: the `overpass check` preflight;
 //! - [`lifecycle`]: start and stop of the whole gateway;
+//! - [`service`]: what systemd is told (readiness, reloads, the watchdog
+//!   fed by worker liveness);
 //! - [`config`]: the TOML configuration.
 
 pub mod afxdp;
@@ -20,3 +22,4 @@ pub mod config;
 pub mod control;
 pub mod host;
 pub mod lifecycle;
+pub mod service;

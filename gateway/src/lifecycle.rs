@@ -56,6 +56,8 @@ pub struct Gateway {
     rib: Rib,
     counters: Vec<Arc<WorkerCounters>>,
     latency: Arc<LatencyShared>,
+    /// The workers' round counters (the RIB's grace period; liveness).
+    epochs: Vec<Arc<RoundEpoch>>,
     pub info: DataplaneInfo,
 }
 
@@ -148,8 +150,9 @@ impl Gateway {
     /// As [`Gateway::start`], with a persisted route set (from
     /// [`crate::control::store::Store::load_routes`]) in place of the configuration's.
     /// It is validated by the same code as an API change; a set that no
-    /// longer validates (say, a pod interface went away) stops the start
-    /// with the offending field named.
+    /// longer validates (say, a pod interface went away) stops the start,
+    /// before anything is attached, with the offending field named (an
+    /// [`crate::control::sources::InitialRibError::Persisted`] in the error's chain).
     pub fn start_with(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         config.validate()?;
         // Enter the dataplane's namespace on this thread for the set-up;
@@ -283,6 +286,7 @@ impl Gateway {
             rib,
             counters: all_counters,
             latency,
+            epochs,
             info: DataplaneInfo { xdp, xsk, pinning },
         })
     }
@@ -312,6 +316,13 @@ impl Gateway {
             info: self.info.clone(),
             steering: self.steering.clone(),
         }
+    }
+
+    /// Each worker's round counter: it moves at least every ~10 ms while
+    /// the worker runs, so one that stands still means a wedged worker
+    /// (see [`crate::service::Liveness`]).
+    pub fn worker_progress(&self) -> Vec<u64> {
+        self.epochs.iter().map(|e| e.rounds()).collect()
     }
 
     /// The merged latency histograms.

@@ -3,16 +3,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use overpass::api::client::Client;
 use overpass::api::{ApiState, Auth, Server, ServerOptions};
 use overpass::config::Config;
+use overpass::config::OnCorrupt;
 use overpass::control::rib::{NodeSpec, PodSpec, Rib, RouteSpec};
-use overpass::control::store::Store;
+use overpass::control::sources::InitialRibError;
+use overpass::control::store::{RoutesFile, Store, Unusable};
 use overpass::lifecycle::{DataplaneView, Gateway};
+use overpass::service::Notifier;
 use overpass_dataplane::fib::Encap;
 use overpass_dataplane::wire::ethernet::MacAddr;
 
@@ -199,8 +202,6 @@ fn main() {
     }
 }
 
-/// SIGINT and SIGTERM set the returned flag instead of killing the process,
-/// so shutdown detaches XDP and removes test beds.
 /// Logs go to stderr (journald collects them under systemd): plain text
 /// without colours unless stderr is a terminal, or one JSON object per
 /// line with `OVERPASS_LOG_FORMAT=json`. `RUST_LOG` sets the filter
@@ -219,21 +220,42 @@ fn init_logging() {
     }
 }
 
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, flag.clone()).context("installing signal handler")?;
+/// The signals a serving process handles. Installed first thing in `run`
+/// and `api-only`, before the configuration is read: a signal that arrives
+/// while the process starts is remembered, never fatal. SIGINT and SIGTERM
+/// set `stop` (a stop requested during start happens as soon as the start
+/// completes: XDP is detached and the route set persisted as in any stop);
+/// SIGHUP sets `hup` (a reload requested during start is applied once the
+/// gateway serves).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let stop = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+        }
+        signal_hook::flag::register(SIGHUP, hup.clone())
+            .context("installing the SIGHUP handler")?;
+        Ok(Signals { stop, hup })
     }
-    Ok(flag)
 }
 
 /// What `run` and `api-only` share: the loaded configuration with its
 /// VTEP MAC resolved, the open state dir, the persisted route set, and the
 /// API's authentication — all checked before anything starts.
 struct ControlPlane {
+    /// The configuration file's path.
+    path: PathBuf,
     config: Config,
     store: Option<Arc<Store>>,
-    persisted: Option<overpass::control::store::RoutesFile>,
+    /// The persisted route set to start with (`None`: the configuration's).
+    persisted: Option<RoutesFile>,
     auth: Auth,
 }
 
@@ -244,22 +266,99 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
         None => None,
     };
     overpass::control::store::resolve_vtep_mac(&mut config, store.as_deref())?;
-    let persisted = match &store {
-        Some(s) => s.load_routes()?,
-        None => None,
-    };
     let api = config.api.clone().unwrap_or_default();
     let token = api
         .token_file
         .as_deref()
         .map(Auth::load_token)
         .transpose()?;
-    Ok(ControlPlane {
+    let mut cp = ControlPlane {
+        path: path.to_path_buf(),
         auth: Auth::new(token, api.read_requires_token),
         config,
         store,
-        persisted,
-    })
+        persisted: None,
+    };
+    if let Some(store) = &cp.store {
+        match store.load_routes() {
+            Ok(persisted) => cp.persisted = persisted,
+            Err(e) => match e.downcast_ref::<Unusable>() {
+                Some(u) => cp.unusable_routes(&u.problem)?,
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(cp)
+}
+
+impl ControlPlane {
+    /// `rib` persisting every change to the state dir (when there is one).
+    fn persisting(&self, rib: Rib) -> Rib {
+        rib.with_store(
+            self.store
+                .clone()
+                .map(|s| s as Arc<dyn overpass::control::rib::RouteStore>),
+        )
+    }
+
+    /// The persisted route set cannot be used (`problem`): per `[state]
+    /// on_corrupt`, refuse to start (the error names the file and how to
+    /// recover) or set the file aside and go on with the configuration's
+    /// set.
+    fn unusable_routes(&mut self, problem: &str) -> anyhow::Result<()> {
+        let (Some(store), Some(state)) = (&self.store, &self.config.state) else {
+            anyhow::bail!("{problem}");
+        };
+        let file = store.routes_path();
+        match state.on_corrupt {
+            OnCorrupt::Fail => anyhow::bail!(
+                "{file}: {problem}.\n\
+                 Nothing was started. To start from the configuration's route set and keep \
+                 this file aside (renamed to routes.json.corrupt-<time>, never deleted), set \
+                 on_corrupt = \"set-aside\" under [state] in {config} and start again; or \
+                 repair the file, or move it away yourself: mv {file} {file}.corrupt",
+                file = file.display(),
+                config = self.path.display(),
+            ),
+            OnCorrupt::SetAside => {
+                let aside = store.set_aside()?;
+                tracing::error!(
+                    file = %file.display(),
+                    kept_as = %aside.display(),
+                    "{problem}; the file is set aside ([state] on_corrupt = \"set-aside\") and \
+                     the gateway starts from the configuration's route set: route changes made \
+                     since the configuration was written are NOT in force (they are in {})",
+                    aside.display()
+                );
+                self.persisted = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// First start with this state dir (or after a set-aside): record the
+    /// route set in force, so the state dir always holds it.
+    fn save_initial(&self, rib: &Rib) -> anyhow::Result<()> {
+        if let (Some(store), None) = (&self.store, &self.persisted) {
+            let (generation, routes) = rib.routes();
+            store.save_routes(generation, &routes).with_context(|| {
+                format!(
+                    "persisting the initial route set to {}",
+                    store.routes_path().display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A start refused because the persisted route set no longer validates.
+fn persisted_invalid(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<InitialRibError>() {
+            Some(p @ InitialRibError::Persisted(_)) => Some(p.to_string()),
+            _ => None,
+        })
 }
 
 /// Starts the API (from the calling thread's namespace: call it after the
@@ -286,45 +385,27 @@ fn serve(
     Ok(server)
 }
 
-impl ControlPlane {
-    /// `rib` persisting every change to the state dir (when there is one).
-    fn persisting(&self, rib: Rib) -> Rib {
-        rib.with_store(
-            self.store
-                .clone()
-                .map(|s| s as Arc<dyn overpass::control::rib::RouteStore>),
-        )
+/// The serving loop of `run` and `api-only`, once everything is up (and
+/// READY=1 sent): until SIGINT/SIGTERM, apply SIGHUP reloads (one that
+/// arrived during start included) and feed the watchdog while every
+/// worker (`progress`, one round counter each) makes progress.
+fn serve_until_stopped(
+    cp: &ControlPlane,
+    rib: &Rib,
+    signals: &Signals,
+    notifier: &mut Notifier,
+    status: &dyn Fn(&Rib) -> String,
+    progress: &dyn Fn() -> Vec<u64>,
+) {
+    if signals.hup.load(Ordering::Relaxed) && !signals.stop.load(Ordering::Relaxed) {
+        tracing::info!("SIGHUP arrived during start: reloading the configuration now");
     }
-}
-
-fn run(path: &Path) -> anyhow::Result<()> {
-    let cp = control_plane(path)?;
-    let stop = stop_flag()?;
-    // The persisted route set is validated and applied before the API
-    // starts accepting writes.
-    let gw = Gateway::start_with(&cp.config, cp.persisted.clone())?;
-    tracing::info!(info = ?gw.info, "gateway running");
-    if let (Some(store), None) = (&cp.store, &cp.persisted) {
-        // First start with this state dir: record the configuration's set,
-        // so the state dir always holds the route set in force.
-        let (generation, routes) = gw.rib().routes();
-        store
-            .save_routes(generation, &routes)
-            .context("persisting the initial route set")?;
-    }
-    // Route changes (API, reload) go through this handle: it persists.
-    let rib = cp.persisting(gw.rib().clone());
-    let server = match cp.config.api.is_some() {
-        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
-        false => None,
-    };
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .context("installing the SIGHUP handler")?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        if hup.swap(false, Ordering::Relaxed) {
-            match overpass::control::reload::reload(path, &cp.config, &rib, cp.store.as_deref()) {
+    while !signals.stop.load(Ordering::Relaxed) {
+        notifier.tick(Instant::now(), &progress());
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
+            let store = cp.store.as_deref();
+            match overpass::control::reload::reload(&cp.path, &cp.config, rib, store) {
                 Ok(r) => {
                     tracing::info!(
                         generation = r.generation,
@@ -339,8 +420,50 @@ fn run(path: &Path) -> anyhow::Result<()> {
                     "reload refused, the running configuration stays in force: {e:#}"
                 ),
             }
+            notifier.ready(&status(rib));
+            continue;
         }
+        std::thread::sleep(notifier.tick_period());
     }
+    notifier.stopping();
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    let mut notifier = Notifier::from_env();
+    let mut cp = control_plane(path)?;
+    // The persisted route set is validated and applied before the API
+    // starts accepting writes.
+    let gw = match Gateway::start_with(&cp.config, cp.persisted.clone()) {
+        Ok(gw) => gw,
+        Err(e) => match persisted_invalid(&e) {
+            Some(problem) => {
+                // Nothing was attached yet: the route set is built first.
+                cp.unusable_routes(&problem)?;
+                Gateway::start_with(&cp.config, None)?
+            }
+            None => return Err(e),
+        },
+    };
+    tracing::info!(info = ?gw.info, "gateway running");
+    cp.save_initial(gw.rib())?;
+    // Route changes (API, reload) go through this handle: it persists.
+    let rib = cp.persisting(gw.rib().clone());
+    let server = match cp.config.api.is_some() {
+        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
+        false => None,
+    };
+    let workers = gw.info.pinning.len();
+    let status = move |rib: &Rib| {
+        format!(
+            "forwarding: {workers} workers, route set generation {}",
+            rib.routes().0
+        )
+    };
+    notifier.ready(&status(&rib));
+    serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &|| {
+        gw.worker_progress()
+    });
     tracing::info!("stopping: API, then dataplane");
     if let Some(s) = server {
         s.stop();
@@ -359,18 +482,30 @@ fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    let cp = control_plane(path)?;
-    let stop = stop_flag()?;
-    let ctx = overpass::control::sources::offline_rib_context(&cp.config);
+    use overpass::control::sources::{initial_rib, offline_rib_context};
+    let signals = Signals::install()?;
+    let mut notifier = Notifier::from_env();
+    let mut cp = control_plane(path)?;
+    let ctx = offline_rib_context(&cp.config);
+    let rib = match initial_rib(ctx.clone(), &cp.config, cp.persisted.clone()) {
+        Err(e @ InitialRibError::Persisted(_)) => {
+            cp.unusable_routes(&e.to_string())?;
+            initial_rib(ctx, &cp.config, None)?
+        }
+        r => r?,
+    };
+    cp.save_initial(&rib)?;
     let view = DataplaneView::offline();
-    let rib = cp.persisting(
-        overpass::control::sources::initial_rib(ctx, &cp.config, cp.persisted.clone())?
-            .with_peer_stats(Arc::new(view.clone())),
-    );
-    let server = serve(&cp, rib, view, "api-only", listen)?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
+    let server = serve(&cp, rib.clone(), view, "api-only", listen)?;
+    let status = |rib: &Rib| {
+        format!(
+            "serving the API only (no dataplane), route set generation {}",
+            rib.routes().0
+        )
+    };
+    notifier.ready(&status(&rib));
+    serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &Vec::new);
     server.stop();
     Ok(())
 }

@@ -146,6 +146,9 @@ fn unit_is_hardened() {
     for d in [
         "ExecStart=/usr/bin/overpass run --config /etc/overpass/overpass.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // Started means serving (READY=1), and a wedged worker restarts it.
+        "Type=notify",
+        "NotifyAccess=main",
         "Restart=on-failure",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
@@ -175,6 +178,10 @@ fn unit_is_hardened() {
         ])
     );
     assert!(directives.iter().any(|l| l.starts_with("RestartSec=")));
+    assert!(
+        directives.iter().any(|l| l.starts_with("WatchdogSec=")),
+        "overpass.service lacks WatchdogSec="
+    );
 }
 
 #[test]

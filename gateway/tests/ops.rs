@@ -70,7 +70,7 @@ fn sighup_reloads_hitlessly_and_sigterm_stops_cleanly() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
     let mut config: Config = bed.gateway_config();
-    config.state = Some(StateConfig { dir: state.clone() });
+    config.state = Some(StateConfig::new(&state));
     let path = dir.join("overpass.toml");
     std::fs::write(&path, config.to_toml()).unwrap();
 

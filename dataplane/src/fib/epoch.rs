@@ -31,6 +31,15 @@ impl RoundEpoch {
             .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
+    /// The counter itself: it moves twice per poll round, so a reader that
+    /// sees the same value for much longer than a round (a worker sleeps at
+    /// most 10 ms in `poll(2)`) knows the worker is wedged. For liveness
+    /// monitoring (the service watchdog), not for synchronisation.
+    #[inline]
+    pub fn rounds(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// Waits (up to `timeout`) until the round in progress when called, if
     /// any, has ended. Call after publishing. Returns false on timeout.
     pub fn wait_quiescent(&self, timeout: Duration) -> bool {

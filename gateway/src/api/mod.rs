@@ -136,7 +136,7 @@ impl ApiError {
     /// A refused route change, by kind: invalid set (422, the field named
     /// relative to `focus`'s route when the caller changed one route),
     /// stale generation (412), conflict (409), not found (404), persisting
-    /// failed (500).
+    /// failed (500; 507 when the state dir's file system is full).
     fn from_change(e: ChangeError, focus: Option<ipnet::Ipv4Net>) -> Self {
         match e {
             ChangeError::Invalid(e) => {
@@ -153,6 +153,9 @@ impl ApiError {
             ChangeError::NotFound(e) => Self::new(StatusCode::NOT_FOUND, e.field, e.message),
             e @ ChangeError::Persist(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+            }
+            e @ ChangeError::StorageFull(_) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "store", e.to_string())
             }
         }
     }

@@ -192,7 +192,8 @@ pub async fn list_routes(
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The set does not validate", body = ErrorBody),
-        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody)),
+        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody),
+        (status = 507, description = "The state dir's file system is full (nothing changed)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replace_routes(
     State(st): State<AppState>,
@@ -266,7 +267,8 @@ pub async fn replace_routes(
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The route (or the set with it) does not validate", body = ErrorBody),
-        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody)),
+        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody),
+        (status = 507, description = "The state dir's file system is full (nothing changed)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_route(
     State(st): State<AppState>,
@@ -364,7 +366,8 @@ fn not_routed(prefix: Ipv4Net) -> ApiError {
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The route (or the set with it) does not validate", body = ErrorBody),
-        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody)),
+        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody),
+        (status = 507, description = "The state dir's file system is full (nothing changed)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn put_route(
     State(st): State<AppState>,
@@ -424,7 +427,8 @@ pub async fn put_route(
         (status = 404, description = "No route for that prefix", body = ErrorBody),
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 422, description = "The set without it does not validate", body = ErrorBody),
-        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody)),
+        (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody),
+        (status = 507, description = "The state dir's file system is full (nothing changed)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_route(
     State(st): State<AppState>,

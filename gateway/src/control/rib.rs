@@ -176,9 +176,31 @@ pub enum ChangeError {
     /// The edit names something the set does not have.
     #[error("{0}")]
     NotFound(RibError),
-    /// Writing the set to the store failed.
+    /// Writing the set to the store failed (the message names the file
+    /// and the cause).
     #[error("persisting the route set failed: {0}")]
     Persist(String),
+    /// Writing the set to the store failed for want of space (ENOSPC,
+    /// EDQUOT): a full disk or quota.
+    #[error("persisting the route set failed, the state dir's file system is full: {0}")]
+    StorageFull(String),
+}
+
+impl ChangeError {
+    /// A failed [`RouteStore::save_routes`], by cause.
+    pub fn persist(e: &anyhow::Error) -> ChangeError {
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT)
+        });
+        let message = format!("{e:#}");
+        if full {
+            ChangeError::StorageFull(message)
+        } else {
+            ChangeError::Persist(message)
+        }
+    }
 }
 
 /// Where the RIB persists a route set before publishing it (the state dir's
@@ -716,8 +738,10 @@ impl Rib {
                 .map_err(ChangeError::Invalid)?;
             if let Some(store) = &self.store {
                 store.save_routes(generation, &routes).map_err(|e| {
-                    tracing::error!("persisting route set generation {generation}: {e:#}");
-                    ChangeError::Persist(format!("{e:#}"))
+                    tracing::error!(
+                        "persisting route set generation {generation} failed, nothing changed: {e:#}"
+                    );
+                    ChangeError::persist(&e)
                 })?;
             }
             // Slots given to new nodes start with empty histograms (their

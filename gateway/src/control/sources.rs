@@ -11,9 +11,22 @@ use overpass_dataplane::wire::ethernet::MacAddr;
 
 use crate::config::Config;
 use crate::control::ports::PortPlan;
-use crate::control::rib::{NodeSpec, PodPort, PodSpec, Rib, RibContext, RouteSpec};
+use crate::control::rib::{NodeSpec, PodPort, PodSpec, Rib, RibContext, RibError, RouteSpec};
 use crate::control::store::RoutesFile;
 use crate::host::iface;
+
+/// Why a gateway cannot start with the route set it was given.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InitialRibError {
+    /// The persisted set (`routes.json`) no longer validates against this
+    /// host and configuration (say, a pod interface went away). The caller
+    /// decides what to do with the file (`[state] on_corrupt`).
+    #[error("persisted route set (routes.json) no longer validates: {0}")]
+    Persisted(RibError),
+    /// The configuration's own set does not validate.
+    #[error("{0}")]
+    Config(RibError),
+}
 
 /// The RIB a gateway starts with: the persisted route set (and its
 /// generation) when there is one, else the configuration's at generation 1.
@@ -21,12 +34,11 @@ pub fn initial_rib(
     ctx: RibContext,
     config: &Config,
     persisted: Option<RoutesFile>,
-) -> anyhow::Result<Rib> {
+) -> Result<Rib, InitialRibError> {
     match persisted {
         Some(f) => {
             let n = f.routes.len();
-            let rib = Rib::new(ctx, f.routes, f.generation)
-                .map_err(|e| anyhow::anyhow!("persisted route set (routes.json): {e}"))?;
+            let rib = Rib::new(ctx, f.routes, f.generation).map_err(InitialRibError::Persisted)?;
             tracing::info!(
                 routes = n,
                 generation = f.generation,
@@ -34,7 +46,7 @@ pub fn initial_rib(
             );
             Ok(rib)
         }
-        None => Rib::new(ctx, config_routes(config), 1).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Rib::new(ctx, config_routes(config), 1).map_err(InitialRibError::Config),
     }
 }
 
