@@ -6,101 +6,50 @@
 //! closed by the header and idle timeouts, and a loopback listener answers
 //! only loopback `Host` names (DNS rebinding).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use overpass_testkit::testbed::{KillOnDrop, wait_until};
-use serde_json::Value;
+mod common;
 
-const TOKEN: &str = "api-server-test-token-0123456789";
+use common::{Proc, Scratch, TOKEN};
+use overpass_testkit::testbed::wait_until;
+use serde_json::Value;
 
 /// A running `overpass api-only` with its scratch dir.
 struct Gateway {
-    child: KillOnDrop,
+    proc: Proc,
     addr: String,
-    dir: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    scratch: Scratch,
 }
 
 /// Starts `overpass api-only` on a free loopback port; `api_extra` is
 /// added to the `[api]` section.
 fn start(name: &str, api_extra: &str) -> Gateway {
-    let dir = std::env::temp_dir().join(format!("overpass-apisrv-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join("token"))
-            .unwrap();
-        writeln!(f, "{TOKEN}").unwrap();
-    }
-    let cfg = dir.join("overpass.toml");
+    let scratch = Scratch::new(&format!("apisrv-{name}"));
+    let cfg = scratch.path("overpass.toml");
+    let state = scratch.path("state");
     std::fs::write(
         &cfg,
-        format!(
-            r#"[gateway]
-pod_cidr = "10.244.0.0/24"
-underlay_ip = "198.18.0.1"
-
-[[underlay]]
-interface = "ul0"
-
-[[peer]]
-name = "node1"
-pod_cidr = "10.244.1.0/24"
-underlay_ip = "198.18.0.11"
-vtep_mac = "02:0b:00:00:00:01"
-
-[api]
-listen = "127.0.0.1:0"
-token_file = "{0}/token"
-{api_extra}
-
-[state]
-dir = "{0}/state"
-"#,
-            dir.display()
-        ),
+        scratch.config_with(false, Some((&state, "")), api_extra),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("overpass.log")).unwrap();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_overpass"))
-            .args(["api-only", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info,overpass::api::server=debug")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawning overpass api-only"),
+    let mut proc = Proc::spawn(
+        &["api-only"],
+        &cfg,
+        &scratch.path("overpass.log"),
+        &[("RUST_LOG", "info,overpass::api::server=debug")],
     );
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("overpass: API listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", log_of(&dir)))
+    let url = proc.url(Duration::from_secs(30));
+    let addr = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("unexpected API URL {url:?}"))
         .to_string();
-    Gateway { child, addr, dir }
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("overpass.log")).unwrap_or_default()
+    Gateway {
+        proc,
+        addr,
+        scratch,
+    }
 }
 
 impl Gateway {
@@ -136,7 +85,7 @@ impl Gateway {
 
     /// The open descriptors of the gateway process that are sockets.
     fn sockets(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.proc.pid()))
             .map(|d| {
                 d.filter_map(Result::ok)
                     .filter(|e| {
@@ -270,24 +219,22 @@ fn sigint_stops_the_gateway_within_bounds_with_400_half_open_connections() {
     // Still answering beside them.
     assert_eq!(gw.get("/healthz").status, 200);
     let mut gw = gw;
-    let child = &mut gw.child;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let t0 = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    gw.proc.signal(libc::SIGINT);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = gw.proc.exited() {
             break status;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "overpass api-only did not stop within 10 s of SIGINT with {HELD} half-open API connections; log:\n{}",
-            log_of(&gw.dir)
+            gw.proc.log_text()
         );
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = t0.elapsed();
-    assert!(status.success(), "{status}; log:\n{}", log_of(&gw.dir));
-    let log = log_of(&gw.dir);
+    assert!(status.success(), "{status}; log:\n{}", gw.proc.log_text());
+    let log = gw.proc.log_text();
     let server_side = log
         .lines()
         .find(|l| l.contains("API stopped"))
@@ -337,13 +284,11 @@ fn a_stop_lets_a_request_in_progress_finish_and_cuts_a_stuck_one_at_the_shutdown
     let mut a = begin(&body_a);
     let mut b = begin(&body_b);
 
-    let child = &mut gw.child;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let t0 = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    gw.proc.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        gw.proc.exited().is_none(),
         "stopped with a request in progress"
     );
     // A finishes its request during the stop and gets its answer.
@@ -351,18 +296,18 @@ fn a_stop_lets_a_request_in_progress_finish_and_cuts_a_stuck_one_at_the_shutdown
     let r = read_response(&mut a).unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = gw.proc.exited() {
             break status;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "not stopped within 10 s of SIGINT (api.shutdown_timeout = 3); log:\n{}",
-            log_of(&gw.dir)
+            gw.proc.log_text()
         );
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = t0.elapsed();
-    assert!(status.success(), "{status}; log:\n{}", log_of(&gw.dir));
+    assert!(status.success(), "{status}; log:\n{}", gw.proc.log_text());
     // B held the stop until the timeout, then was closed, unapplied.
     assert!(
         took >= Duration::from_millis(2500),
@@ -371,12 +316,12 @@ fn a_stop_lets_a_request_in_progress_finish_and_cuts_a_stuck_one_at_the_shutdown
     wait_closed(&mut b, Duration::from_secs(5));
     wait_closed(&mut a, Duration::from_secs(5));
     assert!(
-        log_of(&gw.dir).contains("api.shutdown_timeout"),
+        gw.proc.log_text().contains("api.shutdown_timeout"),
         "{}",
-        log_of(&gw.dir)
+        gw.proc.log_text()
     );
     // What was acknowledged is persisted.
-    let persisted = std::fs::read_to_string(gw.dir.join("state/routes.json")).unwrap();
+    let persisted = std::fs::read_to_string(gw.scratch.path("state/routes.json")).unwrap();
     assert!(persisted.contains("10.244.9.0/24"), "{persisted}");
     assert!(!persisted.contains("10.244.8.0/24"), "{persisted}");
     eprintln!(

@@ -280,35 +280,15 @@ fn binary_serves_traffic_and_leaves_no_xdp_behind() {
 /// as an `xsk_*` drop once the counters are synced.
 #[test]
 fn kernel_drops_before_the_rx_ring_are_counted() {
-    use std::sync::Arc;
-
-    use overpass::afxdp::xsk::{BindMode, PortSpec, XskIo};
     use overpass_dataplane::io::{PacketIo, Verdict};
     use overpass_xdp::abi::SteerCounter;
-    use overpass_xdp::{PortRole, Steering};
 
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !require_root("AF_XDP kernel drop statistics (network namespaces, XDP, AF_XDP)") {
         return;
     }
     let bed = bed("dp5");
-    let pod_if = bed.local_pod_iface('a');
-    let (counters, steering, mut io) =
-        overpass::host::netns::in_netns(Some(&bed.ns(Ns::Gateway)), || {
-            let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
-            let mut steering = Steering::load(&[8472]).unwrap();
-            let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
-            steering.attach(ifindex, PortRole::Pod, 0, 1).unwrap();
-            let spec = PortSpec {
-                ifname: pod_if.clone(),
-                queue: 0,
-                ring_size: 64,
-            };
-            let io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
-            steering.register_xsk(0, io.fds()[0]).unwrap();
-            (counters, steering, io)
-        })
-        .unwrap();
+    let (counters, steering, mut io) = pod_socket(&bed, 'a', 64);
 
     let steered = || steering.counters().unwrap()[SteerCounter::SteerPod.index()];
     let before = steered();
@@ -348,35 +328,15 @@ fn kernel_drops_before_the_rx_ring_are_counted() {
 /// `tx_ring_full`.
 #[test]
 fn a_partly_full_tx_ring_takes_what_fits_and_the_rest_waits() {
-    use std::sync::Arc;
-
-    use overpass::afxdp::xsk::{BindMode, PortSpec, XskIo};
     use overpass_dataplane::io::{PacketIo, Verdict};
-    use overpass_xdp::{PortRole, Steering};
 
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !require_root("AF_XDP partial TX (network namespaces, XDP, AF_XDP)") {
         return;
     }
     let bed = bed("dp6");
-    let pod_if = bed.local_pod_iface('a');
     let pod_ns = bed.ns(Ns::LocalPod('a'));
-    let (counters, _steering, mut io) =
-        overpass::host::netns::in_netns(Some(&bed.ns(Ns::Gateway)), || {
-            let counters = Arc::new(overpass_dataplane::counters::WorkerCounters::default());
-            let mut steering = Steering::load(&[8472]).unwrap();
-            let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
-            steering.attach(ifindex, PortRole::Pod, 0, 1).unwrap();
-            let spec = PortSpec {
-                ifname: pod_if.clone(),
-                queue: 0,
-                ring_size: 64,
-            };
-            let io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
-            steering.register_xsk(0, io.fds()[0]).unwrap();
-            (counters, steering, io)
-        })
-        .unwrap();
+    let (counters, _steering, mut io) = pod_socket(&bed, 'a', 64);
     let pod_rx = || -> u64 {
         let out = bed
             .exec(
@@ -497,4 +457,36 @@ fn eight_pods_on_one_worker_all_get_frames() {
     );
     assert_eq!(d.drop_count(DropReason::XskRxDropped), 0, "{}", d.render());
     gw.stop();
+}
+
+/// One copy-mode AF_XDP socket of `ring` frames on queue 0 of local pod
+/// `pod`'s host end, behind the steering program (role pod: every IPv4
+/// frame to the socket), with its own counters; no worker polls it.
+fn pod_socket(
+    bed: &Testbed,
+    pod: char,
+    ring: u32,
+) -> (
+    std::sync::Arc<overpass_dataplane::counters::WorkerCounters>,
+    overpass_xdp::Steering,
+    overpass::afxdp::xsk::XskIo,
+) {
+    use overpass::afxdp::xsk::{BindMode, PortSpec, XskIo};
+    use overpass_xdp::{PortRole, Steering};
+    let pod_if = bed.local_pod_iface(pod);
+    overpass::host::netns::in_netns(Some(&bed.ns(Ns::Gateway)), || {
+        let counters = std::sync::Arc::new(overpass_dataplane::counters::WorkerCounters::default());
+        let mut steering = Steering::load(&[8472]).unwrap();
+        let ifindex = overpass::host::iface::ifindex(&pod_if).unwrap();
+        steering.attach(ifindex, PortRole::Pod, 0, 1).unwrap();
+        let spec = PortSpec {
+            ifname: pod_if.clone(),
+            queue: 0,
+            ring_size: ring,
+        };
+        let io = XskIo::open(&[spec], BindMode::Copy, counters.clone()).unwrap();
+        steering.register_xsk(0, io.fds()[0]).unwrap();
+        (counters, steering, io)
+    })
+    .unwrap()
 }

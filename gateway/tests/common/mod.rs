@@ -47,6 +47,16 @@ impl Scratch {
     /// port with this directory's token; `[state]` in `state` (with the
     /// extra `state_keys`, e.g. `on_corrupt = "set-aside"`) when given.
     pub fn config(&self, second_peer: bool, state: Option<(&Path, &str)>) -> String {
+        self.config_with(second_peer, state, "")
+    }
+
+    /// As [`Scratch::config`], with `api_extra` added to the `[api]` section.
+    pub fn config_with(
+        &self,
+        second_peer: bool,
+        state: Option<(&Path, &str)>,
+        api_extra: &str,
+    ) -> String {
         let mut c = format!(
             r#"[gateway]
 pod_cidr = "10.244.0.0/24"
@@ -65,6 +75,7 @@ vtep_mac = "02:0b:00:00:00:01"
 [api]
 listen = "127.0.0.1:0"
 token_file = "{}"
+{api_extra}
 "#,
             self.path("token").display()
         );
