@@ -490,3 +490,33 @@ fn pod_socket(
     })
     .unwrap()
 }
+
+/// `bind_mode = "zero-copy"` on a NIC without zero-copy (a veth) stops the
+/// start with an error naming the interface, its driver and why.
+#[test]
+fn zero_copy_bind_on_a_veth_fails_naming_interface_driver_and_why() {
+    use overpass::config::BindMode;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("zero-copy bind refusal (network namespaces, XDP, AF_XDP)") {
+        return;
+    }
+    let bed = bed("dp7");
+    let mut config = bed.gateway_config();
+    config.underlay[0].bind_mode = BindMode::ZeroCopy;
+    let e = overpass::lifecycle::Gateway::start(&config)
+        .map(|_| ())
+        .expect_err("a veth cannot bind zero-copy");
+    let text = format!("{e:#}");
+    for want in [
+        "ul0 queue 0",
+        "ZeroCopy",
+        "driver veth",
+        "no AF_XDP zero-copy support",
+        "bind_mode",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from: {text}");
+    }
+    // Nothing was left attached.
+    assert!(!bed.link_xdp_attached(&bed.ns(Ns::Gateway), "ul0").unwrap());
+}

@@ -31,6 +31,8 @@ use overpass_dataplane::counters::{DropReason, Event, WorkerCounters};
 use overpass_dataplane::fib::PortId;
 use overpass_dataplane::io::{Handler, PacketIo, Spare, Verdict};
 
+use crate::host::ethtool;
+
 /// How a socket ended up bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -118,11 +120,18 @@ pub enum XskError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("binding AF_XDP socket to {ifname} queue {queue} ({mode:?}): {source}")]
+    #[error(
+        "binding AF_XDP socket to {ifname} queue {queue} ({mode:?}, driver {driver}): {source}{why}"
+    )]
     Bind {
         ifname: String,
         queue: u32,
         mode: XskMode,
+        /// The interface's driver (`ethtool -i`), "unknown" if it says none.
+        driver: String,
+        /// Why the kernel refused, where the error number tells (starts
+        /// with "; "), else empty.
+        why: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -337,10 +346,13 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
                 )));
             }
             Err(e) => {
+                let why = bind_refusal(mode, &e).map_or(String::new(), |w| format!("; {w}"));
                 last_err = Some(XskError::Bind {
                     ifname: spec.ifname.clone(),
                     queue: spec.queue,
                     mode,
+                    driver: ethtool::driver_name(&spec.ifname).unwrap_or_else(|| "unknown".into()),
+                    why,
                     source: boxed(e),
                 })
             }
@@ -358,6 +370,22 @@ pub fn umem_frames(specs: &[PortSpec]) -> u32 {
     (budgets * 2 + SPARE_RESERVE as u32).next_power_of_two()
 }
 
+/// What a refused bind means, from its error number, for the operator.
+fn bind_refusal(mode: XskMode, e: &xsk_rs::socket::SocketCreateError) -> Option<&'static str> {
+    let errno = bind_errno(e)?;
+    Some(match (mode, errno) {
+        (XskMode::ZeroCopy, libc::EOPNOTSUPP) => {
+            "the driver has no AF_XDP zero-copy support (or the socket shares a UMEM bound in copy mode): use bind_mode = \"auto\" or \"copy\", or a NIC whose driver supports zero-copy (`overpass check` lists them)"
+        }
+        (XskMode::ZeroCopy, libc::EINVAL) => {
+            "the driver refused zero-copy on this queue (no DMA-capable device; a virtio-net NIC needs the IOMMU platform feature)"
+        }
+        (_, libc::EBUSY) => "the queue is already bound by another AF_XDP socket",
+        (_, libc::ENOENT | libc::ENODEV) => "no such interface or queue",
+        _ => return None,
+    })
+}
+
 /// Whether this kernel lets us create an AF_XDP socket.
 pub fn af_xdp_available() -> io::Result<()> {
     // SAFETY: socket(2) has no memory preconditions.
@@ -372,10 +400,15 @@ pub fn af_xdp_available() -> io::Result<()> {
 
 /// Whether a socket creation failed with EBUSY (queue still held).
 fn is_busy(e: &xsk_rs::socket::SocketCreateError) -> bool {
+    bind_errno(e) == Some(libc::EBUSY)
+}
+
+/// The error number a failed socket creation carries, if any.
+fn bind_errno(e: &xsk_rs::socket::SocketCreateError) -> Option<i32> {
     use std::error::Error;
     e.source()
         .and_then(|s| s.downcast_ref::<io::Error>())
-        .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
+        .and_then(io::Error::raw_os_error)
 }
 
 /// The mode the kernel actually bound a socket in (XDP_OPTIONS).
