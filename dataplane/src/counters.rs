@@ -75,6 +75,8 @@ pub enum DropReason {
     FragNoFrame,
     /// TX ring of the output port was full.
     TxRingFull,
+    /// A frame crossing to the other UMEM class (underlay ↔ pods, when the pods have a UMEM of their own) found no free frame there to be copied into.
+    UmemExhausted,
     /// Dropped by the kernel on the way into a socket: no free frame in its fill ring, or a frame larger than a UMEM frame (read from XDP_STATISTICS).
     XskRxDropped,
     /// Dropped by the kernel because a socket's RX ring was full: the worker fell behind (read from XDP_STATISTICS).
@@ -122,6 +124,8 @@ pub enum Event {
     TxQueued,
     /// Frames whose transmission completed.
     TxCompleted,
+    /// Frames copied between UMEM classes (underlay ↔ pods with a UMEM of their own).
+    CrossUmemCopy,
     /// Times the kernel found a socket's fill ring empty (read from XDP_STATISTICS).
     XskFillRingEmpty,
 }

@@ -524,20 +524,30 @@ fn memlock_limit() -> Option<u64> {
 }
 
 /// Bytes of UMEM one worker locks, as `XskIo::open` sizes it
-/// ([`xsk::umem_frames`] of the worker's ports). Needs the pod interfaces
+/// ([`xsk::umem_frames`] of the worker's ports, in one UMEM or two). Needs the pod interfaces
 /// (their queue counts): falls back to one queue each.
 fn umem_bytes_estimate(config: &Config) -> u64 {
     let plan = in_netns(config, || ports::port_plan(config).ok())
         .ok()
         .flatten();
-    let frames = match plan.as_ref().and_then(|p| p.specs.first()) {
-        Some(worker) => xsk::umem_frames(worker),
+    let worker = match plan.as_ref().and_then(|p| p.specs.first()) {
+        Some(worker) => worker.clone(),
         None => {
             let mut specs = vec![ports::underlay_spec(String::new(), 0)];
             specs.extend((0..config.pod.len()).map(|_| ports::pod_spec(String::new(), 0)));
-            xsk::umem_frames(&specs)
+            specs
         }
     };
+    // The larger of one shared UMEM and the underlay's and the pods' own
+    // (what a zero-copy underlay or `pod_umem = "separate"` gets).
+    let shared = xsk::umem_frames(&worker);
+    let separate = match worker.split_first() {
+        Some((ul, pods)) if !pods.is_empty() => {
+            xsk::umem_frames(std::slice::from_ref(ul)) + xsk::umem_frames(pods)
+        }
+        _ => shared,
+    };
+    let frames = shared.max(separate);
     u64::from(frames) * u64::from(xsk::FRAME_SIZE)
 }
 

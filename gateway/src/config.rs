@@ -278,6 +278,14 @@ pub struct UnderlayConfig {
     /// AF_XDP bind mode.
     #[serde(default)]
     pub bind_mode: BindMode,
+    /// Whether pod sockets share the underlay socket's UMEM: `auto`
+    /// (default) shares it when the underlay is in copy mode and gives the
+    /// pods a UMEM of their own when it is zero-copy (the kernel makes a
+    /// socket sharing a UMEM inherit its owner's mode, and veths have no
+    /// zero-copy); `separate` always gives them their own (a frame crossing
+    /// between the two is copied once).
+    #[serde(default)]
+    pub pod_umem: PodUmem,
 }
 
 fn default_vxlan_ports() -> Vec<u16> {
@@ -293,6 +301,17 @@ pub enum BindMode {
     Auto,
     ZeroCopy,
     Copy,
+}
+
+/// Which UMEM the pod sockets of a worker use (see `underlay.pod_umem`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodUmem {
+    /// The underlay's when it is copy mode, their own when it is zero-copy.
+    #[default]
+    Auto,
+    /// Always their own.
+    Separate,
 }
 
 /// `[[pod]]`: a local pod behind a veth pair.

@@ -43,6 +43,9 @@ pub struct DataplaneInfo {
     pub xsk: Vec<(String, XskMode)>,
     /// (worker index, core it is pinned to).
     pub pinning: Vec<(usize, usize)>,
+    /// Per worker, the frames of each of its UMEMs (the underlay's first;
+    /// a second when the pods have their own).
+    pub umem: Vec<Vec<u32>>,
 }
 
 /// A running gateway.
@@ -220,9 +223,20 @@ impl Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let mut xsk = vec![];
         let mut ios = vec![];
+        let mut umem = vec![];
         for (w, counters) in all_counters.iter().enumerate() {
-            let io = XskIo::open(&plan.specs[w], ul.bind_mode, counters.clone())
+            let io = XskIo::open_with(&plan.specs[w], ul.bind_mode, ul.pod_umem, counters.clone())
                 .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            let frames = io.umem_frames();
+            tracing::info!(
+                worker = w,
+                umem_frames = ?frames,
+                umem_bytes = frames.iter().map(|&f| u64::from(f) * u64::from(crate::afxdp::xsk::FRAME_SIZE)).sum::<u64>(),
+                "AF_XDP sockets open ({} UMEM{})",
+                frames.len(),
+                if frames.len() > 1 { "s: the pods have their own" } else { ", shared by all ports" }
+            );
+            umem.push(frames);
             for (port, fd) in io.fds().into_iter().enumerate() {
                 let slot = plan.slots[w][port];
                 steering.register_xsk(slot, fd).with_context(|| {
@@ -287,7 +301,12 @@ impl Gateway {
             counters: all_counters,
             latency,
             epochs,
-            info: DataplaneInfo { xdp, xsk, pinning },
+            info: DataplaneInfo {
+                xdp,
+                xsk,
+                pinning,
+                umem,
+            },
         })
     }
 

@@ -1661,6 +1661,10 @@ pub const UNREACHABLE_IN_FIXTURES: &[(DropReason, &str)] = &[
         "counted by the AF_XDP layer when a TX ring is full, not by the pipeline",
     ),
     (
+        DropReason::UmemExhausted,
+        "counted by the AF_XDP layer when a frame crossing between UMEM classes finds none free, not by the pipeline",
+    ),
+    (
         DropReason::XskRxDropped,
         "counted by the kernel before a frame reaches the worker (XDP_STATISTICS)",
     ),

@@ -1,17 +1,23 @@
-//! AF_XDP sockets over one shared UMEM: the only `unsafe` code in Overpass.
+//! AF_XDP sockets over one or two UMEMs: the packet path's `unsafe` code.
 //!
-//! A worker owns one UMEM and one socket per port: its underlay RX queue
-//! and every pod veth it serves. Because all of a worker's sockets share
-//! the UMEM, forwarding a frame from one port to another moves a
+//! A worker owns one socket per port: its underlay RX queue and every pod
+//! veth it serves. The sockets of one UMEM *class* (a [`Pool`]) share its
+//! UMEM, so forwarding a frame between two ports of a class moves a
 //! descriptor from one socket's RX ring to another's TX ring; the packet
-//! bytes are never copied between buffers. Each socket has its own fill
-//! and completion rings (required when sharing a UMEM across devices).
+//! bytes are not copied. The kernel makes a socket that shares a UMEM
+//! inherit the owner's bind mode, and a veth has no zero-copy, so when the
+//! underlay binds zero-copy (or `underlay.pod_umem = "separate"`) the pods
+//! get a UMEM of their own and a frame crossing between the underlay and
+//! a pod is copied once, into a free frame of the other class. Each socket
+//! has its own fill and completion rings (required when sharing a UMEM
+//! across devices).
 //!
-//! Frame ownership: every frame is in exactly one place at a time — the
-//! free list, a fill ring (kernel), an RX ring (kernel → us), our TX staging
-//! list, or a TX ring (us → kernel, back through a completion ring). The
-//! `unsafe` blocks below rely on that invariant: a descriptor we touch came
-//! from this UMEM and no one else holds it.
+//! Frame ownership: every frame is in exactly one place at a time — its
+//! pool's free list, a fill ring (kernel), an RX ring (kernel → us), our TX
+//! staging list, or a TX ring (us → kernel, back through a completion
+//! ring), always of its own pool's sockets. The `unsafe` blocks below rely
+//! on that invariant: a descriptor we touch came from the UMEM we access it
+//! through, and no one else holds it.
 //!
 //! Per batch this layer makes no syscall except the TX kick (`sendto`),
 //! which copy mode needs while transmissions are pending, and a fill-ring
@@ -43,6 +49,8 @@ pub enum XskMode {
 
 /// Which bind modes to try.
 pub use crate::config::BindMode;
+/// Which UMEM the pods use.
+pub use crate::config::PodUmem;
 
 /// One port to open: an interface queue.
 #[derive(Debug, Clone)]
@@ -79,6 +87,8 @@ struct Port {
     ring_size: u32,
     /// Frames given to the fill ring and not yet back through the RX ring.
     lent: u32,
+    /// The pool (UMEM class) this socket's frames belong to.
+    pool: usize,
     /// Descriptors waiting for the next flush; never grows past its
     /// initial capacity. Frames the TX ring had no room for stay here
     /// for the next round.
@@ -98,17 +108,27 @@ struct KernelSeen {
     fill_ring_empty: u64,
 }
 
+/// One UMEM class: the UMEM and the free frames of it we hold.
+#[derive(Debug)]
+struct Pool {
+    umem: Umem,
+    free: Vec<FrameDesc>,
+    /// Frames in the UMEM.
+    frames: u32,
+}
+
 /// The AF_XDP implementation of [`PacketIo`].
 #[derive(Debug)]
 pub struct XskIo {
-    umem: Umem,
+    /// Per pool (the underlay's first; the pods' second when they have
+    /// their own): its UMEM, its free frames, its size in frames.
+    umems: Vec<Umem>,
+    free: Vec<Vec<FrameDesc>>,
+    frames: Vec<u32>,
     ports: Vec<Port>,
-    free: Vec<FrameDesc>,
     scratch: Vec<FrameDesc>,
     counters: Arc<WorkerCounters>,
     pollfds: Vec<libc::pollfd>,
-    /// Frames in the UMEM.
-    frames: u32,
 }
 
 /// Errors opening sockets.
@@ -150,31 +170,76 @@ fn qsize(n: u32) -> Result<QueueSize, XskError> {
 }
 
 impl XskIo {
-    /// Opens one socket per port over a fresh UMEM, trying zero-copy first
-    /// when `bind` is [`BindMode::Auto`]. Ports are numbered in `specs`
-    /// order ([`PortId`] 0 is the first).
+    /// Opens one socket per port, trying zero-copy first when `bind` is
+    /// [`BindMode::Auto`], with the pods sharing the underlay's UMEM unless
+    /// it bound zero-copy ([`PodUmem::Auto`]). Ports are numbered in
+    /// `specs` order ([`PortId`] 0, the first, is the underlay queue).
     pub fn open(
         specs: &[PortSpec],
         bind: BindMode,
         counters: Arc<WorkerCounters>,
     ) -> Result<XskIo, XskError> {
-        let frames = umem_frames(specs);
-        let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
-        let umem_config = UmemConfig::builder()
-            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
-            .fill_queue_size(qsize(biggest_ring)?)
-            .comp_queue_size(qsize(biggest_ring)?)
-            .build()
-            .map_err(|e| XskError::Other(e.to_string()))?;
-        let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Other("no ports".into()))?;
-        let (umem, descs) = Umem::new(umem_config, count, false).map_err(|e| XskError::Umem {
-            frames,
-            source: boxed(e),
-        })?;
+        Self::open_with(specs, bind, PodUmem::Auto, counters)
+    }
 
+    /// As [`XskIo::open`], choosing the pods' UMEM with `pod_umem`. The
+    /// pods' sockets try zero-copy first too when they have their own
+    /// UMEM (veths refuse it; a pod on a zero-copy NIC keeps it).
+    pub fn open_with(
+        specs: &[PortSpec],
+        bind: BindMode,
+        pod_umem: PodUmem,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<XskIo, XskError> {
+        let (underlay, pods) = specs
+            .split_first()
+            .ok_or_else(|| XskError::Other("no ports".into()))?;
         let mut ports = Vec::with_capacity(specs.len());
-        for spec in specs {
-            ports.push(open_port(&umem, spec, bind)?);
+        let mut pools = vec![];
+        // Own pools when asked, or when the underlay binds zero-copy: a
+        // socket sharing a UMEM inherits its owner's mode, and pods on veths
+        // cannot bind zero-copy. Zero-copy is tried on a pool of the
+        // underlay's own size; only if the kernel refuses it are the pods
+        // given the underlay's UMEM (grown to their budgets).
+        let own = if pods.is_empty() || pod_umem == PodUmem::Separate {
+            let pool = new_pool(std::slice::from_ref(underlay))?;
+            ports.push(open_port(&pool.umem, underlay, bind, 0)?);
+            pools.push(pool);
+            !pods.is_empty()
+        } else if bind == BindMode::Copy {
+            false
+        } else {
+            let pool = new_pool(std::slice::from_ref(underlay))?;
+            match open_port(&pool.umem, underlay, BindMode::ZeroCopy, 0) {
+                Ok(port) => {
+                    tracing::info!(
+                        ifname = %underlay.ifname,
+                        queue = underlay.queue,
+                        "underlay bound zero-copy: the pods get a UMEM of their own (a socket sharing a UMEM inherits its mode); frames crossing between them are copied once"
+                    );
+                    ports.push(port);
+                    pools.push(pool);
+                    true
+                }
+                Err(e) if bind == BindMode::ZeroCopy => return Err(e),
+                Err(e) => {
+                    tracing::info!(ifname = %underlay.ifname, queue = underlay.queue, "zero-copy refused ({e}); copy mode, the pods share the underlay's UMEM");
+                    false
+                }
+            }
+        };
+        if own {
+            let pool = new_pool(pods)?;
+            for spec in pods {
+                ports.push(open_port(&pool.umem, spec, BindMode::Auto, 1)?);
+            }
+            pools.push(pool);
+        } else if pools.is_empty() {
+            let shared = new_pool(specs)?;
+            for spec in specs {
+                ports.push(open_port(&shared.umem, spec, BindMode::Copy, 0)?);
+            }
+            pools.push(shared);
         }
         let pollfds = ports
             .iter()
@@ -184,14 +249,23 @@ impl XskIo {
                 revents: 0,
             })
             .collect();
+        let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
+        let mut umems = Vec::with_capacity(pools.len());
+        let mut free = Vec::with_capacity(pools.len());
+        let mut frames = Vec::with_capacity(pools.len());
+        for p in pools {
+            umems.push(p.umem);
+            free.push(p.free);
+            frames.push(p.frames);
+        }
         let mut io = XskIo {
-            umem,
+            umems,
+            free,
+            frames,
             ports,
-            free: descs,
             scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
             counters,
             pollfds,
-            frames,
         };
         io.refill();
         Ok(io)
@@ -210,9 +284,10 @@ impl XskIo {
             .collect()
     }
 
-    /// Frames in this worker's UMEM.
-    pub fn umem_frames(&self) -> u32 {
-        self.frames
+    /// Frames in each of this worker's UMEMs (underlay's first; a second
+    /// entry when the pods have their own).
+    pub fn umem_frames(&self) -> Vec<u32> {
+        self.frames.clone()
     }
 
     /// Tops up every port's fill ring from the free list, each only up to
@@ -222,17 +297,19 @@ impl XskIo {
     /// free for fragments.
     fn refill(&mut self) {
         for p in &mut self.ports {
+            let free = &mut self.free[p.pool];
             let want = p.ring_size.saturating_sub(p.lent) as usize;
-            let lendable = self.free.len().saturating_sub(SPARE_RESERVE);
+            let lendable = free.len().saturating_sub(SPARE_RESERVE);
             let n = want.min(lendable).min(p.fq.nb_free(want as u32) as usize);
             if n == 0 {
                 continue;
             }
-            let from = self.free.len() - n;
-            // SAFETY: the descriptors come from our free list: frames of this
-            // UMEM that nothing else (kernel or us) holds.
-            let produced = unsafe { p.fq.produce(&self.free[from..]) };
-            self.free.truncate(self.free.len() - produced);
+            let from = free.len() - n;
+            // SAFETY: the descriptors come from the free list of this
+            // socket's pool: frames of its UMEM that nothing else (kernel or
+            // us) holds.
+            let produced = unsafe { p.fq.produce(&free[from..]) };
+            free.truncate(free.len() - produced);
             p.lent += produced as u32;
             if produced > 0 && p.fq.needs_wakeup() {
                 // Zero-copy drivers may sleep on an empty fill ring; a
@@ -267,19 +344,19 @@ impl XskIo {
                 // are transient (ENOBUFS/EAGAIN are swallowed by xsk-rs).
                 let _ = p.tx.wakeup();
             }
-            // SAFETY: the completion ring only returns frames of this UMEM
-            // that we produced for TX; they are ours again.
+            // SAFETY: the completion ring only returns frames of this
+            // socket's UMEM that we produced for TX; they are ours again.
             let done = unsafe { p.cq.consume(&mut self.scratch) };
             if done > 0 {
                 p.in_flight -= done as u32;
                 self.counters.event_n(Event::TxCompleted, done as u64);
-                self.free.extend_from_slice(&self.scratch[..done]);
+                self.free[p.pool].extend_from_slice(&self.scratch[..done]);
             }
         }
     }
 }
 
-fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskError> {
+fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode, pool: usize) -> Result<Port, XskError> {
     let modes: &[XskMode] = match bind {
         BindMode::Auto => &[XskMode::ZeroCopy, XskMode::Copy],
         BindMode::ZeroCopy => &[XskMode::ZeroCopy],
@@ -334,6 +411,7 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
                     mode,
                     ring_size: spec.ring_size,
                     lent: 0,
+                    pool,
                     staged: Vec::with_capacity(spec.ring_size as usize),
                     in_flight: 0,
                     seen: KernelSeen::default(),
@@ -361,7 +439,25 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode) -> Result<Port, XskEr
     Err(last_err.expect("at least one mode was tried"))
 }
 
-/// The UMEM size for a worker serving `specs`: every port's receive budget
+/// A UMEM (with its free list) sized for the sockets `specs`.
+fn new_pool(specs: &[PortSpec]) -> Result<Pool, XskError> {
+    let frames = umem_frames(specs);
+    let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
+    let umem_config = UmemConfig::builder()
+        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
+        .fill_queue_size(qsize(biggest_ring)?)
+        .comp_queue_size(qsize(biggest_ring)?)
+        .build()
+        .map_err(|e| XskError::Other(e.to_string()))?;
+    let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Other("no ports".into()))?;
+    let (umem, free) = Umem::new(umem_config, count, false).map_err(|e| XskError::Umem {
+        frames,
+        source: boxed(e),
+    })?;
+    Ok(Pool { umem, free, frames })
+}
+
+/// The UMEM size for the sockets `specs`: every port's receive budget
 /// (its fill ring) and as much again for frames in RX rings, TX staging, TX
 /// and completion rings, plus the spare reserve for fragments, rounded up
 /// to a power of two.
@@ -453,11 +549,12 @@ fn with_whole_frame<R>(
     r
 }
 
-/// [`Spare`] frames of an [`XskIo`]: taken from the free list and staged
-/// on the output port ahead of the frame being handled.
+/// [`Spare`] frames of an [`XskIo`]: taken from the free list of the
+/// output port's pool and staged on that port ahead of the frame being
+/// handled.
 struct XskSpare<'a> {
-    umem: &'a Umem,
-    free: &'a mut Vec<FrameDesc>,
+    umems: &'a [Umem],
+    free: &'a mut [Vec<FrameDesc>],
     ports: &'a mut [Port],
 }
 
@@ -468,27 +565,29 @@ impl Spare for XskSpare<'_> {
         };
         // One staging slot stays free for the handled frame itself.
         let room = (p.staged.capacity() - p.staged.len()).saturating_sub(1);
-        room.min(self.free.len())
+        room.min(self.free[p.pool].len())
     }
 
     fn send(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         if self.available(port) == 0 {
             return false;
         }
-        let Some(mut desc) = self.free.pop() else {
+        let pool = self.ports[port as usize].pool;
+        let Some(mut desc) = self.free[pool].pop() else {
             return false;
         };
         let len = {
-            // SAFETY: `desc` comes from our free list: a frame of this UMEM
-            // that neither the kernel nor any other reference holds.
-            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            // SAFETY: `desc` comes from the free list of `pool`: a frame of
+            // that pool's UMEM that neither the kernel nor any other
+            // reference holds.
+            let mut data = unsafe { self.umems[pool].data_mut(&mut desc) };
             with_whole_frame(&mut data, |buf| {
                 let len = fill(buf).min(buf.len());
                 (len, Some(len))
             })
         };
         if len == 0 {
-            self.free.push(desc);
+            self.free[pool].push(desc);
         } else {
             self.ports[port as usize].staged.push(desc);
         }
@@ -499,33 +598,34 @@ impl Spare for XskSpare<'_> {
 impl PacketIo for XskIo {
     fn poll(&mut self, mut handler: impl Handler) -> usize {
         let XskIo {
-            umem,
+            umems,
             ports,
             free,
             scratch,
             counters,
             ..
         } = self;
-        let umem = &*umem;
+        let umems = &umems[..];
         let mut total = 0;
         for port in 0..ports.len() {
+            let pool = ports[port].pool;
             let rx_batch = &mut scratch[..BATCH];
-            // SAFETY: the RX ring hands us frames of this UMEM; from here on
-            // they are ours alone until passed on below.
+            // SAFETY: the RX ring hands us frames of this socket's UMEM; from
+            // here on they are ours alone until passed on below.
             let n = unsafe { ports[port].rx.consume(rx_batch) };
             total += n;
             ports[port].lent = ports[port].lent.saturating_sub(n as u32);
             for &rx_desc in &scratch[..n] {
                 let mut desc = rx_desc;
                 let len = desc.lengths().data();
+                // SAFETY: `desc` is a frame of `pool`'s UMEM that we own (see
+                // above); no other reference to its bytes exists. Spare
+                // frames are other descriptors from the free lists.
+                let mut data = unsafe { umems[pool].data_mut(&mut desc) };
                 let verdict = {
-                    // SAFETY: `desc` is a frame of this UMEM that we own (see
-                    // above); no other reference to its bytes exists. Spare
-                    // frames are other descriptors from the free list.
-                    let mut data = unsafe { umem.data_mut(&mut desc) };
                     let mut spare = XskSpare {
-                        umem,
-                        free: &mut *free,
+                        umems,
+                        free: &mut free[..],
                         ports: &mut ports[..],
                     };
                     with_whole_frame(&mut data, |buf| {
@@ -537,18 +637,41 @@ impl PacketIo for XskIo {
                         (verdict, tx_len)
                     })
                 };
-                match verdict {
-                    Verdict::Tx { port: out, .. } => {
-                        let staged = &mut ports[out as usize].staged;
-                        if staged.len() < staged.capacity() {
-                            staged.push(desc);
-                        } else {
-                            counters.dropped(DropReason::TxRingFull);
-                            free.push(desc);
-                        }
-                    }
-                    Verdict::Drop(_) => free.push(desc),
+                let Verdict::Tx { port: out, len } = verdict else {
+                    free[pool].push(desc);
+                    continue;
+                };
+                let out = &mut ports[out as usize];
+                if out.staged.len() == out.staged.capacity() {
+                    counters.dropped(DropReason::TxRingFull);
+                    free[pool].push(desc);
+                    continue;
                 }
+                if out.pool == pool {
+                    out.staged.push(desc);
+                    continue;
+                }
+                // Crossing between UMEM classes: copied once, into a free
+                // frame of the output's pool; the received frame is free again.
+                let Some(mut copy) = free[out.pool].pop() else {
+                    counters.dropped(DropReason::UmemExhausted);
+                    free[pool].push(desc);
+                    continue;
+                };
+                {
+                    // SAFETY: `copy` comes from the free list of the output's
+                    // pool: a frame of that UMEM nothing else holds; `data`
+                    // is a frame of the other UMEM, so the two never alias.
+                    let mut dst = unsafe { umems[out.pool].data_mut(&mut copy) };
+                    let src = &data.contents()[..len];
+                    with_whole_frame(&mut dst, |buf| {
+                        buf[..len].copy_from_slice(src);
+                        ((), Some(len))
+                    });
+                }
+                counters.event(Event::CrossUmemCopy);
+                out.staged.push(copy);
+                free[pool].push(desc);
             }
         }
         self.flush();
