@@ -223,7 +223,13 @@ impl XskIo {
                 }
                 Err(e) if bind == BindMode::ZeroCopy => return Err(e),
                 Err(e) => {
-                    tracing::info!(ifname = %underlay.ifname, queue = underlay.queue, "zero-copy refused ({e}); copy mode, the pods share the underlay's UMEM");
+                    let why = match &e {
+                        XskError::Bind { driver, source, .. } => {
+                            format!("driver {driver}: {source}")
+                        }
+                        other => other.to_string(),
+                    };
+                    tracing::info!(ifname = %underlay.ifname, queue = underlay.queue, "zero-copy refused ({why}); copy mode, the pods share the underlay's UMEM");
                     false
                 }
             }
