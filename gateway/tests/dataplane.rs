@@ -563,5 +563,31 @@ fn pods_with_their_own_umem_copy_each_crossing_frame_once() {
         );
         assert_eq!(d.total_drops(), 0, "{ns} -> {dst}\n{}", d.render());
     }
+    // Every socket's real bind mode is in /metrics.
+    let state = overpass::api::ApiState::new(
+        gw.rib().clone(),
+        gw.view(),
+        overpass::api::Auth::new(None, false),
+        1 << 20,
+        "dataplane",
+    );
+    let server = overpass::api::Server::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    server.stop();
+    for socket in ["ul0/0", "gwp-a/0", "gwp-b/0"] {
+        let line = format!("overpass_xsk_bind_mode{{socket=\"{socket}\",mode=\"copy\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
     gw.stop();
 }

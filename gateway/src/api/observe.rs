@@ -707,6 +707,22 @@ fn render_metrics(st: &AppState) -> String {
     }
     let table = st.rib.fib().current();
     let dp = &st.dataplane;
+    family(
+        &mut o,
+        "overpass_xsk_bind_mode",
+        "gauge",
+        "AF_XDP sockets by interface/queue and the mode the kernel bound them in (XDP_OPTIONS); always 1.",
+    );
+    for (socket, mode) in &dp.info.xsk {
+        let mode = match mode {
+            crate::afxdp::xsk::XskMode::ZeroCopy => "zero-copy",
+            crate::afxdp::xsk::XskMode::Copy => "copy",
+        };
+        let _ = writeln!(
+            o,
+            "overpass_xsk_bind_mode{{socket=\"{socket}\",mode=\"{mode}\"}} 1"
+        );
+    }
     let (generation, routes) = st.rib.routes();
     family(
         &mut o,
