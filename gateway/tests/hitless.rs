@@ -21,7 +21,9 @@ use overpass::api::observe::{Counters, LatencyReport};
 use overpass::api::{ApiState, Auth, Server};
 use overpass::control::rib::{NodeSpec, RouteSpec};
 use overpass::control::store::Store;
+use overpass::lifecycle::Gateway;
 use overpass_dataplane::counters::{CounterKind, Event, PeerStat};
+use overpass_dataplane::pipeline::RpFilter;
 use overpass_testkit::testbed::{Ns, Testbed, TestbedSpec, require_root};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -106,7 +108,16 @@ fn hitless_updates_under_traffic_and_latency_matches_forwarded() {
     let dir = std::env::temp_dir().join(format!("overpass-ap1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::open(&dir).unwrap());
-    let gw = bed.start_gateway().expect("starting the gateway");
+    // The probe routes send node 1's pod via node 2 while its replies come
+    // straight from node 1: asymmetric on purpose, which the strict
+    // reverse-path filter (the default) refuses, so it is off here.
+    let mut config = bed.gateway_config();
+    config.gateway.rp_filter = RpFilter::Off;
+    let gw = Gateway::start(&config).expect("starting the gateway");
+    assert!(
+        gw.wait_resolved(Duration::from_secs(5)),
+        "next hops resolved"
+    );
     // The API from the host namespace, as `overpass run` does.
     let state = ApiState::new(
         gw.rib().clone().with_store(Some(store)),
