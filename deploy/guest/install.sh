@@ -71,6 +71,16 @@ if [ "${#missing[@]}" -eq 0 ] && [ -z "$qemu_old" ] && kernel_ok; then
 fi
 [ "$(id -u)" -eq 0 ] || die "needs root (missing: ${missing[*]:-} ${qemu_old:+qemu-system-x86 $qemu_old is too old} $(kernel_ok || echo "guest kernel $SERIES"))"
 
+# One installer at a time (checkouts on one machine share the cache); whoever
+# waited finds the work done.
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.install.lock"
+flock 8
+missing=()
+for p in "${host_packages[@]}"; do
+  [ -n "$(installed_version "$p")" ] || missing+=("$p")
+done
+
 # The Debian mirror the host uses (deb822 `URIs:` or one-line `deb URI suite`),
 # without the security archive.
 mirror() {
@@ -127,11 +137,11 @@ deb [signed-by=$KEYRING] $MIRROR bookworm-backports main" host-status)
   for p in "${missing[@]}"; do [ "$p" = qemu-system-x86 ] || others+=("$p"); done
   if [ "${#others[@]}" -gt 0 ]; then
     APT_CONFIG=$conf DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq --no-install-recommends "${others[@]}" >/dev/null
+      apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${others[@]}" >/dev/null
   fi
   if [ -z "$(installed_version qemu-system-x86)" ] || [ -n "$qemu_old" ]; then
     APT_CONFIG=$conf DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+      apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
   fi
   v=$(installed_version qemu-system-x86)
   dpkg --compare-versions "$v" ge "$MIN_QEMU" || die "qemu-system-x86 $v installed, $MIN_QEMU or later needed"

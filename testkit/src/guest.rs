@@ -233,18 +233,31 @@ impl Drop for GuestRun {
     }
 }
 
-/// A network namespace for the host side of a guest's link, deleted on drop
-/// (with the tap in it). One left by a crashed run is replaced.
+/// A network namespace for the host side of a guest's link, `{base}-{pid}`,
+/// deleted on drop (with the tap in it). The process id keeps concurrent
+/// runs (other checkouts on the machine) apart; namespaces of the same base
+/// whose process is gone (a crashed run) are deleted on creation.
 #[derive(Debug)]
 pub struct PeerNs {
     name: String,
 }
 
 impl PeerNs {
-    pub fn create(name: &str) -> anyhow::Result<PeerNs> {
-        if Path::new("/run/netns").join(name).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
+    pub fn create(base: &str) -> anyhow::Result<PeerNs> {
+        let prefix = format!("{base}-");
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stale = name
+                    .strip_prefix(&prefix)
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+                if stale {
+                    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+                }
+            }
         }
+        let name = &format!("{base}-{}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", name])
             .status()

@@ -231,3 +231,54 @@ fn swap_addresses(f: &mut [u8]) {
     let (sport, dport) = f[34..38].split_at_mut(2);
     sport.swap_with_slice(dport);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+            .udp(40000, 8472)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    }
+
+    #[test]
+    fn probe_frames_are_recognised_by_port_and_marker() {
+        let f = frame(b"OVG-PROBE 1");
+        assert!(is_probe_frame(&f, 8472, b"OVG-PROBE"));
+        assert!(!is_probe_frame(&f, 4789, b"OVG-PROBE"));
+        assert!(!is_probe_frame(
+            &frame(b"something else"),
+            8472,
+            b"OVG-PROBE"
+        ));
+        assert!(!is_probe_frame(&f[..40], 8472, b"OVG-PROBE"));
+    }
+
+    /// The echo goes back to the sender with both checksums still valid.
+    #[test]
+    fn the_echo_swaps_every_address_and_keeps_the_checksums() {
+        let mut f = frame(b"OVG-PROBE 1 payload");
+        swap_addresses(&mut f);
+        let p = etherparse::PacketHeaders::from_ethernet_slice(&f).unwrap();
+        let eth = p.link.unwrap().ethernet2().unwrap();
+        assert_eq!(eth.destination, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(eth.source, [2, 0, 0, 0, 0, 2]);
+        let Some(etherparse::NetHeaders::Ipv4(ip, _)) = p.net else {
+            panic!("no IPv4 header");
+        };
+        assert_eq!(ip.source, [192, 0, 2, 2]);
+        assert_eq!(ip.destination, [192, 0, 2, 1]);
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        let Some(etherparse::TransportHeader::Udp(udp)) = p.transport else {
+            panic!("no UDP header");
+        };
+        assert_eq!((udp.source_port, udp.destination_port), (8472, 40000));
+        let payload = p.payload.slice();
+        assert_eq!(udp.checksum, udp.calc_checksum_ipv4(&ip, payload).unwrap());
+    }
+}
