@@ -33,5 +33,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The guest tier (testkit/tests/guest.rs): QEMU from bookworm-backports and a trixie-backports
+# kernel in /var/cache/overpass-guest, through private APT configurations (a no-op when present).
+"$(dirname "$0")/guest/install.sh"
 command -v cargo >/dev/null || { echo "install-deps: cargo (Rust toolchain) not found; install rustup first" >&2; exit 1; }
 echo "install-deps: ok"

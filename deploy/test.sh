@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Includes the guest tier (testkit/tests/guest.rs): AF_XDP zero-copy on virtio-net and igb in
+# QEMU guests, installed by install-deps.sh (deploy/guest/install.sh).
 cargo test --workspace
 # Property-based API test against the served OpenAPI document (schemathesis from PyPI).
 bash gateway/tests/schemathesis.sh

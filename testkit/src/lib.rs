@@ -4,7 +4,10 @@
 //!   (BPF_PROG_TEST_RUN) and the benchmarks;
 //! - [`testbed`]: the Flannel-style network-namespace test bed (remote nodes
 //!   with real kernel VXLAN devices, an IP-in-IP node, pods), used by the
-//!   integration tests, the benchmark harness and the demo.
+//!   integration tests, the benchmark harness and the demo;
+//! - [`guest`]: the guest tier, a QEMU guest whose NIC can do AF_XDP
+//!   zero-copy (`deploy/guest/run.sh`), linked to a namespace of the test.
 
 pub mod fixtures;
+pub mod guest;
 pub mod testbed;
