@@ -78,22 +78,15 @@ enum Command {
         json: bool,
     },
     /// Build a Flannel-style test bed in network namespaces on this machine,
-    /// run the gateway on it, show traffic flowing, and clean up.
+    /// run the gateway on it, show traffic flowing, and clean up (runs
+    /// `overpass-demo`, the test support's binary; `overpass demo --help`
+    /// lists its options).
+    #[command(disable_help_flag = true)]
     Demo {
-        /// Namespace prefix tag (namespaces are named ovp-TAG-*).
-        #[arg(long, default_value = "demo")]
-        tag: String,
-        /// Keep the bed and gateway up until Ctrl-C, printing counters.
-        #[arg(long)]
-        hold: bool,
-        /// Also serve the API and the web dashboard on ADDR (e.g.
-        /// 127.0.0.1:9180); use with --hold to keep it up.
-        #[arg(long, value_name = "ADDR")]
-        api: Option<std::net::SocketAddr>,
-        /// Token file for the API's mutations (mode 0600); without it the
-        /// API is read-only.
-        #[arg(long, requires = "api")]
-        token_file: Option<PathBuf>,
+        /// Passed to `overpass-demo` as they are (--tag, --hold, --api,
+        /// --token-file, --help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -186,15 +179,7 @@ fn main() {
             };
             overpass::check::run_with(&config, format)
         }
-        Command::Demo {
-            tag,
-            hold,
-            api,
-            token_file,
-        } => {
-            let _ = (tag, hold, api, token_file);
-            demo()
-        }
+        Command::Demo { args } => demo(&args),
     };
     if let Err(e) = result {
         eprintln!("overpass: error: {e:#}");
@@ -731,7 +716,7 @@ fn ns(v: u64) -> String {
 
 /// `overpass demo` runs `overpass-demo`, the test support's binary beside
 /// this one (the product carries no test code), with the same arguments.
-fn demo() -> anyhow::Result<()> {
+fn demo(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let me = std::env::current_exe().context("locating the overpass binary")?;
     let demo = me.with_file_name("overpass-demo");
@@ -742,8 +727,6 @@ fn demo() -> anyhow::Result<()> {
             demo.display()
         );
     }
-    let err = std::process::Command::new(&demo)
-        .args(std::env::args_os().skip(2))
-        .exec();
+    let err = std::process::Command::new(&demo).args(args).exec();
     Err(anyhow::anyhow!("running {}: {err}", demo.display()))
 }
