@@ -5,13 +5,13 @@
 //! serve exactly the last acknowledged set, or the one whose request was
 //! in flight when it died: never a torn file, never an older set.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overpass::api::client::Client;
+use common::{Proc, Scratch};
 use overpass::control::rib::RouteSpec;
 use serde_json::json;
 
@@ -31,51 +31,11 @@ fn set(k: u64) -> Vec<RouteSpec> {
     serde_json::from_value(json!(routes)).unwrap()
 }
 
-fn config(dir: &Path) -> String {
-    format!(
-        r#"[gateway]
-pod_cidr = "10.244.0.0/24"
-underlay_ip = "198.18.0.1"
-
-[[underlay]]
-interface = "ul0"
-
-[[peer]]
-name = "node1"
-pod_cidr = "10.244.1.0/24"
-underlay_ip = "198.18.0.11"
-vtep_mac = "02:0b:00:00:00:01"
-
-[api]
-listen = "127.0.0.1:0"
-token_file = "{0}/token"
-
-[state]
-dir = "{0}/state"
-"#,
-        dir.display()
-    )
-}
-
-fn spawn(cfg: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_overpass"))
-        .args(["api-only", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning overpass api-only");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("overpass: API listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+/// Starts `overpass api-only` on `cfg` (log in `log`); returns it and its API URL.
+fn spawn(cfg: &Path, log: &Path) -> (Proc, String) {
+    let mut proc = Proc::spawn(&["api-only"], cfg, log, &[("RUST_LOG", "warn")]);
+    let url = proc.url(Duration::from_secs(30));
+    (proc, url)
 }
 
 /// A tiny xorshift: reproducible kill points without a rand dependency.
@@ -101,24 +61,11 @@ struct Progress {
 
 #[test]
 fn sigkill_during_writes_never_loses_or_tears_the_route_set() {
-    let dir = std::env::temp_dir().join(format!("overpass-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = "crash-test-token-0123456789";
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join("token"))
-            .unwrap();
-        writeln!(f, "{token}").unwrap();
-    }
-    let cfg = dir.join("overpass.toml");
-    std::fs::write(&cfg, config(&dir)).unwrap();
+    let scratch = Scratch::new("crash");
+    let cfg = scratch.path("overpass.toml");
+    let log = scratch.path("overpass.log");
+    let state = scratch.path("state");
+    std::fs::write(&cfg, scratch.config(false, Some((&state, "")))).unwrap();
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut next_set = 1u64;
@@ -127,8 +74,8 @@ fn sigkill_during_writes_never_loses_or_tears_the_route_set() {
     let mut in_flight_won = 0;
     let started = Instant::now();
     for iteration in 0..ITERATIONS {
-        let (mut child, url) = spawn(&cfg);
-        let client = Client::new(&url, Some(token.to_string()));
+        let (mut proc, url) = spawn(&cfg, &log);
+        let client = common::client(&url);
         let now = client
             .routes()
             .expect("reading the route set after restart");
@@ -187,28 +134,27 @@ fn sigkill_during_writes_never_loses_or_tears_the_route_set() {
             std::thread::sleep(Duration::from_micros(200));
         }
         std::thread::sleep(Duration::from_micros(rng.below(30_000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        proc.child.0.kill().unwrap(); // SIGKILL
+        proc.child.0.wait().unwrap();
         next_set = writer.join().unwrap() + 1;
         let p = progress.lock().unwrap().clone();
         total_writes += p.writes;
         expect = Some(p);
     }
     // The final restart is checked too.
-    let (mut child, url) = spawn(&cfg);
-    let now = Client::new(&url, None).routes().unwrap();
+    let (mut proc, url) = spawn(&cfg, &log);
+    let now = common::client(&url).routes().unwrap();
     let p = expect.unwrap();
     let (acked_set, _) = p.acked.unwrap();
     assert!(
         now.routes == set(acked_set) || p.in_flight.is_some_and(|k| now.routes == set(k)),
         "final restart: {now:?}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    proc.child.0.kill().unwrap();
+    proc.child.0.wait().unwrap();
     eprintln!(
         "crash test: {ITERATIONS} SIGKILLs, {total_writes} acknowledged writes, \
          in-flight write found durable {in_flight_won} times, {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
