@@ -16,6 +16,12 @@ packages=(
   # dashboard browser tests (gateway/tests/dashboard.rs): Debian's Chromium, driven headless by
   # playwright-core from npm (web-ui/package-lock.json); no browser is ever downloaded
   chromium fonts-dejavu-core nodejs
+  # cluster datastore tests (issue 12): a real etcd server and etcdctl, started and stopped by
+  # the tests themselves (testkit), never as a system service
+  etcd-server etcd-client
+  # CNI plugin tests (issue 13): the reference plugins, host-local IPAM among them, in
+  # /usr/lib/cni
+  containernetworking-plugins
 )
 # npm: a separate Debian package, unless node came with its own (NodeSource's nodejs)
 command -v npm >/dev/null || packages+=(npm)
