@@ -13,6 +13,8 @@
 #                       deleted afterwards)
 #   --tap NAME          the tap's name (default ovgtap<pid>)
 #   --host-addr CIDR    an IPv4 address for the tap
+#   --bridge BR         enslave the tap to bridge BR (in the tap's namespace),
+#                       e.g. a test bed's underlay switch
 #   --guest-addr CIDR   an IPv4 address for the guest's NIC
 #   --mac MAC           the guest NIC's MAC (default 52:54:00:4f:56:02)
 #   --queues N          virtio-net queue pairs (multiqueue tap, N vCPUs)
@@ -38,7 +40,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${OVERPASS_GUEST_CACHE:-/var/cache/overpass-guest}
 
-nic=virtio netns= tap= host_addr= guest_addr= mac=52:54:00:4f:56:02
+nic=virtio netns= tap= host_addr= bridge= guest_addr= mac=52:54:00:4f:56:02
 queues=1 smp= mem=512 timeout=300 console_keep=
 envs=()
 usage() {
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --netns) netns=$2; shift 2 ;;
     --tap) tap=$2; shift 2 ;;
     --host-addr) host_addr=$2; shift 2 ;;
+    --bridge) bridge=$2; shift 2 ;;
     --guest-addr) guest_addr=$2; shift 2 ;;
     --mac) mac=$2; shift 2 ;;
     --queues) queues=$2; shift 2 ;;
@@ -120,7 +123,13 @@ fi
 # ---- The run directory: the command script, the serial outputs.
 run=$(mktemp -d /tmp/overpass-guest.XXXXXX)
 own_ns=
+qemu_pid=
 cleanup() {
+  # `timeout` runs QEMU in a process group of its own, out of reach of a
+  # signal to ours: stop it here (timeout passes the TERM on to QEMU).
+  if [ -n "$qemu_pid" ]; then
+    kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  fi
   if [ -n "$netns" ] && ip netns exec "$netns" true 2>/dev/null; then
     ip -n "$netns" link del "$tap" 2>/dev/null || true
   fi
@@ -154,6 +163,7 @@ fi
 mq=
 [ "$queues" -gt 1 ] && mq=multi_queue
 ip -n "$netns" tuntap add dev "$tap" mode tap $mq
+[ -n "$bridge" ] && ip -n "$netns" link set "$tap" master "$bridge"
 ip -n "$netns" link set "$tap" up
 [ -n "$host_addr" ] && ip -n "$netns" addr add "$host_addr" dev "$tap"
 
@@ -182,7 +192,12 @@ timeout --kill-after=10 "$timeout" \
   -serial "file:$run/console.log" -serial "file:$run/out.log" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -netdev "$netdev" -device "$device" \
-  </dev/null >"$run/qemu.log" 2>&1 || rc=$?
+  </dev/null >"$run/qemu.log" 2>&1 &
+# In the background and waited for: bash runs a trap (TERM from a test that
+# gives up on the guest) during `wait`, but only after a foreground command.
+qemu_pid=$!
+wait "$qemu_pid" || rc=$?
+qemu_pid=
 
 [ -n "$console_keep" ] && cp "$run/console.log" "$console_keep"
 out=$run/out.log

@@ -540,15 +540,23 @@ fn umem_bytes_estimate(config: &Config) -> u64 {
     };
     // The larger of one shared UMEM and the underlay's and the pods' own
     // (what a zero-copy underlay or `pod_umem = "separate"` gets).
-    let shared = xsk::umem_frames(&worker);
+    let bytes = |frames: u32, size: u32| u64::from(frames) * u64::from(size);
+    let shared = bytes(xsk::umem_frames(&worker), xsk::FRAME_SIZE);
+    // The underlay's own UMEM has frames a zero-copy driver can take.
     let separate = match worker.split_first() {
-        Some((ul, pods)) if !pods.is_empty() => {
-            xsk::umem_frames(std::slice::from_ref(ul)) + xsk::umem_frames(pods)
+        Some((ul, pods)) => {
+            bytes(
+                xsk::umem_frames(std::slice::from_ref(ul)),
+                xsk::ZC_FRAME_SIZE,
+            ) + if pods.is_empty() {
+                0
+            } else {
+                bytes(xsk::umem_frames(pods), xsk::FRAME_SIZE)
+            }
         }
-        _ => shared,
+        None => shared,
     };
-    let frames = shared.max(separate);
-    u64::from(frames) * u64::from(xsk::FRAME_SIZE)
+    shared.max(separate)
 }
 
 /// AF_XDP charges UMEM pages to RLIMIT_MEMLOCK unless the process has

@@ -231,7 +231,7 @@ impl Gateway {
             tracing::info!(
                 worker = w,
                 umem_frames = ?frames,
-                umem_bytes = frames.iter().map(|&f| u64::from(f) * u64::from(crate::afxdp::xsk::FRAME_SIZE)).sum::<u64>(),
+                umem_bytes = io.umem_bytes().iter().sum::<u64>(),
                 "AF_XDP sockets open ({} UMEM{})",
                 frames.len(),
                 if frames.len() > 1 { "s: the pods have their own" } else { ", shared by all ports" }

@@ -90,6 +90,9 @@ pub struct GuestSpec {
     pub tap: String,
     /// IPv4 address (CIDR) on the tap, if any.
     pub host_addr: Option<String>,
+    /// A bridge (in `netns`) to enslave the tap to, if any: a test bed's
+    /// underlay switch, which puts the guest's NIC on the bed's underlay.
+    pub bridge: Option<String>,
     /// IPv4 address (CIDR) on the guest's NIC (`eth0`), if any.
     pub guest_addr: Option<String>,
     /// The guest NIC's MAC.
@@ -110,6 +113,7 @@ impl GuestSpec {
             netns: netns.to_string(),
             tap: format!("ovg{tag}"),
             host_addr: Some(HOST_ADDR.to_string() + "/24"),
+            bridge: None,
             guest_addr: Some(GUEST_ADDR.to_string() + "/24"),
             mac: GUEST_MAC.to_string(),
             timeout: Duration::from_secs(240),
@@ -162,6 +166,9 @@ impl GuestRun {
             .args(["--timeout", &spec.timeout.as_secs().to_string()]);
         if let Some(a) = &spec.host_addr {
             cmd.args(["--host-addr", a]);
+        }
+        if let Some(b) = &spec.bridge {
+            cmd.args(["--bridge", b]);
         }
         if let Some(a) = &spec.guest_addr {
             cmd.args(["--guest-addr", a]);
@@ -297,5 +304,154 @@ impl Drop for PeerNs {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// The guest's command agent (`testkit/support/guest_agent.py`): the command
+/// of a guest that a test drives step by step from the host, over TCP from a
+/// host namespace that reaches the guest's NIC.
+pub const GUEST_AGENT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/support/guest_agent.py");
+
+/// The guest's command line that runs the agent on `listen` (`ADDR:PORT`, an
+/// address of the guest's NIC). Debian's python3: the guest runs the host's
+/// root, read-only.
+pub fn agent_command(listen: &str) -> Vec<String> {
+    ["/usr/bin/python3", GUEST_AGENT_PY, "--listen", listen]
+        .map(str::to_string)
+        .to_vec()
+}
+
+/// A connection to a guest's agent (see [`GUEST_AGENT_PY`] for the
+/// protocol). Every call is one request and one reply.
+#[derive(Debug)]
+pub struct GuestAgent {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+/// What [`GuestAgent::exec`] and [`GuestAgent::wait`] return.
+#[derive(Debug, Clone)]
+pub struct AgentOutput {
+    /// Exit status; `None` while a spawned process runs; 128 + N when a
+    /// signal N ended it; 124 when an exec outlived its timeout.
+    pub status: Option<i32>,
+    /// Its stdout and stderr, merged.
+    pub out: String,
+}
+
+impl AgentOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+impl GuestAgent {
+    /// Connects from network namespace `netns` to the agent at `addr`,
+    /// retrying until `timeout` (the guest boots meanwhile).
+    pub fn connect(
+        netns: &str,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> anyhow::Result<GuestAgent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = overpass::host::netns::in_netns(Some(netns), || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            })
+            .with_context(|| format!("entering {netns}"))?;
+            match attempt {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+                    let writer = stream.try_clone()?;
+                    return Ok(GuestAgent {
+                        reader: std::io::BufReader::new(stream),
+                        writer,
+                    });
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("the guest agent at {addr} did not answer within {timeout:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    fn call(&mut self, req: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        use std::io::{BufRead as _, Write as _};
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .context("sending to the guest agent")?;
+        let mut reply = String::new();
+        self.reader
+            .read_line(&mut reply)
+            .context("reading the guest agent's reply")?;
+        if reply.is_empty() {
+            bail!("the guest agent closed the connection (request {req})");
+        }
+        let v: serde_json::Value = serde_json::from_str(&reply)
+            .with_context(|| format!("the guest agent's reply {reply:?}"))?;
+        if let Some(e) = v.get("error") {
+            bail!("the guest agent refused {req}: {e}");
+        }
+        Ok(v)
+    }
+
+    fn output(v: &serde_json::Value) -> AgentOutput {
+        AgentOutput {
+            status: v["status"].as_i64().map(|s| s as i32),
+            out: v["out"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Runs `argv` in the guest to completion (at most `timeout`).
+    pub fn exec(&mut self, argv: &[&str], timeout: Duration) -> anyhow::Result<AgentOutput> {
+        let v = self.call(serde_json::json!({
+            "op": "exec", "argv": argv, "timeout": timeout.as_secs_f64(),
+        }))?;
+        Ok(Self::output(&v))
+    }
+
+    /// Runs a shell script in the guest; fails unless it exits 0.
+    pub fn sh(&mut self, script: &str) -> anyhow::Result<String> {
+        let r = self.exec(&["sh", "-ec", script], Duration::from_secs(120))?;
+        if !r.success() {
+            bail!("in the guest, {script:?} exited {:?}:\n{}", r.status, r.out);
+        }
+        Ok(r.out)
+    }
+
+    /// Starts `argv` in the background under `name` (output in
+    /// `/tmp/{name}.log` in the guest).
+    pub fn spawn(&mut self, name: &str, argv: &[&str]) -> anyhow::Result<()> {
+        self.call(serde_json::json!({"op": "spawn", "name": name, "argv": argv}))?;
+        Ok(())
+    }
+
+    /// Sends signal `sig` to the process spawned as `name`.
+    pub fn signal(&mut self, name: &str, sig: i32) -> anyhow::Result<()> {
+        self.call(serde_json::json!({"op": "signal", "name": name, "signal": sig}))?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process spawned as `name`.
+    pub fn wait(&mut self, name: &str, timeout: Duration) -> anyhow::Result<AgentOutput> {
+        let v = self.call(serde_json::json!({
+            "op": "wait", "name": name, "timeout": timeout.as_secs_f64(),
+        }))?;
+        Ok(Self::output(&v))
+    }
+
+    /// Writes `data` to `path` in the guest (under /tmp or /run).
+    pub fn write(&mut self, path: &str, data: &str) -> anyhow::Result<()> {
+        self.call(serde_json::json!({"op": "write", "path": path, "data": data}))?;
+        Ok(())
+    }
+
+    /// Ends the agent: the guest powers off.
+    pub fn quit(mut self) -> anyhow::Result<()> {
+        self.call(serde_json::json!({"op": "quit"}))?;
+        Ok(())
     }
 }

@@ -61,10 +61,20 @@ pub struct PortSpec {
     pub ring_size: u32,
 }
 
-/// Frame size: a power of two; 2048 leaves 1792 bytes after the kernel's
-/// 256-byte XDP headroom, enough for a 1500-byte MTU frame plus 50 bytes of
-/// VXLAN encapsulation.
+/// Frame size of a copy-mode UMEM (the pods', or one shared by all ports):
+/// a power of two; 2048 leaves 1792 bytes after the kernel's 256-byte XDP
+/// headroom, enough for a 1500-byte MTU frame plus 50 bytes of VXLAN
+/// encapsulation.
 pub const FRAME_SIZE: u32 = 2048;
+
+/// Frame size of a UMEM the underlay may bind zero-copy to: the largest
+/// chunk the kernel takes in aligned mode (a page). A zero-copy driver
+/// programs its RX buffers from the chunk less the 256-byte headroom, in its
+/// hardware's units: igb in 1 KiB steps (SRRCTL.BSIZEPKT), so 2048-byte
+/// chunks (1792 usable) gave it 1 KiB buffers and every frame over 1 KiB
+/// arrived cut at 1024 bytes (measured in the guest tier: full-size pings
+/// dropped as `ipv4_malformed`); 4096-byte chunks give it 3 KiB.
+pub const ZC_FRAME_SIZE: u32 = 4096;
 
 /// Frames received per port per poll.
 pub const BATCH: usize = 64;
@@ -115,6 +125,8 @@ struct Pool {
     free: Vec<FrameDesc>,
     /// Frames in the UMEM.
     frames: u32,
+    /// Bytes per frame.
+    frame_size: u32,
 }
 
 /// The AF_XDP implementation of [`PacketIo`].
@@ -125,6 +137,7 @@ pub struct XskIo {
     umems: Vec<Umem>,
     free: Vec<Vec<FrameDesc>>,
     frames: Vec<u32>,
+    frame_sizes: Vec<u32>,
     ports: Vec<Port>,
     scratch: Vec<FrameDesc>,
     counters: Arc<WorkerCounters>,
@@ -202,14 +215,19 @@ impl XskIo {
         // underlay's own size; only if the kernel refuses it are the pods
         // given the underlay's UMEM (grown to their budgets).
         let own = if pods.is_empty() || pod_umem == PodUmem::Separate {
-            let pool = new_pool(std::slice::from_ref(underlay))?;
+            let size = if bind == BindMode::Copy {
+                FRAME_SIZE
+            } else {
+                ZC_FRAME_SIZE
+            };
+            let pool = new_pool(std::slice::from_ref(underlay), size)?;
             ports.push(open_port(&pool.umem, underlay, bind, 0)?);
             pools.push(pool);
             !pods.is_empty()
         } else if bind == BindMode::Copy {
             false
         } else {
-            let pool = new_pool(std::slice::from_ref(underlay))?;
+            let pool = new_pool(std::slice::from_ref(underlay), ZC_FRAME_SIZE)?;
             match open_port(&pool.umem, underlay, BindMode::ZeroCopy, 0) {
                 Ok(port) => {
                     tracing::info!(
@@ -235,13 +253,13 @@ impl XskIo {
             }
         };
         if own {
-            let pool = new_pool(pods)?;
+            let pool = new_pool(pods, FRAME_SIZE)?;
             for spec in pods {
                 ports.push(open_port(&pool.umem, spec, BindMode::Auto, 1)?);
             }
             pools.push(pool);
         } else if pools.is_empty() {
-            let shared = new_pool(specs)?;
+            let shared = new_pool(specs, FRAME_SIZE)?;
             for spec in specs {
                 ports.push(open_port(&shared.umem, spec, BindMode::Copy, 0)?);
             }
@@ -259,15 +277,18 @@ impl XskIo {
         let mut umems = Vec::with_capacity(pools.len());
         let mut free = Vec::with_capacity(pools.len());
         let mut frames = Vec::with_capacity(pools.len());
+        let mut frame_sizes = Vec::with_capacity(pools.len());
         for p in pools {
             umems.push(p.umem);
             free.push(p.free);
             frames.push(p.frames);
+            frame_sizes.push(p.frame_size);
         }
         let mut io = XskIo {
             umems,
             free,
             frames,
+            frame_sizes,
             ports,
             scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
             counters,
@@ -294,6 +315,16 @@ impl XskIo {
     /// entry when the pods have their own).
     pub fn umem_frames(&self) -> Vec<u32> {
         self.frames.clone()
+    }
+
+    /// Bytes of each of this worker's UMEMs, in [`XskIo::umem_frames`]'s
+    /// order.
+    pub fn umem_bytes(&self) -> Vec<u64> {
+        self.frames
+            .iter()
+            .zip(&self.frame_sizes)
+            .map(|(&n, &size)| u64::from(n) * u64::from(size))
+            .collect()
     }
 
     /// Tops up every port's fill ring from the free list, each only up to
@@ -445,12 +476,13 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode, pool: usize) -> Resul
     Err(last_err.expect("at least one mode was tried"))
 }
 
-/// A UMEM (with its free list) sized for the sockets `specs`.
-fn new_pool(specs: &[PortSpec]) -> Result<Pool, XskError> {
+/// A UMEM (with its free list) of `frame_size`-byte frames, sized for the
+/// sockets `specs`.
+fn new_pool(specs: &[PortSpec], frame_size: u32) -> Result<Pool, XskError> {
     let frames = umem_frames(specs);
     let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
     let umem_config = UmemConfig::builder()
-        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
+        .frame_size(FrameSize::new(frame_size).map_err(|e| XskError::Other(e.to_string()))?)
         .fill_queue_size(qsize(biggest_ring)?)
         .comp_queue_size(qsize(biggest_ring)?)
         .build()
@@ -460,7 +492,12 @@ fn new_pool(specs: &[PortSpec]) -> Result<Pool, XskError> {
         frames,
         source: boxed(e),
     })?;
-    Ok(Pool { umem, free, frames })
+    Ok(Pool {
+        umem,
+        free,
+        frames,
+        frame_size,
+    })
 }
 
 /// The UMEM size for the sockets `specs`: every port's receive budget
@@ -664,16 +701,27 @@ impl PacketIo for XskIo {
                     free[pool].push(desc);
                     continue;
                 };
-                {
+                let copied = {
                     // SAFETY: `copy` comes from the free list of the output's
                     // pool: a frame of that UMEM nothing else holds; `data`
                     // is a frame of the other UMEM, so the two never alias.
                     let mut dst = unsafe { umems[out.pool].data_mut(&mut copy) };
                     let src = &data.contents()[..len];
-                    with_whole_frame(&mut dst, |buf| {
-                        buf[..len].copy_from_slice(src);
-                        ((), Some(len))
-                    });
+                    with_whole_frame(&mut dst, |buf| match buf.get_mut(..len) {
+                        Some(to) => {
+                            to.copy_from_slice(src);
+                            (true, Some(len))
+                        }
+                        // A frame larger than the other class's frames (the
+                        // pipeline's MTU checks keep this from happening).
+                        None => (false, None),
+                    })
+                };
+                if !copied {
+                    counters.dropped(DropReason::TooBig);
+                    free[out.pool].push(copy);
+                    free[pool].push(desc);
+                    continue;
                 }
                 counters.event(Event::CrossUmemCopy);
                 out.staged.push(copy);
