@@ -30,6 +30,7 @@ use overpass_dataplane::fib::Encap;
 use crate::afxdp::xsk;
 use crate::config::{BindMode, Config};
 use crate::control::ports;
+use crate::host::netdev::{self, NetdevInfo};
 use crate::host::{cpus, ethtool, netns};
 
 /// How bad a finding is.
@@ -681,6 +682,11 @@ pub struct LinkFacts {
     pub kind: String,
     /// Driver name (ETHTOOL_GDRVINFO), when the device answers.
     pub driver: Option<String>,
+    /// What the driver says it can do for XDP and AF_XDP (`xdp-features`,
+    /// `xdp-zc-max-segs`), from the kernel's `netdev` generic-netlink family.
+    pub netdev: Option<NetdevInfo>,
+    /// Why `netdev` is missing (no such family before Linux 6.3, an error).
+    pub netdev_error: Option<String>,
     /// Active RX queues (ETHTOOL_GCHANNELS; 1 when not reported).
     pub rx_queues: Option<u32>,
     /// `ethtool -k` features: name → on.
@@ -738,6 +744,11 @@ pub fn link_facts(name: &str) -> LinkFacts {
     f.peer_ifindex = l["link_index"].as_u64().map(|i| i as u32);
     f.peer_nsid = l["link_netnsid"].as_i64();
     f.driver = ethtool::driver_name(name);
+    match l["ifindex"].as_u64().map(|i| netdev::dev_get(i as u32)) {
+        Some(Ok(info)) => f.netdev = Some(info),
+        Some(Err(e)) => f.netdev_error = Some(netdev_unavailable(&e)),
+        None => f.netdev_error = Some("no ifindex in `ip -j link`".to_string()),
+    }
     f.rx_queues = ethtool::rx_queue_count(name).ok();
     f.features = ethtool_features(None, name);
     if f.kind == "veth" {
@@ -750,6 +761,95 @@ pub fn link_facts(name: &str) -> LinkFacts {
         .ok()
         .and_then(|o| parse_ntuple_total(&String::from_utf8_lossy(&o.stdout)));
     f
+}
+
+/// Why the kernel could not tell an interface's XDP features.
+fn netdev_unavailable(e: &std::io::Error) -> String {
+    // host::netdev reports a missing family as Unsupported.
+    if e.kind() == std::io::ErrorKind::Unsupported {
+        "this kernel has no `netdev` generic-netlink family (Linux 6.3 added it)".to_string()
+    } else {
+        format!("the kernel's `netdev` family did not answer: {e}")
+    }
+}
+
+/// XDP and AF_XDP zero-copy support of one interface: from the kernel's
+/// `xdp-features` when it reports them, else from the driver lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpSupport {
+    pub native: bool,
+    pub zero_copy: bool,
+    /// Where it came from, for the findings: the feature names, or the
+    /// driver and why the kernel was not asked.
+    pub source: String,
+    /// Why there is no zero-copy (empty when there is).
+    pub no_zero_copy: String,
+}
+
+/// [`XdpSupport`] of `f` on a kernel of `version`.
+pub fn xdp_support(f: &LinkFacts, version: Option<(u32, u32)>) -> XdpSupport {
+    let driver = f.driver.clone().unwrap_or_default();
+    let shown = if driver.is_empty() {
+        "unknown"
+    } else {
+        driver.as_str()
+    };
+    let is_veth = f.kind == "veth" || driver == "veth";
+    if let Some(nd) = &f.netdev {
+        let names = nd.xdp_feature_names();
+        let mut source = format!(
+            "driver {shown}, xdp-features [{}]",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        if let Some(segs) = nd.xdp_zc_max_segs {
+            source += &format!(", xdp-zc-max-segs {segs}");
+        }
+        let zero_copy = nd.zero_copy();
+        return XdpSupport {
+            native: nd.xdp_features & netdev::xdp_act::BASIC != 0,
+            zero_copy,
+            no_zero_copy: if zero_copy {
+                String::new()
+            } else if is_veth {
+                "veth has no AF_XDP zero-copy (no xsk-zerocopy in its xdp-features): copy mode"
+                    .to_string()
+            } else {
+                format!("driver {shown} does not advertise xsk-zerocopy: copy mode")
+            },
+            source,
+        };
+    }
+    let why = f
+        .netdev_error
+        .clone()
+        .unwrap_or_else(|| "xdp-features not read".to_string());
+    let native = is_veth || NATIVE_XDP_DRIVERS.contains(&driver.as_str());
+    let since = ZERO_COPY_DRIVERS
+        .iter()
+        .find(|(d, _)| *d == driver)
+        .map(|(_, since)| *since);
+    let zero_copy = since.is_some_and(|since| version.is_none_or(|v| v >= since));
+    let no_zero_copy = match (since, is_veth) {
+        _ if zero_copy => String::new(),
+        (Some(since), _) => format!(
+            "driver {shown} has AF_XDP zero-copy only from Linux {}.{}",
+            since.0, since.1
+        ),
+        (None, true) => "veth has no AF_XDP zero-copy: copy mode".to_string(),
+        (None, false) => {
+            format!("driver {shown} is not known to support AF_XDP zero-copy: copy mode")
+        }
+    };
+    XdpSupport {
+        native,
+        zero_copy,
+        source: format!("driver {shown}, judged from a list of drivers ({why})"),
+        no_zero_copy,
+    }
 }
 
 /// The rule count of `ethtool -n` output ("Total 2 rules").
@@ -1039,25 +1139,18 @@ pub fn nic_findings(
             ),
         });
     }
-    // Native XDP.
-    let driver = f.driver.clone().unwrap_or_default();
-    let is_veth = f.kind == "veth" || driver == "veth";
-    let native = is_veth || NATIVE_XDP_DRIVERS.contains(&driver.as_str());
+    // Native XDP and zero-copy: what the kernel says the driver can do.
+    let support = xdp_support(f, version);
+    let native = support.native;
+    let source = &support.source;
     if native {
         out.push(Finding::ok(
             "nic.xdp_native",
             name,
-            format!("driver {driver} runs XDP natively"),
+            format!("runs XDP natively ({source})"),
         ));
     } else {
-        let msg = format!(
-            "driver {} is not known to run XDP natively: generic (skb) mode, slow and copy-mode only",
-            if driver.is_empty() {
-                "unknown"
-            } else {
-                &driver
-            }
-        );
+        let msg = format!("no native XDP: generic (skb) mode, slow and copy-mode only ({source})");
         let fix = "use a NIC with native XDP (i40e, ice, ixgbe, igc, mlx5_core, bnxt_en, …) for the gateway";
         out.push(match (role, bind) {
             (Role::Underlay, BindMode::ZeroCopy) => {
@@ -1066,61 +1159,76 @@ pub fn nic_findings(
             _ => Finding::warn("nic.xdp_native", name, msg, fix),
         });
     }
-    // Zero-copy.
-    let zc = ZERO_COPY_DRIVERS
-        .iter()
-        .find(|(d, _)| *d == driver)
-        .map(|(_, since)| *since);
-    match (zc, is_veth) {
-        (Some(since), _) if version.is_none_or(|v| v >= since) => out.push(Finding::ok(
+    if support.zero_copy {
+        out.push(Finding::ok(
             "nic.zero_copy",
             name,
-            format!("driver {driver} supports AF_XDP zero-copy (bind_mode {bind:?})"),
-        )),
-        (zc, veth) => {
-            let why = match (zc, veth) {
-                (Some(since), _) => format!(
-                    "driver {driver} has AF_XDP zero-copy only from Linux {}.{}",
-                    since.0, since.1
-                ),
-                (None, true) => "veth has no AF_XDP zero-copy: copy mode".to_string(),
-                (None, false) => format!(
-                    "driver {} is not known to support AF_XDP zero-copy: copy mode",
-                    if driver.is_empty() {
-                        "unknown"
-                    } else {
-                        &driver
-                    }
-                ),
-            };
-            out.push(match (role, bind) {
-                (_, BindMode::ZeroCopy) => Finding::blocker(
-                    "nic.zero_copy",
-                    name,
-                    format!("{why}, but bind_mode = \"zero-copy\" refuses copy mode"),
-                    "set bind_mode = \"auto\" (or \"copy\"), or use a zero-copy NIC (i40e, ice, ixgbe, igc, mlx5_core)",
-                ),
-                (Role::Pod, _) => Finding::ok(
-                    "nic.zero_copy",
-                    name,
-                    format!("{why} (expected for pod veths)"),
-                ),
-                (Role::Underlay, BindMode::Copy) => Finding::ok(
-                    "nic.zero_copy",
-                    name,
-                    format!("{why}; bind_mode = \"copy\""),
-                ),
-                (Role::Underlay, BindMode::Auto) => Finding::warn(
-                    "nic.zero_copy",
-                    name,
-                    format!("{why} (works, at a lower packet rate)"),
-                    "for full speed use a zero-copy NIC (i40e, ice, ixgbe, igc, mlx5_core) as the underlay",
-                ),
-            });
-        }
+            format!("supports AF_XDP zero-copy (bind_mode {bind:?}; {source})"),
+        ));
+    } else {
+        let why = &support.no_zero_copy;
+        out.push(match (role, bind) {
+            (_, BindMode::ZeroCopy) => Finding::blocker(
+                "nic.zero_copy",
+                name,
+                format!("{why}, but bind_mode = \"zero-copy\" refuses copy mode ({source})"),
+                "set bind_mode = \"auto\" (or \"copy\"), or use a zero-copy NIC (i40e, ice, ixgbe, igc, mlx5_core)",
+            ),
+            (Role::Pod, _) => Finding::ok(
+                "nic.zero_copy",
+                name,
+                format!("{why} (expected for pod veths)"),
+            ),
+            (Role::Underlay, BindMode::Copy) => Finding::ok(
+                "nic.zero_copy",
+                name,
+                format!("{why}; bind_mode = \"copy\""),
+            ),
+            (Role::Underlay, BindMode::Auto) => Finding::warn(
+                "nic.zero_copy",
+                name,
+                format!("{why} (works, at a lower packet rate; {source})"),
+                "for full speed use a zero-copy NIC (i40e, ice, ixgbe, igc, mlx5_core) as the underlay",
+            ),
+        });
     }
+    out.push(Finding::ok("nic.plan", name, plan(role, bind, &support)));
     out.extend(offload_findings(f, role, native));
     out
+}
+
+/// What the gateway will do with an interface, in one line.
+pub fn plan(role: Role, bind: BindMode, support: &XdpSupport) -> String {
+    let xdp = if support.native {
+        "native XDP"
+    } else {
+        "generic (skb) XDP"
+    };
+    match role {
+        Role::Underlay => {
+            let sockets = match (bind, support.zero_copy) {
+                (BindMode::Copy, _) => {
+                    "AF_XDP copy mode (bind_mode = \"copy\"), one UMEM shared with the pods unless underlay.pod_umem = \"separate\""
+                }
+                (_, true) => {
+                    "AF_XDP zero-copy on a UMEM of its own (4096-byte frames); the pods in copy mode on theirs, each crossing frame copied once"
+                }
+                (BindMode::Auto, false) => {
+                    "AF_XDP copy mode, one UMEM shared with the pods unless underlay.pod_umem = \"separate\" (frames move between all ports by descriptor)"
+                }
+                (BindMode::ZeroCopy, false) => "nothing: the start fails (zero-copy refused)",
+            };
+            format!("plan: {xdp} steering of tunnel traffic to the workers; {sockets}")
+        }
+        Role::Pod => format!(
+            "plan: {xdp} steering of the pod's frames to the workers; AF_XDP copy mode{}",
+            if support.zero_copy {
+                " or zero-copy (the driver has it)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// Offloads that break or slow tunnels.
@@ -1659,6 +1767,92 @@ encap = "ipip"
         assert_eq!(
             queue_findings(&steered, Some(4))[0].severity,
             Severity::Warn
+        );
+    }
+
+    #[test]
+    fn nic_support_comes_from_the_kernel_when_it_reports_it() {
+        let base = LinkFacts {
+            name: "eth1".into(),
+            exists: true,
+            up: true,
+            operstate: "UP".into(),
+            mtu: 1500,
+            features: parse_ethtool_features(
+                "Features for eth1:\nlarge-receive-offload: off\nrx-gro-hw: off [fixed]\nrx-udp-gro-forwarding: off\n",
+            ),
+            ..Default::default()
+        };
+        use netdev::xdp_act::{BASIC, NDO_XMIT, REDIRECT, XSK_ZEROCOPY};
+        // A driver on no list, which the kernel says does zero-copy.
+        let new_driver = LinkFacts {
+            driver: Some("fancy_nic".into()),
+            netdev: Some(NetdevInfo {
+                xdp_features: BASIC | REDIRECT | XSK_ZEROCOPY,
+                xdp_zc_max_segs: Some(1),
+                ..Default::default()
+            }),
+            ..base.clone()
+        };
+        let s = xdp_support(&new_driver, Some((6, 18)));
+        assert!(s.native && s.zero_copy, "{s:?}");
+        assert_eq!(
+            s.source,
+            "driver fancy_nic, xdp-features [basic, redirect, xsk-zerocopy], xdp-zc-max-segs 1"
+        );
+        let f = nic_findings(
+            &new_driver,
+            Role::Underlay,
+            BindMode::ZeroCopy,
+            Some((6, 18)),
+        );
+        assert!(f.iter().all(|x| x.severity == Severity::Ok), "{f:#?}");
+        let plan = f.iter().find(|x| x.check == "nic.plan").expect("a plan");
+        assert!(
+            plan.message
+                .contains("AF_XDP zero-copy on a UMEM of its own"),
+            "{plan:?}"
+        );
+        // A driver on the zero-copy list whose kernel says it has none (an
+        // old build, a mode without it): the kernel wins.
+        let listed = LinkFacts {
+            driver: Some("ixgbe".into()),
+            netdev: Some(NetdevInfo {
+                xdp_features: BASIC | REDIRECT | NDO_XMIT,
+                ..Default::default()
+            }),
+            ..base.clone()
+        };
+        let s = xdp_support(&listed, Some((6, 18)));
+        assert!(s.native && !s.zero_copy, "{s:?}");
+        let f = nic_findings(&listed, Role::Underlay, BindMode::ZeroCopy, Some((6, 18)));
+        let zc = f.iter().find(|x| x.check == "nic.zero_copy").unwrap();
+        assert_eq!(zc.severity, Severity::Blocker);
+        assert!(
+            zc.message.contains("does not advertise xsk-zerocopy"),
+            "{zc:?}"
+        );
+        // No native XDP in the features: generic mode.
+        let generic = LinkFacts {
+            driver: Some("e1000e".into()),
+            netdev: Some(NetdevInfo::default()),
+            ..base.clone()
+        };
+        assert!(!xdp_support(&generic, None).native);
+        // A kernel without the family: the driver lists, and it says so.
+        let old_kernel = LinkFacts {
+            driver: Some("ice".into()),
+            netdev_error: Some(netdev_unavailable(&std::io::Error::from(
+                std::io::ErrorKind::Unsupported,
+            ))),
+            ..base
+        };
+        let s = xdp_support(&old_kernel, Some((6, 1)));
+        assert!(s.native && s.zero_copy, "{s:?}");
+        assert!(
+            s.source.contains("judged from a list of drivers")
+                && s.source.contains("Linux 6.3 added it"),
+            "{s:?}"
         );
     }
 

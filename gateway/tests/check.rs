@@ -89,7 +89,28 @@ fn check_on_a_test_bed_healthy_then_broken() {
                 .message
                 .contains("no AF_XDP zero-copy")
         );
+        // Asked of the kernel (`netdev` generic netlink), not a driver list:
+        // veth reports basic and redirect (rx-sg, ndo-xmit with a program
+        // on its peer), no xsk-zerocopy.
+        let native = &one(&r, "nic.xdp_native", dev).message;
+        assert!(
+            native.contains("driver veth, xdp-features [basic, redirect"),
+            "{native}"
+        );
+        assert!(!native.contains("xsk-zerocopy"), "{native}");
+        assert!(
+            one(&r, "nic.plan", dev)
+                .message
+                .starts_with("plan: native XDP")
+        );
     }
+    assert!(
+        one(&r, "nic.plan", "ul0")
+            .message
+            .contains("AF_XDP copy mode, one UMEM shared with the pods"),
+        "{}",
+        r.render()
+    );
     assert_eq!(severity(&r, "nic.zero_copy", "ul0"), Severity::Warn);
     assert_eq!(severity(&r, "nic.zero_copy", "gwp-a"), Severity::Ok);
     assert_eq!(severity(&r, "nic.queues", "ul0"), Severity::Ok);

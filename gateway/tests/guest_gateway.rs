@@ -10,6 +10,9 @@
 //! (`testkit/support/guest_agent.py`, over TCP from node 1's namespace):
 //! build the pods, start the gateway, and between the steps ping, run iperf3
 //! and read the API from the host. Shown per NIC:
+//! - `overpass check` in the guest reads the NIC's `xdp-features` from the
+//!   kernel (`xsk-zerocopy`) and plans native XDP and a zero-copy underlay
+//!   with copy-mode pods;
 //! - the API reports the underlay socket zero-copy and the pod sockets copy;
 //! - pings both ways: decap to a pod, encap from a pod, transit between two
 //!   host peers (VXLAN ↔ IP-in-IP), each with the counters that match what
@@ -252,6 +255,62 @@ fn gateway_in_a_guest(nic: Nic, tag: &str) {
     agent
         .write("/tmp/overpass.toml", &guest_config(&bed))
         .unwrap();
+    // `overpass check` asks the guest's kernel what the NIC can do.
+    let check = agent
+        .exec(
+            &[
+                env!("CARGO_BIN_EXE_overpass"),
+                "check",
+                "--config",
+                "/tmp/overpass.toml",
+                "--json",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&check.out)
+        .unwrap_or_else(|e| panic!("overpass check --json in the guest: {e}:\n{}", check.out));
+    let finding = |name: &str, subject: &str| {
+        report["findings"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|f| f["check"] == name && f["subject"] == subject)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} finding for {subject}: {report}"))
+    };
+    let zc = finding("nic.zero_copy", "eth0");
+    eprintln!(
+        "{}: overpass check: {}; {}",
+        nic.as_str(),
+        zc["message"],
+        finding("nic.plan", "eth0")["message"]
+    );
+    assert_eq!(zc["severity"], "ok", "{zc}");
+    let msg = zc["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("driver {}, xdp-features [", nic.driver()))
+            && msg.contains("xsk-zerocopy"),
+        "{zc}"
+    );
+    let plan = finding("nic.plan", "eth0");
+    assert!(
+        plan["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("native XDP") && m.contains("AF_XDP zero-copy")),
+        "{plan}"
+    );
+    for dev in ["gwp-a", "gwp-b"] {
+        let plan = finding("nic.plan", dev);
+        assert!(
+            plan["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("AF_XDP copy mode")),
+            "{plan}"
+        );
+    }
+
     let api = Api {
         ns: &n1,
         client: Client::new(&format!("http://{GW}:{API_PORT}"), None),
