@@ -28,6 +28,22 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// Copies a frame that crosses between UMEM classes (the underlay's and the
+/// pods' own, see docs/design.md "UMEM classes") into a free frame of the
+/// other class, `dst` being that frame's whole capacity. False, copying
+/// nothing, when it does not fit. The one copy such a frame gets; the AF_XDP
+/// layer and the instruction profile (`pipeline-prof … split`) both use it.
+#[inline]
+pub fn cross_umem_copy(dst: &mut [u8], src: &[u8]) -> bool {
+    match dst.get_mut(..src.len()) {
+        Some(to) => {
+            to.copy_from_slice(src);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Free frames a handler may fill and send besides the one it was handed.
 ///
 /// Off the fast path: only a packet that must be fragmented uses it.

@@ -35,7 +35,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use overpass_dataplane::counters::{DropReason, Event, WorkerCounters};
 use overpass_dataplane::fib::PortId;
-use overpass_dataplane::io::{Handler, PacketIo, Spare, Verdict};
+use overpass_dataplane::io::{Handler, PacketIo, Spare, Verdict, cross_umem_copy};
 
 use crate::host::ethtool;
 
@@ -707,14 +707,11 @@ impl PacketIo for XskIo {
                     // is a frame of the other UMEM, so the two never alias.
                     let mut dst = unsafe { umems[out.pool].data_mut(&mut copy) };
                     let src = &data.contents()[..len];
-                    with_whole_frame(&mut dst, |buf| match buf.get_mut(..len) {
-                        Some(to) => {
-                            to.copy_from_slice(src);
-                            (true, Some(len))
-                        }
-                        // A frame larger than the other class's frames (the
-                        // pipeline's MTU checks keep this from happening).
-                        None => (false, None),
+                    // A frame larger than the other class's frames does not
+                    // fit (the pipeline's MTU checks keep that from happening).
+                    with_whole_frame(&mut dst, |buf| {
+                        let fits = cross_umem_copy(buf, src);
+                        (fits, fits.then_some(len))
                     })
                 };
                 if !copied {
