@@ -39,7 +39,19 @@ pub enum Path {
     B3,
     /// The Overpass gateway.
     Overpass,
+    /// The Overpass gateway with preferred NAPI busy polling
+    /// (`gateway.napi_busy_poll`, and the gateway interfaces'
+    /// `napi_defer_hard_irqs` and `gro_flush_timeout` set, see
+    /// [`NAPI_DEFER_HARD_IRQS`]).
+    OverpassNapi,
 }
+
+/// `napi_defer_hard_irqs` and `gro_flush_timeout` (ns) of the gateway's
+/// interfaces while [`Path::OverpassNapi`] runs (0 and 0 otherwise, the
+/// kernel's defaults): the values the kernel's busy-polling documentation
+/// starts from.
+pub const NAPI_DEFER_HARD_IRQS: u32 = 2;
+pub const GRO_FLUSH_TIMEOUT_NS: u32 = 200_000;
 
 impl Path {
     pub fn label(self) -> &'static str {
@@ -48,6 +60,7 @@ impl Path {
             Path::B1 => "B1 kernel",
             Path::B3 => "B3 raw AF_XDP",
             Path::Overpass => "Overpass",
+            Path::OverpassNapi => "Overpass + NAPI busy poll",
         }
     }
 }
@@ -368,7 +381,18 @@ impl Bench {
                         // path here (receive livelock on the worker's CPU,
                         // see the README): the loss-free rate is measured.
                         search_max_loss: (dir == Dir::Encap).then_some(o.max_loss),
-                        configs: all(kernel),
+                        configs: {
+                            let mut c = all(kernel);
+                            // Preferred busy polling against today's mode
+                            // on the loss-free encapsulation rate.
+                            if dir == Dir::Encap {
+                                c.push(ConfigSpec {
+                                    path: Path::OverpassNapi,
+                                    routes: None,
+                                });
+                            }
+                            c
+                        },
                         not_applicable: if kernel {
                             vec![]
                         } else {
@@ -441,6 +465,10 @@ impl Bench {
                 },
                 ConfigSpec {
                     path: Path::Overpass,
+                    routes: None,
+                },
+                ConfigSpec {
+                    path: Path::OverpassNapi,
                     routes: None,
                 },
             ],
@@ -676,6 +704,24 @@ impl Bench {
         netns::pin_threads("napi/eth0-", TRAFFIC_CPU);
     }
 
+    /// Sets `napi_defer_hard_irqs` and `gro_flush_timeout` of the gateway's
+    /// interfaces (underlay, pod veths).
+    fn napi_defer(&self, irqs: u32, timeout_ns: u32) {
+        let bed = &self.bed;
+        let cmd = format!(
+            "for d in {} {} {}; do echo {irqs} > /sys/class/net/$d/napi_defer_hard_irqs; \
+             echo {timeout_ns} > /sys/class/net/$d/gro_flush_timeout; done",
+            testbed::GATEWAY_UNDERLAY_IF,
+            bed.local_pod_iface('a'),
+            bed.local_pod_iface('b')
+        );
+        if let Err(e) = netns::sh(&bed.ns(Ns::Gateway), &cmd) {
+            self.say(&format!(
+                "setting napi_defer_hard_irqs/gro_flush_timeout: {e:#}"
+            ));
+        }
+    }
+
     fn link(&self, ns: &str, dev: &str) -> (u64, u64) {
         self.bed.link_stats(ns, dev).unwrap_or((0, 0))
     }
@@ -717,8 +763,13 @@ impl Bench {
                 };
                 Up::Raw(RawForwarder::start(&self.bed, bounce, DATAPLANE_CPU)?)
             }
-            Path::Overpass => {
-                let gw = start_gateway(&self.gateway_config(v))?;
+            Path::Overpass | Path::OverpassNapi => {
+                let mut config = self.gateway_config(v);
+                if c.path == Path::OverpassNapi {
+                    config.gateway.napi_busy_poll = true;
+                    self.napi_defer(NAPI_DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS);
+                }
+                let gw = start_gateway(&config)?;
                 if !gw.wait_resolved(Duration::from_secs(5)) {
                     problem = Some("gateway: next hops not resolved after 5 s".to_string());
                 }
@@ -808,6 +859,9 @@ impl Bench {
             Up::Gw(gw, before) => {
                 let after = gw.counters();
                 gw.stop();
+                if c.path == Path::OverpassNapi {
+                    self.napi_defer(0, 0);
+                }
                 let ev = match v.dir {
                     Dir::Decap => Event::DecapToPod,
                     Dir::Encap => Event::EncapToPeer,

@@ -236,7 +236,8 @@ pub fn build(meta: Meta, raw: Results) -> Report {
                 .any(|o: &ConfigOutcome| o.config == label && o.generator_bound)
         };
         if v.rate_pps.is_none() {
-            for (num, den) in [(ovl, b1l), (ovl, b3l), (b3l, b1l), (ovl, b0l)] {
+            let napi = Path::OverpassNapi.label();
+            for (num, den) in [(ovl, b1l), (ovl, b3l), (b3l, b1l), (ovl, b0l), (napi, ovl)] {
                 if let Some(r) = ratio(runs, num, den) {
                     ratios.push(Ratio {
                         variant: v.name.clone(),
@@ -535,6 +536,58 @@ pub fn markdown(r: &Report) -> String {
         }
         if let Some(max_loss) = r.raw.variants.iter().find_map(|(v, _)| v.search_max_loss) {
             let _ = writeln!(s, "\n{}", search_note(max_loss, &r.meta));
+        }
+        s.push('\n');
+    }
+    let napi = Path::OverpassNapi.label();
+    let busy: Vec<_> = variants
+        .iter()
+        .filter(|(v, _)| {
+            v.rate_pps.is_none() && v.configs.iter().any(|c| c.path == Path::OverpassNapi)
+        })
+        .collect();
+    if !busy.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Preferred NAPI busy polling (`gateway.napi_busy_poll`), loss-free rate, kpps\n"
+        );
+        let _ = writeln!(
+            s,
+            "Today's mode against the same gateway with `SO_PREFER_BUSY_POLL` on its sockets (the worker \
+             drives their NAPI contexts each round) and `napi_defer_hard_irqs` = {} and \
+             `gro_flush_timeout` = {} ns on its interfaces; the two interleaved in the same run.\n",
+            crate::harness::NAPI_DEFER_HARD_IRQS,
+            crate::harness::GRO_FLUSH_TIMEOUT_NS
+        );
+        let _ = writeln!(s, "| scenario | Overpass | {napi} | {napi} / Overpass |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (v, _) in busy {
+            let list = &r
+                .outcomes
+                .iter()
+                .find(|(n, _)| *n == v.name)
+                .expect("outcome per variant")
+                .1;
+            let col = |label: &str| {
+                list.iter()
+                    .find(|o| o.config == label)
+                    .map(cell)
+                    .unwrap_or_else(|| "–".into())
+            };
+            let rat = find_ratio(
+                &r.ratios,
+                &v.name,
+                &format!("{napi} / {}", Path::Overpass.label()),
+            )
+            .map(fmt_ratio)
+            .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {rat} |",
+                v.name,
+                col(Path::Overpass.label()),
+                col(napi)
+            );
         }
         s.push('\n');
     }

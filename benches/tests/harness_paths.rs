@@ -14,7 +14,7 @@ use overpass_benches::harness::{Bench, Options, Path};
 #[test]
 fn every_configuration_moves_traffic_through_its_path() {
     if !overpass_testkit::testbed::require_root(
-        "benches: end-to-end harness configurations (B0, B1, B3, Overpass)",
+        "benches: end-to-end harness configurations (B0, B1, B3, Overpass, Overpass + NAPI busy poll)",
     ) {
         return;
     }
@@ -37,7 +37,8 @@ fn every_configuration_moves_traffic_through_its_path() {
             assert!(!mine.is_empty(), "{} / {label}: no run", v.name);
             for r in mine {
                 if let Some(p) = &r.problem {
-                    if c.path == Path::Overpass && p.starts_with("not supported by the gateway yet")
+                    if matches!(c.path, Path::Overpass | Path::OverpassNapi)
+                        && p.starts_with("not supported by the gateway yet")
                     {
                         unsupported.push(format!("{} / {label}: {p}", v.name));
                         continue;
@@ -56,7 +57,7 @@ fn every_configuration_moves_traffic_through_its_path() {
                     Path::B0 => "sink_xdp_steered".to_string(),
                     Path::B1 => "flannel.1_rx_packets".to_string(),
                     Path::B3 => "b3_tx_completed".to_string(),
-                    Path::Overpass => r
+                    Path::Overpass | Path::OverpassNapi => r
                         .evidence
                         .keys()
                         .find(|k| k.starts_with("gateway_") && !k.starts_with("gateway_drop_"))

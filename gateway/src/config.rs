@@ -238,6 +238,21 @@ pub struct GatewayConfig {
     /// after ~20k empty polls a worker sleeps in poll(2) until traffic.
     #[serde(default)]
     pub busy_poll: bool,
+    /// Preferred NAPI busy polling (`SO_PREFER_BUSY_POLL` on every
+    /// socket): each worker round runs the sockets' NAPI contexts itself
+    /// instead of leaving receive processing to softirq or NAPI threads
+    /// competing for its core (see `XskIo::enable_napi_busy_poll`). Pair it
+    /// with the interfaces' `napi_defer_hard_irqs` and `gro_flush_timeout`.
+    #[serde(default)]
+    pub napi_busy_poll: bool,
+    /// `SO_BUSY_POLL`: microseconds a blocking poll(2) busy-polls (0 to
+    /// 1000000; with `napi_busy_poll`).
+    #[serde(default = "default_napi_busy_poll_usecs")]
+    pub napi_busy_poll_usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: frames per NAPI poll (1 to 1024; with
+    /// `napi_busy_poll`).
+    #[serde(default = "default_napi_busy_poll_budget")]
+    pub napi_busy_poll_budget: u32,
     /// Reverse-path filter of tunnel traffic: `strict` (default) drops a
     /// decapsulated packet whose inner source does not route back to the
     /// node it came from (`inner_source_spoofed`), as the kernel's
@@ -261,6 +276,14 @@ pub fn mac_is_zero(mac: &MacAddr) -> bool {
 }
 
 fn default_outer_ttl() -> u8 {
+    64
+}
+
+fn default_napi_busy_poll_usecs() -> u32 {
+    20
+}
+
+fn default_napi_busy_poll_budget() -> u32 {
     64
 }
 
@@ -434,6 +457,21 @@ impl Config {
         }
         if gw.outer_ttl == 0 {
             return Err(ConfigError::new("gateway.outer_ttl", "must be at least 1"));
+        }
+        if gw.napi_busy_poll_usecs > 1_000_000 {
+            return Err(ConfigError::new(
+                "gateway.napi_busy_poll_usecs",
+                format!(
+                    "{} is more than 1000000 (one second)",
+                    gw.napi_busy_poll_usecs
+                ),
+            ));
+        }
+        if !(1..=1024).contains(&gw.napi_busy_poll_budget) {
+            return Err(ConfigError::new(
+                "gateway.napi_busy_poll_budget",
+                format!("{} is not within 1 to 1024", gw.napi_busy_poll_budget),
+            ));
         }
         if gw.max_routes == 0 {
             return Err(ConfigError::new("gateway.max_routes", "must be at least 1"));
@@ -700,6 +738,43 @@ vtep_mac = "02:0b:00:00:00:01"
 
     fn err(text: &str) -> ConfigError {
         Config::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn napi_busy_poll_keys_are_checked() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "vtep_mac = \"02:0f:00:00:00:01\"",
+                &format!("vtep_mac = \"02:0f:00:00:00:01\"\n{extra}"),
+            )
+        };
+        let c = Config::from_toml(GOOD).unwrap();
+        assert!(!c.gateway.napi_busy_poll);
+        assert_eq!(
+            (
+                c.gateway.napi_busy_poll_usecs,
+                c.gateway.napi_busy_poll_budget
+            ),
+            (20, 64)
+        );
+        let on =
+            Config::from_toml(&with("napi_busy_poll = true\nnapi_busy_poll_budget = 128")).unwrap();
+        assert!(on.gateway.napi_busy_poll);
+        assert_eq!(on.gateway.napi_busy_poll_budget, 128);
+        assert_eq!(Config::from_toml(&on.to_toml()).unwrap(), on);
+        for (extra, key) in [
+            ("napi_busy_poll_budget = 0", "gateway.napi_busy_poll_budget"),
+            (
+                "napi_busy_poll_budget = 1025",
+                "gateway.napi_busy_poll_budget",
+            ),
+            (
+                "napi_busy_poll_usecs = 1000001",
+                "gateway.napi_busy_poll_usecs",
+            ),
+        ] {
+            assert_eq!(err(&with(extra)).key, key, "{extra}");
+        }
     }
 
     #[test]

@@ -225,8 +225,20 @@ impl Gateway {
         let mut ios = vec![];
         let mut umem = vec![];
         for (w, counters) in all_counters.iter().enumerate() {
-            let io = XskIo::open_with(&plan.specs[w], ul.bind_mode, ul.pod_umem, counters.clone())
-                .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            let mut io =
+                XskIo::open_with(&plan.specs[w], ul.bind_mode, ul.pod_umem, counters.clone())
+                    .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            let gw = &config.gateway;
+            if gw.napi_busy_poll {
+                io.enable_napi_busy_poll(gw.napi_busy_poll_usecs, gw.napi_busy_poll_budget)
+                    .with_context(|| format!("gateway.napi_busy_poll: worker {w}"))?;
+                tracing::info!(
+                    worker = w,
+                    usecs = gw.napi_busy_poll_usecs,
+                    budget = gw.napi_busy_poll_budget,
+                    "preferred NAPI busy polling: the worker drives its sockets' NAPI contexts"
+                );
+            }
             let frames = io.umem_frames();
             tracing::info!(
                 worker = w,

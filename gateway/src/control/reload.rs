@@ -103,6 +103,18 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.outer_ttl", a.outer_ttl != b.outer_ttl),
         ("gateway.cores", a.cores != b.cores),
         ("gateway.busy_poll", a.busy_poll != b.busy_poll),
+        (
+            "gateway.napi_busy_poll",
+            a.napi_busy_poll != b.napi_busy_poll,
+        ),
+        (
+            "gateway.napi_busy_poll_usecs",
+            a.napi_busy_poll_usecs != b.napi_busy_poll_usecs,
+        ),
+        (
+            "gateway.napi_busy_poll_budget",
+            a.napi_busy_poll_budget != b.napi_busy_poll_budget,
+        ),
         // Given to each worker's pipeline when it starts.
         ("gateway.rp_filter", a.rp_filter != b.rp_filter),
         ("gateway.max_routes", a.max_routes != b.max_routes),
