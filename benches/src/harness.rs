@@ -765,8 +765,9 @@ impl Bench {
             }
             Path::Overpass | Path::OverpassNapi => {
                 let mut config = self.gateway_config(v);
+                // Explicit both ways, whatever the default.
+                config.gateway.napi_busy_poll = c.path == Path::OverpassNapi;
                 if c.path == Path::OverpassNapi {
-                    config.gateway.napi_busy_poll = true;
                     self.napi_defer(NAPI_DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS);
                 }
                 let gw = start_gateway(&config)?;
