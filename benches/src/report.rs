@@ -218,6 +218,18 @@ fn tcp_ratio(tcp: &[TcpRun], reverse: bool) -> Option<Summary> {
     Summary::of(&xs)
 }
 
+impl Report {
+    /// The outcomes of the variant named `name` (every variant has them).
+    fn outcomes_of(&self, name: &str) -> &[ConfigOutcome] {
+        &self
+            .outcomes
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("an outcome per variant")
+            .1
+    }
+}
+
 pub fn build(meta: Meta, raw: Results) -> Report {
     let mut outcomes = vec![];
     let mut ratios = vec![];
@@ -493,12 +505,7 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for (v, _) in tput {
-            let list = &r
-                .outcomes
-                .iter()
-                .find(|(n, _)| *n == v.name)
-                .expect("outcome per variant")
-                .1;
+            let list = r.outcomes_of(&v.name);
             let col = |p: Path| {
                 if let Some(o) = list.iter().find(|o| o.config == p.label()) {
                     cell(o)
@@ -562,12 +569,7 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "| scenario | Overpass | {napi} | {napi} / Overpass |");
         let _ = writeln!(s, "|---|---|---|---|");
         for (v, _) in busy {
-            let list = &r
-                .outcomes
-                .iter()
-                .find(|(n, _)| *n == v.name)
-                .expect("outcome per variant")
-                .1;
+            let list = r.outcomes_of(&v.name);
             let col = |label: &str| {
                 list.iter()
                     .find(|o| o.config == label)
@@ -618,12 +620,7 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for (v, _) in lat {
-            let list = &r
-                .outcomes
-                .iter()
-                .find(|(n, _)| *n == v.name)
-                .expect("outcome")
-                .1;
+            let list = r.outcomes_of(&v.name);
             for o in list {
                 let q = |x: Option<Summary>| {
                     x.map(|x| format!("{:.1} [{:.1}–{:.1}]", x.median, x.min, x.max))
@@ -649,12 +646,7 @@ pub fn markdown(r: &Report) -> String {
         s.push('\n');
     }
     for (v, _) in variants.iter().filter(|(v, _)| v.scenario == "S6") {
-        let list = &r
-            .outcomes
-            .iter()
-            .find(|(n, _)| *n == v.name)
-            .expect("outcome")
-            .1;
+        let list = r.outcomes_of(&v.name);
         let _ = writeln!(s, "## {} (kpps)\n", v.name);
         if let Some(max_loss) = v.search_max_loss {
             let _ = writeln!(s, "{}\n", search_note(max_loss, &r.meta));

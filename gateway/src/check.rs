@@ -1770,9 +1770,9 @@ encap = "ipip"
         );
     }
 
-    #[test]
-    fn nic_support_comes_from_the_kernel_when_it_reports_it() {
-        let base = LinkFacts {
+    /// An up 1500-MTU interface `eth1` with no offload in the way.
+    fn healthy_nic() -> LinkFacts {
+        LinkFacts {
             name: "eth1".into(),
             exists: true,
             up: true,
@@ -1782,7 +1782,12 @@ encap = "ipip"
                 "Features for eth1:\nlarge-receive-offload: off\nrx-gro-hw: off [fixed]\nrx-udp-gro-forwarding: off\n",
             ),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn nic_support_comes_from_the_kernel_when_it_reports_it() {
+        let base = healthy_nic();
         use netdev::xdp_act::{BASIC, NDO_XMIT, REDIRECT, XSK_ZEROCOPY};
         // A driver on no list, which the kernel says does zero-copy.
         let new_driver = LinkFacts {
@@ -1858,17 +1863,7 @@ encap = "ipip"
 
     #[test]
     fn nic_rules_by_driver() {
-        let base = LinkFacts {
-            name: "eth1".into(),
-            exists: true,
-            up: true,
-            operstate: "UP".into(),
-            mtu: 1500,
-            features: parse_ethtool_features(
-                "Features for eth1:\nlarge-receive-offload: off\nrx-gro-hw: off [fixed]\nrx-udp-gro-forwarding: off\n",
-            ),
-            ..Default::default()
-        };
+        let base = healthy_nic();
         let ice = LinkFacts {
             driver: Some("ice".into()),
             ..base.clone()

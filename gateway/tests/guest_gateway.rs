@@ -43,9 +43,6 @@ const GW: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const AGENT_PORT: u16 = 7000;
 const API_PORT: u16 = 9180;
 const POD_MTU: u32 = 1450;
-/// The gateway's own overlay address (flannel's `subnet.0`), the onlink
-/// next hop node 1 routes node 3's podCIDR through.
-const GATEWAY_OVERLAY_IP: &str = "10.244.0.0";
 
 #[test]
 fn virtio_net_gateway_runs_zero_copy_with_copy_mode_pods() {
@@ -416,21 +413,8 @@ fn gateway_in_a_guest(nic: Nic, tag: &str) {
     // Transit: node 1's pod to the IP-in-IP node's pod through the gateway
     // (requests VXLAN -> IP-in-IP, replies back), underlay to underlay.
     let _ipip = bed.start_ipip_peer().expect("IP-in-IP endpoint");
-    bed.exec(
-        &n1,
-        &[
-            "ip",
-            "route",
-            "add",
-            &bed.node_pod_cidr(IPIP_NODE),
-            "via",
-            GATEWAY_OVERLAY_IP,
-            "dev",
-            "flannel.1",
-            "onlink",
-        ],
-    )
-    .unwrap();
+    bed.route_via_gateway(1, &bed.node_pod_cidr(IPIP_NODE))
+        .unwrap();
     let before = api.get("/api/v1/counters").unwrap();
     let r = bed
         .ping(&node_pod, bed.remote_pod_ip(IPIP_NODE), N as u32, &opts)

@@ -164,21 +164,8 @@ fn transit_between_flannel_and_ipip_nodes() {
     let bed = bed("ix2");
     let gw = bed.start_gateway().expect("starting the gateway");
     let _peer = bed.start_ipip_peer().expect("IP-in-IP endpoint");
-    bed.exec(
-        &bed.ns(Ns::Node(1)),
-        &[
-            "ip",
-            "route",
-            "add",
-            &bed.node_pod_cidr(IPIP_NODE),
-            "via",
-            GATEWAY_OVERLAY_IP,
-            "dev",
-            "flannel.1",
-            "onlink",
-        ],
-    )
-    .unwrap();
+    bed.route_via_gateway(1, &bed.node_pod_cidr(IPIP_NODE))
+        .unwrap();
     let before = gw.counters();
     const N: u32 = 5;
     let r = bed

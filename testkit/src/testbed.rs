@@ -706,6 +706,28 @@ impl Testbed {
         bridge_nf_values(&self.ns(Ns::Underlay))
     }
 
+    /// Routes `cidr` from Flannel node `node` through the gateway, as
+    /// Flannel routes a node's podCIDR (via the gateway's `subnet.0` on
+    /// `flannel.1`, onlink): for transit tests, whose far end (the IP-in-IP
+    /// node) no Flannel node knows.
+    pub fn route_via_gateway(&self, node: u8, cidr: &str) -> anyhow::Result<()> {
+        let via = Ipv4Addr::new(10, 244, 0, 0).to_string();
+        ip(
+            &self.ns(Ns::Node(check_vxlan_node(node))),
+            &[
+                "route",
+                "add",
+                cidr,
+                "via",
+                &via,
+                "dev",
+                "flannel.1",
+                "onlink",
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Whether an XDP program is attached to `dev` in `ns` (any mode).
     pub fn link_xdp_attached(&self, ns: &str, dev: &str) -> anyhow::Result<bool> {
         let link = link_json(ns, dev, "-d")?;
