@@ -242,6 +242,8 @@ struct ControlPlane {
     /// The persisted route set to start with (`None`: the configuration's).
     persisted: Option<RoutesFile>,
     auth: Auth,
+    /// The `[[cluster]]` joined (its lease taken), not yet following.
+    cluster: Option<overpass::cluster::Member>,
 }
 
 fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
@@ -251,6 +253,15 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
         None => None,
     };
     overpass::control::store::resolve_vtep_mac(&mut config, store.as_deref())?;
+    // A [[cluster]] lease gives the podCIDR: taken before anything that
+    // validates against it.
+    let state_dir = config.state.as_ref().map(|s| s.dir.clone());
+    let cluster = overpass::cluster::join(&mut config, state_dir.as_deref())?;
+    if cluster.is_some() {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     let api = config.api.clone().unwrap_or_default();
     let token = api
         .token_file
@@ -263,6 +274,7 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
         config,
         store,
         persisted: None,
+        cluster,
     };
     if let Some(store) = &cp.store {
         match store.load_routes() {
@@ -434,6 +446,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     cp.save_initial(gw.rib())?;
     // Route changes (API, reload) go through this handle: it persists.
     let rib = cp.persisting(gw.rib().clone());
+    let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
     let server = match cp.config.api.is_some() {
         true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
         false => None,
@@ -449,7 +462,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
     serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &|| {
         gw.worker_progress()
     });
-    tracing::info!("stopping: API, then dataplane");
+    tracing::info!("stopping: cluster, API, then dataplane");
+    if let Some(c) = cluster {
+        c.stop();
+    }
     if let Some(s) = server {
         s.stop();
     }
@@ -482,6 +498,7 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     cp.save_initial(&rib)?;
     let view = DataplaneView::offline();
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
+    let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
     let server = serve(&cp, rib.clone(), view, "api-only", listen)?;
     let status = |rib: &Rib| {
         format!(
@@ -491,6 +508,9 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     };
     notifier.ready(&status(&rib));
     serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &Vec::new);
+    if let Some(c) = cluster {
+        c.stop();
+    }
     server.stop();
     Ok(())
 }

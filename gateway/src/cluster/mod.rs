@@ -1,0 +1,320 @@
+//! Joining a cluster from its datastore: Flannel's etcd subnet manager.
+//!
+//! A `[[cluster]]` entry names an etcd (endpoints, TLS as flanneld's
+//! `--etcd-*` options) and a key prefix (default `/coreos.com/network`).
+//! The gateway then behaves as a flanneld node of that network:
+//!
+//! - [`join`] (blocking, before the dataplane starts) reads
+//!   `<prefix>/config`, refuses a network it cannot serve, and takes its
+//!   own subnet lease: the lease carrying its PublicIP if there is one,
+//!   else the subnet it had before (kept in the state dir), else a free
+//!   one picked as flanneld does; created with a transaction that succeeds
+//!   only if the key does not exist, retried (never fatal) on a lost race.
+//!   That subnet is the gateway's podCIDR.
+//! - [`Member::run`] (a thread with its own tokio runtime) keeps the lease
+//!   (renewed before expiry, re-registered if the key is deleted) and
+//!   learns every other node's lease: list, then watch from the next
+//!   revision; each change goes through [`Rib::change`], the hitless
+//!   path. A watch that falls behind compaction, or a lost connection,
+//!   re-lists and applies the difference. While etcd is unreachable the
+//!   routes in force stay; [`Status`] says degraded.
+//!
+//! Routes a cluster owns are node routes whose name is `<cluster name>/<lease
+//! key>` (e.g. `flannel/10.244.1.0-24`); see [`owner_of`]. The API refuses
+//! to edit or delete them (409 naming the owner) and a reload keeps them.
+//! Overlaps between sources: a route of the configuration or the API for
+//! the very prefix a lease names wins, and the lease is not applied
+//! (counted as a conflict and logged with both owners); a lease overlapping
+//! the local podCIDR is never applied. Other overlaps (a shorter and a
+//! longer prefix) are legal and resolved by longest match, as always.
+
+mod member;
+pub mod network;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, pod_cidr_is_unset};
+
+pub use member::{Member, MemberHandle, join};
+
+/// `[[cluster]]`: a Flannel network in etcd the gateway joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The route source name: routes learned here are owned by it
+    /// (`<name>/<lease key>`). 1 to 20 characters of `[a-z0-9-]`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// etcd client URLs (flanneld's `--etcd-endpoints`), `http://` or
+    /// `https://`.
+    pub endpoints: Vec<String>,
+    /// The etcd key prefix (flanneld's `--etcd-prefix`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// CA certificate (PEM) that signs etcd's server certificate
+    /// (`--etcd-cafile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) (`--etcd-certfile`); with `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM) (`--etcd-keyfile`); with `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Pin the gateway's subnet lease to this subnet (it must be one the
+    /// network hands out). Unset: `gateway.pod_cidr` when given, else the
+    /// lease carrying our PublicIP, the one kept in the state dir, or a
+    /// free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    /// The PublicIP published in the lease. Default `gateway.underlay_ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Ipv4Addr>,
+    /// Seconds of the etcd lease that holds the gateway's subnet (flanneld:
+    /// 24 h). Renewed at ttl − min(1 h, ttl / 4).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: u64,
+}
+
+fn default_name() -> String {
+    "flannel".into()
+}
+
+fn default_prefix() -> String {
+    "/coreos.com/network".into()
+}
+
+fn default_lease_ttl() -> u64 {
+    86_400
+}
+
+/// The longest `lease_ttl` (flanneld's 24 h).
+pub const MAX_LEASE_TTL: u64 = 86_400;
+
+/// Checks the `[[cluster]]` entries; errors name the key (`cluster[0].endpoints`).
+pub fn validate_config(config: &Config) -> Result<(), ConfigError> {
+    let gw = &config.gateway;
+    if config.cluster.is_empty() {
+        if pod_cidr_is_unset(&gw.pod_cidr) {
+            return Err(ConfigError::new(
+                "gateway.pod_cidr",
+                "required unless a [[cluster]] lease gives it",
+            ));
+        }
+        return Ok(());
+    }
+    if config.cluster.len() > 1 {
+        return Err(ConfigError::new(
+            "cluster",
+            format!(
+                "one [[cluster]] is supported, found {} (two datastores at once are not built yet)",
+                config.cluster.len()
+            ),
+        ));
+    }
+    for (i, c) in config.cluster.iter().enumerate() {
+        let key = |k: &str| format!("cluster[{i}].{k}");
+        if c.name.is_empty()
+            || c.name.len() > 20
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("{:?} must be 1 to 20 characters of a-z, 0-9 and -", c.name),
+            ));
+        }
+        if c.endpoints.is_empty() {
+            return Err(ConfigError::new(
+                key("endpoints"),
+                "needs at least one etcd URL",
+            ));
+        }
+        for (j, e) in c.endpoints.iter().enumerate() {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(ConfigError::new(
+                    format!("cluster[{i}].endpoints[{j}]"),
+                    format!("{e:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if !c.prefix.starts_with('/') || c.prefix.ends_with('/') || c.prefix.len() < 2 {
+            return Err(ConfigError::new(
+                key("prefix"),
+                format!("{:?} must start with / and not end with /", c.prefix),
+            ));
+        }
+        if c.cert_file.is_some() != c.key_file.is_some() {
+            return Err(ConfigError::new(
+                key(if c.cert_file.is_some() {
+                    "key_file"
+                } else {
+                    "cert_file"
+                }),
+                "cert_file and key_file go together",
+            ));
+        }
+        let tls = c.ca_file.is_some() || c.cert_file.is_some();
+        if tls && c.endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err(ConfigError::new(
+                key("endpoints"),
+                "TLS files are set: the endpoints must be https:// URLs",
+            ));
+        }
+        if let Some(s) = c.subnet {
+            if s.trunc() != s {
+                return Err(ConfigError::new(
+                    key("subnet"),
+                    format!("host bits set in {s}"),
+                ));
+            }
+            if !pod_cidr_is_unset(&gw.pod_cidr) && gw.pod_cidr != s {
+                return Err(ConfigError::new(
+                    key("subnet"),
+                    format!(
+                        "{s} differs from gateway.pod_cidr {}: the lease is the podCIDR",
+                        gw.pod_cidr
+                    ),
+                ));
+            }
+        }
+        if let Some(ip) = c.public_ip
+            && (ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback())
+        {
+            return Err(ConfigError::new(
+                key("public_ip"),
+                format!("{ip} is not a unicast address"),
+            ));
+        }
+        if !(10..=MAX_LEASE_TTL).contains(&c.lease_ttl) {
+            return Err(ConfigError::new(
+                key("lease_ttl"),
+                format!(
+                    "{} is out of range: seconds from 10 to {MAX_LEASE_TTL}",
+                    c.lease_ttl
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The route source that owns a route, by its node name: a cluster's
+/// name for `<cluster>/<lease key>`, else `None` (configuration or API).
+pub fn owner_of(node_name: &str) -> Option<&str> {
+    let (owner, key) = node_name.split_once('/')?;
+    network::parse_key(key).ok()?;
+    Some(owner)
+}
+
+/// The state of one cluster membership, shared with the API and tests.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The cluster's name (`[[cluster]] name`).
+    pub name: String,
+    /// The gateway's subnet lease (its podCIDR).
+    pub subnet: std::sync::Mutex<Option<Ipv4Net>>,
+    /// Connected and in sync (the watch runs); false while etcd is
+    /// unreachable or a resync is pending: forwarding continues on the last
+    /// known routes.
+    pub synced: AtomicBool,
+    /// Node routes this cluster has in the route set.
+    pub routes: AtomicU64,
+    /// Leases of a backend the gateway does not speak (ignored).
+    pub ignored_type: AtomicU64,
+    /// Leases that do not parse or validate (ignored; logged with the key).
+    pub bad_leases: AtomicU64,
+    /// Leases not applied because another source routes the prefix, or
+    /// the RIB refused them (logged with both owners / the reason).
+    pub conflicts: AtomicU64,
+    /// Watch events applied.
+    pub events: AtomicU64,
+    /// Full re-lists (start, reconnect, compaction).
+    pub resyncs: AtomicU64,
+    /// Times the connection to etcd was lost.
+    pub disconnects: AtomicU64,
+    /// Successful renewals of our lease.
+    pub renewals: AtomicU64,
+    /// Renewal attempts that failed (retried).
+    pub renew_failures: AtomicU64,
+    /// Times our key was found deleted and put back.
+    pub reregistrations: AtomicU64,
+}
+
+impl Status {
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// The gateway's subnet, once leased.
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        *self.subnet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `(metric suffix, help, value)` of every counter, for `/metrics`.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "routes",
+                "node routes learned from the datastore",
+                g(&self.routes),
+            ),
+            (
+                "ignored_type_total",
+                "leases of a backend type the gateway does not speak",
+                g(&self.ignored_type),
+            ),
+            (
+                "bad_leases_total",
+                "leases that do not parse or validate",
+                g(&self.bad_leases),
+            ),
+            (
+                "conflicts_total",
+                "leases not applied: prefix owned by another source or refused",
+                g(&self.conflicts),
+            ),
+            ("events_total", "watch events applied", g(&self.events)),
+            (
+                "resyncs_total",
+                "full re-lists of the leases",
+                g(&self.resyncs),
+            ),
+            (
+                "disconnects_total",
+                "connections to the datastore lost",
+                g(&self.disconnects),
+            ),
+            (
+                "renewals_total",
+                "renewals of the gateway's own lease",
+                g(&self.renewals),
+            ),
+            (
+                "renew_failures_total",
+                "failed renewal attempts (retried)",
+                g(&self.renew_failures),
+            ),
+            (
+                "reregistrations_total",
+                "times the gateway's own lease key was deleted and put back",
+                g(&self.reregistrations),
+            ),
+        ]
+    }
+}
+
+/// Shared status handles of every cluster membership (for the API).
+pub type Statuses = Vec<Arc<Status>>;
