@@ -318,3 +318,106 @@ impl Status {
 
 /// Shared status handles of every cluster membership (for the API).
 pub type Statuses = Vec<Arc<Status>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.1"
+vtep_mac = "02:0f:00:00:00:01"
+
+[[underlay]]
+interface = "ul0"
+"#;
+
+    fn with(cluster: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}\n[[cluster]]\n{cluster}\n"))
+    }
+
+    #[test]
+    fn defaults_and_round_trip() {
+        let c = with(r#"endpoints = ["http://127.0.0.1:2379"]"#).unwrap();
+        let k = &c.cluster[0];
+        assert_eq!(k.name, "flannel");
+        assert_eq!(k.prefix, "/coreos.com/network");
+        assert_eq!(k.lease_ttl, 86_400);
+        assert!(pod_cidr_is_unset(&c.gateway.pod_cidr), "the lease gives it");
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml(BASE).unwrap_err();
+        assert_eq!(e.key, "gateway.pod_cidr");
+        for (body, key) in [
+            ("endpoints = []", "cluster[0].endpoints"),
+            (
+                r#"endpoints = ["127.0.0.1:2379"]"#,
+                "cluster[0].endpoints[0]",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+name = "Bad Name""#,
+                "cluster[0].name",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+prefix = "coreos.com/network""#,
+                "cluster[0].prefix",
+            ),
+            (
+                r#"endpoints = ["https://e:2379"]
+cert_file = "/c.pem""#,
+                "cluster[0].key_file",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+ca_file = "/ca.pem""#,
+                "cluster[0].endpoints",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+subnet = "10.244.0.1/24""#,
+                "cluster[0].subnet",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+public_ip = "0.0.0.0""#,
+                "cluster[0].public_ip",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+lease_ttl = 86401"#,
+                "cluster[0].lease_ttl",
+            ),
+            (
+                r#"endpoints = ["http://e:2379"]
+etcd_endpoints = []"#,
+                "cluster[0]",
+            ),
+        ] {
+            let e = with(body).unwrap_err();
+            assert!(e.key.starts_with(key), "{body}: {e}");
+        }
+        let two = format!(
+            "{BASE}\n[[cluster]]\nendpoints = [\"http://a:1\"]\n[[cluster]]\nendpoints = [\"http://b:1\"]\n"
+        );
+        assert_eq!(Config::from_toml(&two).unwrap_err().key, "cluster");
+        // A pinned subnet must agree with gateway.pod_cidr.
+        let pinned = BASE.replace("[gateway]", "[gateway]\npod_cidr = \"10.244.0.0/24\"");
+        let e = Config::from_toml(&format!(
+            "{pinned}\n[[cluster]]\nendpoints = [\"http://e:1\"]\nsubnet = \"10.244.5.0/24\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "cluster[0].subnet");
+    }
+
+    #[test]
+    fn owners_come_from_route_names() {
+        assert_eq!(owner_of("flannel/10.244.1.0-24"), Some("flannel"));
+        assert_eq!(owner_of("node1"), None);
+        assert_eq!(owner_of("a/b"), None);
+    }
+}

@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(p, Peer::OtherType("wireguard".into()));
         for (key, value, needle) in [
             ("10.244.1.0-24", &b"{bad json"[..], "not a Flannel lease"),
-            ("10.244.1.0-23", br#"{"PublicIP":"198.18.0.11","BackendType":"ipip"}"#, "/24"),
+            ("10.244.2.0-23", br#"{"PublicIP":"198.18.0.11","BackendType":"ipip"}"#, "/24"),
             ("10.244.1.0", br#"{"PublicIP":"198.18.0.11","BackendType":"ipip"}"#, "not <a.b.c.d>-<len>"),
             ("10.9.1.0-24", br#"{"PublicIP":"198.18.0.11","BackendType":"ipip"}"#, "inside Network"),
             ("10.244.1.0-24", br#"{"PublicIP":"198.18.0.11","BackendType":"vxlan","BackendData":{"VNI":16777216,"VtepMAC":"02:00:00:00:00:11"}}"#, "VNI"),
