@@ -366,9 +366,14 @@ fn serve(
     view: DataplaneView,
     mode: &'static str,
     listen: Option<std::net::SocketAddr>,
+    clusters: &[Arc<overpass::cluster::Status>],
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
     let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
+    state.set_sources(overpass::cluster::RouteSources {
+        config: overpass::control::sources::config_routes(&cp.config),
+        clusters: clusters.to_vec(),
+    });
     if let Some(warning) = overpass::api::server::descriptor_shortfall(api.max_connections) {
         tracing::warn!("{warning}");
     }
@@ -448,7 +453,17 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let rib = cp.persisting(gw.rib().clone());
     let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
     let server = match cp.config.api.is_some() {
-        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
+        true => Some(serve(
+            &cp,
+            rib.clone(),
+            gw.view(),
+            "dataplane",
+            None,
+            &cluster
+                .iter()
+                .map(|c| c.status().clone())
+                .collect::<Vec<_>>(),
+        )?),
         false => None,
     };
     let workers = gw.info.pinning.len();
@@ -499,7 +514,8 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     let view = DataplaneView::offline();
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
     let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
-    let server = serve(&cp, rib.clone(), view, "api-only", listen)?;
+    let statuses: Vec<_> = cluster.iter().map(|c| c.status().clone()).collect();
+    let server = serve(&cp, rib.clone(), view, "api-only", listen, &statuses)?;
     let status = |rib: &Rib| {
         format!(
             "serving the API only (no dataplane), route set generation {}",
@@ -525,8 +541,9 @@ fn routes_cmd(args: &ClientArgs, action: RoutesAction) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("generation {}", set.generation);
-            for r in &set.routes {
-                println!("  {}", describe_route(r));
+            for (i, r) in set.routes.iter().enumerate() {
+                let source = set.sources.get(i).map_or("?", String::as_str);
+                println!("  {:<10} {}", source, describe_route(r));
             }
         }
         RoutesAction::Add {

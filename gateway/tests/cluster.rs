@@ -29,6 +29,8 @@ use overpass_testkit::testbed::{
     Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec, require_root, wait_until,
 };
 
+mod common;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const PREFIX: &str = "/coreos.com/network";
@@ -720,4 +722,172 @@ endpoints = ["{}"]
     c.cluster[0].lease_ttl = 5;
     assert_eq!(c.validate().unwrap_err().key, "cluster[0].lease_ttl");
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// The datastore as a route source beside the configuration and the API,
+/// through the real binary (`overpass api-only`: same RIB, store, cluster
+/// and API code as `run`, no dataplane): every route says its source; the
+/// API refuses to edit or delete a lease's route (409 naming the owner) and
+/// a whole-set replace keeps them; a [[peer]] for a lease's prefix wins and
+/// the lease is reported as a conflict; losing etcd turns /readyz to
+/// `degraded` and `overpass_cluster_synced` to 0, and both come back after
+/// the resync.
+#[test]
+fn sources_api_and_health_through_the_binary() {
+    let etcd = match Etcd::start("cl5") {
+        Ok(e) => e,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "etcd is needed under CI: {e:#}"
+            );
+            eprintln!("SKIPPED (needs etcd): {e:#}");
+            return;
+        }
+    };
+    let mut etcd = etcd;
+    let kv = etcd.kv().unwrap();
+    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
+        .unwrap();
+    let lease = |ip: u8, mac: u8| {
+        format!(
+            r#"{{"PublicIP":"198.18.0.{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{mac:02x}"}}}}"#
+        )
+    };
+    kv.put(&subnets_key("10.244.1.0-24"), &lease(11, 0x11), None)
+        .unwrap();
+    // Owned by node1 in the configuration too: the [[peer]] wins.
+    kv.put(&subnets_key("10.244.2.0-24"), &lease(12, 0x12), None)
+        .unwrap();
+    let s = common::Scratch::new("cl5");
+    let state = s.path("state");
+    let config = format!(
+        r#"[gateway]
+underlay_ip = "198.18.0.1"
+
+[[underlay]]
+interface = "ul0"
+
+[[peer]]
+name = "node2"
+pod_cidr = "10.244.2.0/24"
+underlay_ip = "198.18.0.12"
+vtep_mac = "02:0b:00:00:00:02"
+
+[state]
+dir = "{}"
+
+[api]
+listen = "127.0.0.1:0"
+token_file = "{}"
+
+[[cluster]]
+endpoints = ["{}"]
+"#,
+        state.display(),
+        s.path("token").display(),
+        etcd.endpoint()
+    );
+    std::fs::write(s.path("overpass.toml"), &config).unwrap();
+    let mut p = common::Proc::spawn(&["api-only"], &s.path("overpass.toml"), &s.path("log"), &[]);
+    let url = p.url(Duration::from_secs(30));
+    let c = common::client(&url);
+    let sources = |c: &overpass::api::client::Client| -> Vec<(String, String)> {
+        let set = c.routes().unwrap();
+        set.routes
+            .iter()
+            .zip(&set.sources)
+            .map(|(r, s)| (r.prefix.to_string(), s.clone()))
+            .collect()
+    };
+    wait_until("the lease's route", Duration::from_secs(10), || {
+        sources(&c).contains(&("10.244.1.0/24".into(), "flannel".into()))
+    });
+    let mut got = sources(&c);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("10.244.1.0/24".to_string(), "flannel".to_string()),
+            ("10.244.2.0/24".to_string(), "config".to_string()),
+        ],
+        "log:\n{}",
+        p.log_text()
+    );
+    // The gateway's own lease is its podCIDR (the first free subnet is
+    // random among the free ones: any /24 of the network but 1 and 2).
+    let own: Vec<(String, String)> = kv
+        .list(&format!("{PREFIX}/subnets/"))
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| v.contains("198.18.0.1\""))
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    // The API may not touch the lease's route.
+    let r = c
+        .request("DELETE", "/api/v1/routes/10.244.1.0/24", None, None)
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body.contains("cluster flannel") && r.body.contains("10.244.1.0-24"),
+        "{}",
+        r.body
+    );
+    let body = r#"{"prefix":"10.244.1.0/24","node":{"name":"mine","underlay_ip":"198.18.0.99","vtep_mac":"02:00:00:00:00:99"}}"#;
+    let r = c
+        .request("PUT", "/api/v1/routes/10.244.1.0/24", Some(body), None)
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    // A whole-set replace of the rest keeps it.
+    let r = c
+        .request(
+            "PUT",
+            "/api/v1/routes",
+            Some(r#"{"routes":[{"prefix":"10.244.9.0/24","node":{"name":"api9","underlay_ip":"198.18.0.90","vtep_mac":"02:00:00:00:00:90"}}]}"#),
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut got = sources(&c);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("10.244.1.0/24".to_string(), "flannel".to_string()),
+            ("10.244.9.0/24".to_string(), "api".to_string()),
+        ]
+    );
+    // Health: ready and in sync; then etcd goes away.
+    let readyz = || c.request("GET", "/readyz", None, None).unwrap().body;
+    let synced = || {
+        c.request("GET", "/metrics", None, None)
+            .unwrap()
+            .body
+            .lines()
+            .find(|l| l.starts_with("overpass_cluster_synced{"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(readyz().contains("\"ready\""), "{}", readyz());
+    assert_eq!(synced(), "overpass_cluster_synced{cluster=\"flannel\"} 1");
+    let m = c.request("GET", "/metrics", None, None).unwrap().body;
+    assert!(
+        m.contains("overpass_cluster_conflicts_total{cluster=\"flannel\"} 1"),
+        "the lease for the configured prefix is a conflict:\n{m}"
+    );
+    etcd.stop();
+    wait_until("degraded", Duration::from_secs(15), || {
+        readyz().contains("\"degraded\"")
+    });
+    assert_eq!(synced(), "overpass_cluster_synced{cluster=\"flannel\"} 0");
+    assert_eq!(sources(&c).len(), 2, "the routes stay");
+    etcd.start_again().unwrap();
+    wait_until("ready again", Duration::from_secs(20), || {
+        readyz().contains("\"ready\"")
+    });
+    assert_eq!(synced(), "overpass_cluster_synced{cluster=\"flannel\"} 1");
+    let log = p.log_text();
+    assert!(log.contains("lease not applied"), "{log}");
+    let status = p.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }

@@ -40,6 +40,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, pod_cidr_is_unset};
+use crate::control::rib::{ChangeError, RibError, RouteSpec};
 
 pub use member::{Member, MemberHandle, join};
 
@@ -316,8 +317,130 @@ impl Status {
     }
 }
 
-/// Shared status handles of every cluster membership (for the API).
-pub type Statuses = Vec<Arc<Status>>;
+/// Appends the clusters' metrics (Prometheus text): `overpass_cluster_synced`
+/// (1 in sync, 0 degraded: the datastore is unreachable or a resync is
+/// pending) and one family per [`Status::counters`] entry, labelled by
+/// cluster.
+pub fn render_metrics(o: &mut String, clusters: &[Arc<Status>]) {
+    use std::fmt::Write as _;
+    if clusters.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP overpass_cluster_synced 1 while in sync with the cluster datastore, 0 while degraded (unreachable or resynchronising; forwarding continues on the last known routes).\n# TYPE overpass_cluster_synced gauge"
+    );
+    for c in clusters {
+        let _ = writeln!(
+            o,
+            "overpass_cluster_synced{{cluster=\"{}\"}} {}",
+            c.name,
+            u8::from(c.is_synced())
+        );
+    }
+    let families = clusters[0].counters();
+    for (i, (suffix, help, _)) in families.iter().enumerate() {
+        let kind = if suffix.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            o,
+            "# HELP overpass_cluster_{suffix} Cluster datastore: {help}.\n# TYPE overpass_cluster_{suffix} {kind}"
+        );
+        for c in clusters {
+            let v = c.counters()[i].2;
+            let _ = writeln!(o, "overpass_cluster_{suffix}{{cluster=\"{}\"}} {v}", c.name);
+        }
+    }
+}
+
+/// What the API needs to tell route sources apart and report the
+/// datastores' health (see [`crate::api::ApiState::set_sources`]).
+#[derive(Debug, Clone, Default)]
+pub struct RouteSources {
+    /// The configuration's route set as the gateway started with it: a
+    /// route equal to one of these is labelled `config`.
+    pub config: Vec<RouteSpec>,
+    /// Every cluster membership.
+    pub clusters: Vec<Arc<Status>>,
+}
+
+impl RouteSources {
+    /// The source of a route: its cluster's name, `config`, or `api`.
+    pub fn source_of(&self, route: &RouteSpec) -> String {
+        if let Some(owner) = route.node.as_ref().and_then(|n| owner_of(&n.name)) {
+            return owner.to_string();
+        }
+        if self.config.contains(route) {
+            "config".into()
+        } else {
+            "api".into()
+        }
+    }
+
+    /// The clusters not in sync with their datastore (unreachable or
+    /// resynchronising): forwarding goes on with the last known routes.
+    pub fn degraded(&self) -> Vec<&str> {
+        self.clusters
+            .iter()
+            .filter(|s| !s.is_synced())
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
+/// Refuses an API change that would touch a route a cluster owns: a 409
+/// naming the owner (the datastore is the truth for those; change the
+/// lease there). `route` is the route in the set, or the one proposed.
+pub fn refuse_owned(route: &RouteSpec) -> Result<(), ChangeError> {
+    match route.node.as_ref().and_then(|n| owner_of(&n.name)) {
+        Some(owner) => Err(ChangeError::Conflict(RibError::new(
+            "prefix",
+            format!(
+                "{} is owned by cluster {owner} (its etcd subnet lease {}): change or delete \
+                 the lease in the datastore, not through the API",
+                route.prefix,
+                route
+                    .node
+                    .as_ref()
+                    .map(|n| n.name.as_str())
+                    .unwrap_or_default()
+            ),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A whole-set replacement from the API or a reload: `new` (none of it
+/// owned by a cluster) plus the cluster-owned routes of `current` whose
+/// prefix `new` does not route (the configuration or the API wins a
+/// prefix both route; each such loss is logged).
+pub fn keep_owned(
+    current: &[RouteSpec],
+    new: Vec<RouteSpec>,
+) -> Result<Vec<RouteSpec>, ChangeError> {
+    for r in &new {
+        refuse_owned(r)?;
+    }
+    let mut out = new;
+    for r in current {
+        let Some(owner) = r.node.as_ref().and_then(|n| owner_of(&n.name)) else {
+            continue;
+        };
+        if out.iter().any(|x| x.prefix == r.prefix) {
+            tracing::warn!(
+                prefix = %r.prefix, cluster = owner,
+                "a configured or API route takes the prefix of a cluster lease: the lease's \
+                 route is withdrawn (configuration and API win)"
+            );
+            continue;
+        }
+        out.push(r.clone());
+    }
+    Ok(out)
+}
 
 #[cfg(test)]
 mod tests {

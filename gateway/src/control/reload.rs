@@ -46,15 +46,23 @@ pub fn reload(
     let peers = new.peer.len();
     // One RIB call: validated, persisted (the RIB's store), published, in
     // force on every worker when it returns.
-    let generation = rib.replace(routes, None).map_err(|e| match e {
-        ChangeError::Invalid(e) => anyhow::anyhow!(
-            "{}: {}: {}",
-            path.display(),
-            config_key(&e.field, peers),
-            e.message
-        ),
-        other => anyhow::anyhow!("{}: {other}", path.display()),
-    })?;
+    // Routes a [[cluster]] datastore owns stay: the file is the truth for
+    // its own routes only (a [[peer]] taking a lease's prefix wins it).
+    let generation = rib
+        .change(None, |current| {
+            *current = crate::cluster::keep_owned(current, routes)?;
+            Ok(())
+        })
+        .map(|(generation, ())| generation)
+        .map_err(|e| match e {
+            ChangeError::Invalid(e) => anyhow::anyhow!(
+                "{}: {}: {}",
+                path.display(),
+                config_key(&e.field, peers),
+                e.message
+            ),
+            other => anyhow::anyhow!("{}: {other}", path.display()),
+        })?;
     Ok(Reloaded {
         generation,
         routes: n,
