@@ -5,9 +5,9 @@
 //! with no `[[peer]]` at all: its own subnet lease, every other node's
 //! lease as a route (`overpass::cluster`).
 //!
-//! The bed tests (tags `cl*`) need root and run one at a time; under
-//! CI=true they fail rather than skip. The datastore-only tests need etcd
-//! but no namespaces.
+//! The tests run one at a time (two cores; zero-loss assertions). The bed
+//! tests (tags `cl*`) need root; under CI=true they fail rather than skip.
+//! The datastore-only tests need etcd but no namespaces.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -288,6 +288,13 @@ fn both_directions_through_etcd_alone() {
         b.ping_ok(&b.bed.ns(Ns::LocalPod('a')), b.bed.remote_pod_ip(n), 5);
         b.ping_ok(&b.bed.ns(Ns::NodePod(n)), b.bed.local_pod_ip('b'), 5);
     }
+    let after = b.gw().counters();
+    assert_eq!(
+        after.since(&before).total_drops(),
+        0,
+        "{}",
+        after.since(&before).render()
+    );
     for (server, ip, client) in [
         (Ns::NodePod(1), b.bed.remote_pod_ip(1), Ns::LocalPod('a')),
         (Ns::LocalPod('b'), b.bed.local_pod_ip('b'), Ns::NodePod(2)),
@@ -307,12 +314,22 @@ fn both_directions_through_etcd_alone() {
     let csum1: Vec<u64> = nss.iter().map(|n| csum(n)).collect();
     assert_eq!(csum0, csum1, "TcpInCsumErrors moved ({nss:?})");
     let after = b.gw().counters();
-    assert_eq!(
-        after.since(&before).total_drops(),
-        0,
-        "{}",
+    println!(
+        "gateway counters over pings and iperf3:\n{}",
         after.since(&before).render()
     );
+    for reason in [
+        DropReason::NoRoute,
+        DropReason::UnknownPeer,
+        DropReason::InnerSourceSpoofed,
+    ] {
+        assert_eq!(
+            after.since(&before).drop_count(reason),
+            0,
+            "{reason:?}\n{}",
+            after.since(&before).render()
+        );
+    }
 
     // Bad datastore input: each ignored with a counter (and a log naming
     // the key); the route set does not move.
@@ -603,6 +620,7 @@ fn restart_and_losing_etcd() {
 /// brings the same subnet back.
 #[test]
 fn leases_races_and_refusals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let etcd = match Etcd::start("cl4") {
         Ok(e) => e,
         Err(e) => {
@@ -734,6 +752,7 @@ endpoints = ["{}"]
 /// the resync.
 #[test]
 fn sources_api_and_health_through_the_binary() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let etcd = match Etcd::start("cl5") {
         Ok(e) => e,
         Err(e) => {
@@ -890,4 +909,171 @@ endpoints = ["{}"]
     assert!(log.contains("lease not applied"), "{log}");
     let status = p.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
+}
+
+/// The watch forced past a compaction, through the binary: the gateway is
+/// frozen (SIGSTOP) and its connections to etcd are cut (`ss -K`); leases
+/// change and etcd compacts its history; thawed, the gateway resumes its
+/// watch where it stopped, etcd answers that the revision is compacted, and
+/// the gateway re-lists: its table is then exactly what the leases say.
+#[test]
+fn watch_past_compaction_relists_the_same_table() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("cutting the gateway's etcd connections (ss -K)") {
+        return;
+    }
+    let mut etcd = Etcd::start("cl6").expect("starting etcd");
+    let kv = etcd.kv().unwrap();
+    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
+        .unwrap();
+    let lease = |n: u8| {
+        format!(
+            r#"{{"PublicIP":"198.18.0.{n}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{n:02x}"}}}}"#
+        )
+    };
+    for n in [11u8, 12, 13] {
+        kv.put(&subnets_key(&format!("10.244.{n}.0-24")), &lease(n), None)
+            .unwrap();
+    }
+    let s = common::Scratch::new("cl6");
+    let config = format!(
+        r#"[gateway]
+underlay_ip = "198.18.0.1"
+vtep_mac = "02:00:00:00:00:01"
+
+[[underlay]]
+interface = "ul0"
+
+[api]
+listen = "127.0.0.1:0"
+token_file = "{}"
+
+[[cluster]]
+endpoints = ["{}"]
+"#,
+        s.path("token").display(),
+        etcd.endpoint()
+    );
+    std::fs::write(s.path("overpass.toml"), &config).unwrap();
+    let mut p = common::Proc::spawn(&["api-only"], &s.path("overpass.toml"), &s.path("log"), &[]);
+    let url = p.url(Duration::from_secs(30));
+    let c = common::client(&url);
+    let cluster_prefixes = || -> Vec<String> {
+        let set = c.routes().unwrap();
+        let mut v: Vec<String> = set
+            .routes
+            .iter()
+            .zip(&set.sources)
+            .filter(|(_, s)| *s == "flannel")
+            .map(|(r, _)| r.prefix.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    wait_until("three lease routes", Duration::from_secs(10), || {
+        cluster_prefixes().len() == 3
+    });
+
+    p.signal(libc::SIGSTOP);
+    // Cut the frozen gateway's connections to etcd (and only its).
+    let port = etcd.endpoint().rsplit(':').next().unwrap().to_string();
+    let out = std::process::Command::new("ss")
+        .args([
+            "-Htnp",
+            "dst",
+            "127.0.0.1",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .unwrap();
+    let mine = format!("pid={},", p.pid());
+    let mut cut = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.contains(&mine) {
+            continue;
+        }
+        let local = line.split_whitespace().nth(3).unwrap();
+        let sport = local.rsplit(':').next().unwrap();
+        let k = std::process::Command::new("ss")
+            .args([
+                "-K",
+                "src",
+                "127.0.0.1",
+                "sport",
+                "=",
+                &format!(":{sport}"),
+                "dst",
+                "127.0.0.1",
+                "dport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(k.status.success(), "{k:?}");
+        cut += 1;
+    }
+    assert!(
+        cut >= 1,
+        "no connection of the gateway to etcd found:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Meanwhile: one node leaves, two come, one of them leaves again, a
+    // lease changes; then the history is compacted away.
+    let kv = etcd.kv().unwrap();
+    kv.delete(&subnets_key("10.244.11.0-24")).unwrap();
+    kv.put(&subnets_key("10.244.14.0-24"), &lease(14), None)
+        .unwrap();
+    kv.put(&subnets_key("10.244.15.0-24"), &lease(15), None)
+        .unwrap();
+    kv.delete(&subnets_key("10.244.15.0-24")).unwrap();
+    kv.put(&subnets_key("10.244.12.0-24"), &lease(22), None)
+        .unwrap();
+    let compacted = kv.compact_all().unwrap();
+    p.signal(libc::SIGCONT);
+
+    let expected = vec![
+        "10.244.12.0/24".to_string(),
+        "10.244.13.0/24".to_string(),
+        "10.244.14.0/24".to_string(),
+    ];
+    wait_until("the re-listed table", Duration::from_secs(20), || {
+        cluster_prefixes() == expected
+    });
+    let set = c.routes().unwrap();
+    let n12 = set
+        .routes
+        .iter()
+        .find(|r| r.prefix.to_string() == "10.244.12.0/24")
+        .unwrap();
+    assert_eq!(
+        n12.node.as_ref().unwrap().underlay_ip,
+        Ipv4Addr::new(198, 18, 0, 22),
+        "the changed lease"
+    );
+    let log = p.log_text();
+    assert!(
+        log.contains("fell behind compaction"),
+        "the watch must have met the compaction (at {compacted}):\n{log}"
+    );
+    // The same table a fresh list gives.
+    let mut listed: Vec<String> = kv
+        .list(&format!("{PREFIX}/subnets/"))
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| !v.contains("\"198.18.0.1\""))
+        .map(|(k, _)| {
+            let name = k.rsplit('/').next().unwrap();
+            let (a, l) = name.split_once('-').unwrap();
+            format!("{a}/{l}")
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+    let status = p.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    drop(etcd.kv());
+    etcd.stop();
 }

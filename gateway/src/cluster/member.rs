@@ -460,6 +460,8 @@ impl Member {
                     client,
                     rib,
                     stopped,
+                    last_seen: None,
+                    resume: None,
                 };
                 runtime.block_on(follower.run());
             })
@@ -484,6 +486,11 @@ struct Follower {
     client: Client,
     rib: Rib,
     stopped: tokio::sync::watch::Receiver<bool>,
+    /// The last revision seen on the watch (None: not watching yet, or a
+    /// re-list is due).
+    last_seen: Option<i64>,
+    /// Where the next session resumes the watch (None: list first).
+    resume: Option<i64>,
 }
 
 /// How a session with etcd ended.
@@ -501,9 +508,12 @@ impl Follower {
                 Ok(End::Stopped) => return,
                 Ok(End::Compacted) => {
                     self.status.synced.store(false, Ordering::Relaxed);
+                    self.last_seen = None;
+                    self.resume = None;
                     continue;
                 }
                 Err(e) => {
+                    self.resume = self.last_seen.take().map(|r| r + 1);
                     self.status.synced.store(false, Ordering::Relaxed);
                     self.status.disconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -530,51 +540,20 @@ impl Follower {
         if *self.stopped.borrow() {
             return Ok(End::Stopped);
         }
-        let resp = timed(
-            "list",
-            self.client.get(
-                self.subnets_prefix.as_str(),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )
-        .await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let mut leases: Vec<(String, Vec<u8>)> = vec![];
-        let mut ours_present = false;
-        for kv in resp.kvs() {
-            let key = kv.key_str().unwrap_or("");
-            if key == self.key {
-                ours_present = kv.value() == self.value.as_slice();
-                continue;
-            }
-            if let Some(name) = key.strip_prefix(&self.subnets_prefix) {
-                leases.push((name.to_string(), kv.value().to_vec()));
-            }
-        }
-        if !ours_present {
-            self.reregister("missing from the list").await?;
-        } else if Instant::now() >= self.renew_at {
-            self.renew().await?;
-        }
-        self.reconcile(&leases).await;
-        self.status.resyncs.fetch_add(1, Ordering::Relaxed);
+        let start = match self.resume.take() {
+            Some(rev) => self.resume_at(rev).await?,
+            None => self.relist().await? + 1,
+        };
         self.status.synced.store(true, Ordering::Relaxed);
         *backoff = BACKOFF_MIN;
-        tracing::info!(
-            cluster = %self.cfg.name, revision, leases = leases.len(),
-            routes = self.status.routes.load(Ordering::Relaxed),
-            "in sync with the datastore; watching from the next revision"
-        );
-
+        // From here on, a lost connection resumes the watch where it
+        // stopped (etcd replays what was missed) instead of re-listing.
+        self.last_seen = Some(start - 1);
         let mut stream = timed(
             "watch",
             self.client.watch(
                 self.subnets_prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
+                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
             ),
         )
         .await?;
@@ -612,6 +591,7 @@ impl Follower {
             }
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
+                self.last_seen = Some(self.last_seen.unwrap_or(0).max(kv.mod_revision()));
                 let key = kv.key_str().unwrap_or("").to_string();
                 let deleted = event.event_type() == EventType::Delete;
                 if key == self.key {
@@ -637,6 +617,66 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Lists the leases, makes sure ours is there, applies the difference
+    /// to the route set; returns the list's revision.
+    async fn relist(&mut self) -> anyhow::Result<i64> {
+        let resp = timed(
+            "list",
+            self.client.get(
+                self.subnets_prefix.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        )
+        .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut leases: Vec<(String, Vec<u8>)> = vec![];
+        let mut ours_present = false;
+        for kv in resp.kvs() {
+            let key = kv.key_str().unwrap_or("");
+            if key == self.key {
+                ours_present = kv.value() == self.value.as_slice();
+                continue;
+            }
+            if let Some(name) = key.strip_prefix(&self.subnets_prefix) {
+                leases.push((name.to_string(), kv.value().to_vec()));
+            }
+        }
+        if !ours_present {
+            self.reregister("missing from the list").await?;
+        } else if Instant::now() >= self.renew_at {
+            self.renew().await?;
+        }
+        self.reconcile(&leases).await;
+        self.status.resyncs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            cluster = %self.cfg.name, revision, leases = leases.len(),
+            routes = self.status.routes.load(Ordering::Relaxed),
+            "in sync with the datastore; watching from the next revision"
+        );
+        Ok(revision)
+    }
+
+    /// After a lost connection: makes sure our lease is there, and resumes
+    /// the watch at `rev` (what was missed is replayed; if it was compacted
+    /// away meanwhile, etcd says so and the session re-lists).
+    async fn resume_at(&mut self, rev: i64) -> anyhow::Result<i64> {
+        let ours = timed("get", self.client.get(self.key.as_str(), None)).await?;
+        let present = ours
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value() == self.value.as_slice());
+        if !present {
+            self.reregister("missing after the reconnection").await?;
+        } else if Instant::now() >= self.renew_at {
+            self.renew().await?;
+        }
+        tracing::info!(
+            cluster = %self.cfg.name, revision = rev,
+            "reconnected to the datastore: resuming the watch where it stopped"
+        );
+        Ok(rev)
     }
 
     /// Puts our lease back with a fresh etcd lease, only if the key is
