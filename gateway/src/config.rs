@@ -30,7 +30,7 @@ pub struct Config {
     #[serde(default)]
     pub pod: Vec<PodConfig>,
     /// Remote nodes: each owns one podCIDR reached through a tunnel.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer: Vec<PeerConfig>,
     /// The HTTP control plane. Unset: no API is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
