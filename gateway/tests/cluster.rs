@@ -737,7 +737,7 @@ endpoints = ["{}"]
     // Config checks name the key.
     let mut c = config_for("192.0.2.4", None);
     c.gateway.pod_cidr = unset_pod_cidr();
-    c.cluster[0].lease_ttl = 5;
+    c.cluster[0].lease_ttl = 1;
     assert_eq!(c.validate().unwrap_err().key, "cluster[0].lease_ttl");
     let _ = std::fs::remove_dir_all(&state);
 }
@@ -1076,4 +1076,349 @@ endpoints = ["{}"]
     assert!(status.success(), "{status}");
     drop(etcd.kv());
     etcd.stop();
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A second gateway node on the bed's switch for the standby: namespace
+/// `{P}-g2` (`ul0` 198.18.0.2) with a replica of local pod a (10.244.0.2,
+/// same MAC) in `{P}-q2`, wired as the bed wires the first gateway's. The
+/// bed's clean-up removes both (`ovp-{tag}-*`).
+fn standby_node(bed: &Testbed) -> (String, String) {
+    let g2 = format!("{}-g2", bed.prefix());
+    let q2 = format!("{}-q2", bed.prefix());
+    let ul = bed.ns(Ns::Underlay);
+    for ns in [&g2, &q2] {
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv4.ip_forward=0",
+        ]);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &g2,
+        "link",
+        "add",
+        "ul0",
+        "address",
+        "02:01:c6:12:00:02",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sw-g2",
+        "netns",
+        &ul,
+        "address",
+        "02:02:c6:12:00:02",
+    ]);
+    sh(&[
+        "ip", "-n", &ul, "link", "set", "sw-g2", "master", "br0", "up",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &g2,
+        "addr",
+        "add",
+        "198.18.0.2/24",
+        "dev",
+        "ul0",
+    ]);
+    sh(&["ip", "-n", &g2, "link", "set", "ul0", "up"]);
+    let pod_mac = bed.local_pod_mac('a').to_string();
+    let host_mac = bed.local_host_end_mac('a').to_string();
+    sh(&[
+        "ip", "-n", &g2, "link", "add", "gwp-a", "address", &host_mac, "mtu", "1450", "type",
+        "veth", "peer", "name", "eth0", "netns", &q2, "address", &pod_mac, "mtu", "1450",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &g2,
+        "addr",
+        "add",
+        "169.254.1.1/32",
+        "dev",
+        "gwp-a",
+    ]);
+    sh(&["ip", "-n", &g2, "link", "set", "gwp-a", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &g2,
+        "route",
+        "add",
+        "10.244.0.2/32",
+        "dev",
+        "gwp-a",
+        "scope",
+        "link",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &q2,
+        "addr",
+        "add",
+        "10.244.0.2/32",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &q2, "link", "set", "eth0", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &q2,
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &q2,
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
+    sh(&[
+        "ip", "netns", "exec", &q2, "ethtool", "-K", "eth0", "tx", "off",
+    ]);
+    (g2, q2)
+}
+
+/// An active/standby pair through etcd: both gateways pin the same subnet
+/// (10.244.0.0/24) under a 2 s etcd lease. The first holds it; the second
+/// waits for it. SIGKILL of the active one under a steady ping from node 1's
+/// pod to 10.244.0.2: its lease lapses, the standby takes the subnet with
+/// its own PublicIP and VtepMAC, node 1's agent repoints its entries, and
+/// the ping resumes, answered by the standby's replica of the pod. The
+/// failover time and the loss are reported (goal: under 3 s).
+#[test]
+fn active_standby_failover_after_sigkill() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("active/standby failover (network namespaces, etcd, XDP)") {
+        return;
+    }
+    let bed = Testbed::create_with(
+        &TestbedSpec {
+            tag: "cl7".into(),
+            underlay_queues: 1,
+        },
+        &TestbedOptions {
+            flannel_entries: false,
+            ..TestbedOptions::default()
+        },
+    )
+    .expect("building the test bed");
+    let (g2, _q2) = standby_node(&bed);
+    let etcd = Etcd::start("cl7").expect("starting etcd");
+    let kv = etcd.kv().unwrap();
+    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
+        .unwrap();
+    let s = common::Scratch::new("cl7");
+    let config = |ns: &str, ip: &str, mac: &str, pods: &[char], state: &str| {
+        let mut c = format!(
+            r#"[gateway]
+netns = "{ns}"
+pod_cidr = "10.244.0.0/24"
+underlay_ip = "{ip}"
+vtep_mac = "{mac}"
+
+[[underlay]]
+interface = "ul0"
+
+[state]
+dir = "{}"
+
+[api]
+listen = "127.0.0.1:0"
+token_file = "{}"
+
+[[cluster]]
+endpoints = ["{}"]
+lease_ttl = 2
+"#,
+            s.path(state).display(),
+            s.path("token").display(),
+            etcd.endpoint()
+        );
+        for &p in pods {
+            c += &format!(
+                "\n[[pod]]\nname = \"{p}\"\ninterface = \"gwp-{p}\"\nip = \"{}\"\nmac = \"{}\"\n",
+                bed.local_pod_ip(p),
+                bed.local_pod_mac(p)
+            );
+        }
+        c
+    };
+    let active_mac = "02:00:c6:12:00:01";
+    let standby_mac = "02:00:c6:12:00:02";
+    std::fs::write(
+        s.path("active.toml"),
+        config(
+            &bed.ns(Ns::Gateway),
+            "198.18.0.1",
+            active_mac,
+            &['a', 'b'],
+            "a",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("standby.toml"),
+        config(&g2, "198.18.0.2", standby_mac, &['a'], "b"),
+    )
+    .unwrap();
+    let mut active = common::Proc::spawn(&["run"], &s.path("active.toml"), &s.path("a.log"), &[]);
+    active.url(Duration::from_secs(30));
+    let key = subnets_key("10.244.0.0-24");
+    assert!(kv.get(&key).unwrap().unwrap().0.contains("198.18.0.1\""));
+    let mut standby = common::Proc::spawn(&["run"], &s.path("standby.toml"), &s.path("b.log"), &[]);
+    wait_until(
+        "the standby waits for the lease",
+        Duration::from_secs(15),
+        || standby.log_text().contains("leased by another node"),
+    );
+    let _n1 = FlannelNode::start(AgentSpec {
+        etcd: etcd.endpoint(),
+        prefix: PREFIX.into(),
+        netns: bed.ns(Ns::Node(1)),
+        public_ip: bed.node_underlay_ip(1),
+        vtep_mac: bed.node_vtep_mac(1).to_string(),
+        subnet: bed.node_pod_cidr(1).parse().unwrap(),
+        ttl: 86_400,
+    })
+    .unwrap();
+    let n1 = bed.ns(Ns::Node(1));
+    let fdb = || {
+        String::from_utf8_lossy(
+            &bed.exec(&n1, &["bridge", "fdb", "show", "dev", "flannel.1"])
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    assert!(
+        fdb().contains(&format!("{active_mac} dst 198.18.0.1")),
+        "{}",
+        fdb()
+    );
+    let pod = bed.ns(Ns::NodePod(1));
+    let target = bed.local_pod_ip('a');
+    // Until the active gateway has learned node 1 (its route back).
+    wait_until(
+        "the active gateway answers",
+        Duration::from_secs(10),
+        || {
+            bed.ping(&pod, target, 1, &PingOpts::default())
+                .is_ok_and(|r| r.all_received())
+        },
+    );
+
+    const PROBES: u32 = 800;
+    const INTERVAL: f64 = 0.01;
+    let (ping, failover) = std::thread::scope(|sc| {
+        let pinger = sc.spawn(|| {
+            bed.ping(
+                &pod,
+                target,
+                PROBES,
+                &PingOpts {
+                    interval: INTERVAL,
+                    timeout_s: 2,
+                    ..PingOpts::default()
+                },
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        active.signal(libc::SIGKILL);
+        let killed = Instant::now();
+        let mut repointed = None;
+        while killed.elapsed() < Duration::from_secs(15) {
+            if fdb().contains(&format!("{standby_mac} dst 198.18.0.2")) {
+                repointed = Some(killed.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (pinger.join().unwrap(), repointed)
+    });
+    let failover = failover.unwrap_or_else(|| {
+        panic!(
+            "the standby never took over; standby log:\n{}",
+            standby.log_text()
+        )
+    });
+    let lost = ping.transmitted - ping.received;
+    println!(
+        "failover: SIGKILL -> node 1 repointed to the standby in {failover:?}; steady ping \
+         (every {INTERVAL} s) {}/{} received, {lost} lost",
+        ping.received, ping.transmitted,
+    );
+    let value = kv.get(&key).unwrap().unwrap().0;
+    assert!(
+        value.contains("198.18.0.2\"") && value.contains(standby_mac),
+        "{value}"
+    );
+    // The ping resumed: answered after the takeover (the last probes).
+    let tail: Vec<&str> = ping
+        .raw
+        .lines()
+        .filter(|l| l.contains("icmp_seq="))
+        .collect();
+    let last_seq = tail
+        .last()
+        .and_then(|l| l.split("icmp_seq=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        last_seq + 20 >= PROBES,
+        "the ping did not resume (last reply {last_seq} of {PROBES}):\n{}",
+        ping.raw.lines().last().unwrap_or("")
+    );
+    assert!(lost > 0, "the active gateway answered until it died");
+    let url = standby.url(Duration::from_secs(5));
+    let counters: serde_json::Value = common::client(&url).get("/api/v1/counters").unwrap();
+    let decap = counters["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "decap_to_pod")
+        .and_then(|e| e["value"].as_u64())
+        .unwrap_or(0);
+    assert!(decap > 0, "the standby forwarded the ping: {counters}");
+    let status = standby.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }

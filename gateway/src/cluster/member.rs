@@ -174,7 +174,14 @@ fn read_subnet_file(path: &Path) -> anyhow::Result<Option<SubnetFile>> {
 /// When a lease of `ttl` seconds is renewed: flanneld renews an hour
 /// before expiry; shorter leases at three quarters of their life.
 fn renew_after(ttl: u64) -> Duration {
-    Duration::from_secs(ttl - (ttl / 4).min(3600))
+    let ttl = Duration::from_secs(ttl);
+    ttl - (ttl / 4).min(Duration::from_secs(3600))
+}
+
+/// How soon a failed renewal is retried: often enough for several tries
+/// before the lease could lapse.
+fn renew_retry(ttl: u64) -> Duration {
+    (Duration::from_secs(ttl) / 20).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
 fn connect_options(cfg: &ClusterConfig) -> anyhow::Result<ConnectOptions> {
@@ -565,7 +572,7 @@ impl Follower {
                     if let Err(e) = self.renew().await {
                         self.status.renew_failures.fetch_add(1, Ordering::Relaxed);
                         // Retry well before the lease could lapse.
-                        let retry = Duration::from_secs((self.cfg.lease_ttl / 20).clamp(1, 30));
+                        let retry = renew_retry(self.cfg.lease_ttl);
                         tracing::warn!(
                             cluster = %self.cfg.name, key = %self.key,
                             "renewing our subnet lease failed: {e:#}; retrying in {retry:?}"
@@ -1022,5 +1029,8 @@ mod tests {
     fn renewal_is_before_expiry() {
         assert_eq!(renew_after(86_400), Duration::from_secs(86_400 - 3600));
         assert_eq!(renew_after(20), Duration::from_secs(15));
+        assert_eq!(renew_after(2), Duration::from_millis(1500));
+        assert_eq!(renew_retry(2), Duration::from_millis(100));
+        assert_eq!(renew_retry(86_400), Duration::from_secs(30));
     }
 }

@@ -78,7 +78,9 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Ipv4Addr>,
     /// Seconds of the etcd lease that holds the gateway's subnet (flanneld:
-    /// 24 h). Renewed at ttl − min(1 h, ttl / 4).
+    /// 24 h). Renewed at ttl − min(1 h, ttl / 4). An active/standby pair
+    /// uses a short one: the standby takes over at most this long after
+    /// the active gateway died.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: u64,
 }
@@ -97,6 +99,9 @@ fn default_lease_ttl() -> u64 {
 
 /// The longest `lease_ttl` (flanneld's 24 h).
 pub const MAX_LEASE_TTL: u64 = 86_400;
+/// The shortest `lease_ttl`: an active/standby pair's failover time (etcd
+/// itself refuses leases shorter than 1.5 election ticks).
+pub const MIN_LEASE_TTL: u64 = 2;
 
 /// Checks the `[[cluster]]` entries; errors name the key (`cluster[0].endpoints`).
 pub fn validate_config(config: &Config) -> Result<(), ConfigError> {
@@ -198,11 +203,11 @@ pub fn validate_config(config: &Config) -> Result<(), ConfigError> {
                 format!("{ip} is not a unicast address"),
             ));
         }
-        if !(10..=MAX_LEASE_TTL).contains(&c.lease_ttl) {
+        if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&c.lease_ttl) {
             return Err(ConfigError::new(
                 key("lease_ttl"),
                 format!(
-                    "{} is out of range: seconds from 10 to {MAX_LEASE_TTL}",
+                    "{} is out of range: seconds from {MIN_LEASE_TTL} to {MAX_LEASE_TTL}",
                     c.lease_ttl
                 ),
             ));
