@@ -242,8 +242,8 @@ struct ControlPlane {
     /// The persisted route set to start with (`None`: the configuration's).
     persisted: Option<RoutesFile>,
     auth: Auth,
-    /// The `[[cluster]]` joined (its lease taken), not yet following.
-    cluster: Option<overpass::cluster::Member>,
+    /// The `[[cluster]]` entries joined (leases taken), not yet following.
+    cluster: Vec<overpass::cluster::Member>,
 }
 
 fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
@@ -256,8 +256,8 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
     // A [[cluster]] lease gives the podCIDR: taken before anything that
     // validates against it.
     let state_dir = config.state.as_ref().map(|s| s.dir.clone());
-    let cluster = overpass::cluster::join(&mut config, state_dir.as_deref())?;
-    if cluster.is_some() {
+    let cluster = overpass::cluster::join_all(&mut config, state_dir.as_deref())?;
+    if !cluster.is_empty() {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -451,7 +451,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     cp.save_initial(gw.rib())?;
     // Route changes (API, reload) go through this handle: it persists.
     let rib = cp.persisting(gw.rib().clone());
-    let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
+    let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
     let server = match cp.config.api.is_some() {
         true => Some(serve(
             &cp,
@@ -478,7 +478,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         gw.worker_progress()
     });
     tracing::info!("stopping: cluster, API, then dataplane");
-    if let Some(c) = cluster {
+    for c in cluster {
         c.stop();
     }
     if let Some(s) = server {
@@ -513,7 +513,7 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     cp.save_initial(&rib)?;
     let view = DataplaneView::offline();
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
-    let cluster = cp.cluster.take().map(|m| m.run(rib.clone())).transpose()?;
+    let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
     let statuses: Vec<_> = cluster.iter().map(|c| c.status().clone()).collect();
     let server = serve(&cp, rib.clone(), view, "api-only", listen, &statuses)?;
     let status = |rib: &Rib| {
@@ -524,7 +524,7 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     };
     notifier.ready(&status(&rib));
     serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &Vec::new);
-    if let Some(c) = cluster {
+    for c in cluster {
         c.stop();
     }
     server.stop();

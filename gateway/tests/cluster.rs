@@ -533,6 +533,14 @@ fn restart_and_losing_etcd() {
     let key = subnets_key("10.244.0.0-24");
     let (value0, lease0) = b.kv.get(&key).unwrap().unwrap();
     let mac0 = b.gw().rib().context().local.vtep_mac;
+    wait_until(
+        "each node has the other's entries",
+        Duration::from_secs(10),
+        || {
+            b.node_entries(1).contains("10.244.2.0/24 via")
+                && b.node_entries(2).contains("10.244.1.0/24 via")
+        },
+    );
     let entries0 = [b.node_entries(1), b.node_entries(2)];
 
     b.stop_gateway();
@@ -556,6 +564,16 @@ fn restart_and_losing_etcd() {
         "the nodes' entries did not change"
     );
     assert!(b.gw().wait_resolved(Duration::from_secs(5)));
+    wait_until("traffic after the restart", Duration::from_secs(10), || {
+        b.bed
+            .ping(
+                &b.bed.ns(Ns::LocalPod('a')),
+                b.bed.remote_pod_ip(1),
+                1,
+                &PingOpts::default(),
+            )
+            .is_ok_and(|r| r.all_received())
+    });
     b.ping_ok(&b.bed.ns(Ns::LocalPod('a')), b.bed.remote_pod_ip(1), 3);
 
     // Losing etcd under traffic.
@@ -1421,4 +1439,212 @@ lease_ttl = 2
     assert!(decap > 0, "the standby forwarded the ping: {counters}");
     let status = standby.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
+}
+
+/// Two clusters at once, no hand-written route: cluster `a` (prefix /a,
+/// Flannel vxlan VNI 1, port 8472) with node 1, cluster `b` (prefix /b,
+/// Flannel vxlan VNI 2, port 4789) with node 2. The gateway holds a lease
+/// in each (the same subnet, its pods reachable from both) and a transit
+/// lease in each for the other's nodes, so node 1 routes node 2's subnet
+/// through the gateway and the reverse. A ping from node 1's pod to node
+/// 2's pod crosses the gateway, converted between the overlays: scapy
+/// dissects the outer headers captured on the switch.
+#[test]
+fn two_clusters_transit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !require_root("two clusters and transit (network namespaces, etcd, XDP)") {
+        return;
+    }
+    let bed = Testbed::create_with(
+        &TestbedSpec {
+            tag: "cl8".into(),
+            underlay_queues: 1,
+        },
+        &TestbedOptions {
+            flannel_entries: false,
+            ..TestbedOptions::default()
+        },
+    )
+    .expect("building the test bed");
+    let etcd = Etcd::start("cl8").expect("starting etcd");
+    let kv = etcd.kv().unwrap();
+    kv.put(
+        "/a/config",
+        r#"{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":0}}"#,
+        None,
+    )
+    .unwrap();
+    kv.put(
+        "/b/config",
+        r#"{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":2,"Port":4789}}"#,
+        None,
+    )
+    .unwrap();
+    let mut config = bed.gateway_config();
+    config.peer.clear();
+    let cluster = |name: &str, subnet: Option<&str>| ClusterConfig {
+        name: name.into(),
+        prefix: format!("/{name}"),
+        subnet: subnet.map(|s| s.parse().unwrap()),
+        ..cluster_config(&etcd)
+    };
+    config.cluster = vec![cluster("a", None), cluster("b", Some("10.244.0.0/24"))];
+    config.validate().unwrap();
+    let members = cluster::join_all(&mut config, None).unwrap();
+    assert_eq!(members.len(), 2);
+    let gw = Gateway::start(&config).unwrap();
+    let handles = cluster::run_all(members, gw.rib().clone()).unwrap();
+    let agent = |n: u8, prefix: &str| {
+        FlannelNode::start(AgentSpec {
+            etcd: etcd.endpoint(),
+            prefix: prefix.into(),
+            netns: bed.ns(Ns::Node(n)),
+            public_ip: bed.node_underlay_ip(n),
+            vtep_mac: bed.node_vtep_mac(n).to_string(),
+            subnet: bed.node_pod_cidr(n).parse().unwrap(),
+            ttl: 86_400,
+        })
+        .unwrap()
+    };
+    let _n1 = agent(1, "/a");
+    let _n2 = agent(2, "/b");
+    let owner = |prefix: &str| {
+        gw.rib()
+            .routes()
+            .1
+            .iter()
+            .find(|r| r.prefix.to_string() == prefix)
+            .and_then(|r| r.node.as_ref())
+            .and_then(|n| cluster::owner_of(&n.name).map(str::to_string))
+    };
+    wait_until("both clusters' routes", Duration::from_secs(15), || {
+        owner("10.244.1.0/24").as_deref() == Some("a")
+            && owner("10.244.2.0/24").as_deref() == Some("b")
+    });
+    let route_on = |n: u8, prefix: &str| {
+        String::from_utf8_lossy(
+            &bed.exec(&bed.ns(Ns::Node(n)), &["ip", "route", "show", prefix])
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    wait_until(
+        "the transit leases installed",
+        Duration::from_secs(15),
+        || {
+            route_on(1, "10.244.2.0/24").contains("flannel.1")
+                && route_on(2, "10.244.1.0/24").contains("flannel.1")
+        },
+    );
+    // The transit leases, as node 1 and node 2 read them.
+    for (prefix, key, vni) in [("/a", "10.244.2.0-24", 1), ("/b", "10.244.1.0-24", 2)] {
+        let (v, lease) = kv.get(&format!("{prefix}/subnets/{key}")).unwrap().unwrap();
+        assert!(
+            v.contains("\"PublicIP\":\"198.18.0.1\"") && v.contains(&format!("\"VNI\":{vni}")),
+            "{prefix}/subnets/{key} = {v}"
+        );
+        assert_ne!(lease, 0);
+    }
+    assert!(gw.wait_resolved(Duration::from_secs(5)));
+
+    // Transit under capture on the switch.
+    let pcap = std::env::temp_dir().join(format!("overpass-cl8-{}.pcap", std::process::id()));
+    let mut cap = overpass_testkit::testbed::KillOnDrop(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &bed.ns(Ns::Underlay),
+                "tcpdump",
+                "-i",
+                "any",
+                "-U",
+                "-n",
+                "-w",
+            ])
+            .arg(&pcap)
+            .arg("udp")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let from = bed.ns(Ns::NodePod(1));
+    let r = bed
+        .ping(&from, bed.remote_pod_ip(2), 5, &PingOpts::default())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    terminate_child(&mut cap);
+    assert!(r.all_received(), "node 1's pod -> node 2's pod: {}", r.raw);
+    // Both clusters' pods reach the local pods too.
+    for n in [1u8, 2] {
+        let r = bed
+            .ping(
+                &bed.ns(Ns::NodePod(n)),
+                bed.local_pod_ip('a'),
+                3,
+                &PingOpts::default(),
+            )
+            .unwrap();
+        assert!(r.all_received(), "node {n}'s pod -> local pod: {}", r.raw);
+    }
+    let script = r#"
+import sys
+from scapy.all import rdpcap, IP, UDP, ICMP, bind_layers
+from scapy.layers.vxlan import VXLAN
+bind_layers(UDP, VXLAN, dport=8472)
+seen = set()
+for p in rdpcap(sys.argv[1]):
+    if IP not in p or UDP not in p or VXLAN not in p:
+        continue
+    o = p[IP]
+    if o.src != "198.18.0.1":
+        continue
+    i = p[VXLAN].payload
+    if IP not in i or ICMP not in i:
+        continue
+    seen.add((o.dst, p[UDP].dport, p[VXLAN].vni, i[IP].src, i[IP].dst, i[ICMP].type))
+for s in sorted(seen):
+    print(*s)
+"#;
+    let out = std::process::Command::new(overpass_testkit::testbed::PYTHON)
+        .args(["-c", script])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "gateway's transit frames (outer dst, UDP dport, VNI, inner src, inner dst, ICMP type):\n{text}"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "198.18.0.12 4789 2 10.244.1.2 10.244.2.2 8"),
+        "echo requests into cluster b (VNI 2, port 4789):\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "198.18.0.11 8472 1 10.244.2.2 10.244.1.2 0"),
+        "echo replies into cluster a (VNI 1, port 8472):\n{text}"
+    );
+    for h in handles {
+        h.stop();
+    }
+    gw.stop();
+}
+
+/// SIGTERM to a child (tcpdump flushes its capture file on it).
+fn terminate_child(child: &mut overpass_testkit::testbed::KillOnDrop) {
+    use nix::sys::signal::{Signal, kill};
+    let _ = kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let _ = child.wait();
 }

@@ -193,7 +193,11 @@ impl Node {
         let want_mac = self.args.vtep_mac.to_lowercase();
         let local = self.args.public_ip.to_string();
         if let Ok(d) = self.ip(&["-d", "link", "show", "flannel.1"]) {
-            if d.contains(&want_mac) && d.contains(&format!("local {local} ")) {
+            if d.contains(&want_mac)
+                && d.contains(&format!("local {local} "))
+                && d.contains(&format!("id {} ", self.vni))
+                && d.contains(&format!("dstport {} ", self.port))
+            {
                 return Ok(());
             }
             self.ip(&["link", "del", "flannel.1"])?;
@@ -291,18 +295,26 @@ impl Node {
         // Each may already be gone (a device recreated); not an error.
         let _ = self.ip(&["route", "del", &e.subnet.to_string()]);
         let _ = self.ip(&["neigh", "del", &s0, "dev", "flannel.1"]);
-        let _ = sh(&[
-            "bridge",
-            "-n",
-            &self.args.netns,
-            "fdb",
-            "del",
-            &e.vtep_mac,
-            "dev",
-            "flannel.1",
-            "dst",
-            &e.public_ip.to_string(),
-        ]);
+        // One FDB entry per (VtepMAC, PublicIP): a node with several
+        // leases (a gateway's transit leases) keeps it while any is left.
+        let shared = self
+            .installed
+            .values()
+            .any(|o| o.vtep_mac == e.vtep_mac && o.public_ip == e.public_ip);
+        if !shared {
+            let _ = sh(&[
+                "bridge",
+                "-n",
+                &self.args.netns,
+                "fdb",
+                "del",
+                &e.vtep_mac,
+                "dev",
+                "flannel.1",
+                "dst",
+                &e.public_ip.to_string(),
+            ]);
+        }
         Ok(())
     }
 

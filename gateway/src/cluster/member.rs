@@ -52,6 +52,8 @@ pub struct Member {
     /// Full key of our lease and the value we keep there.
     key: String,
     value: Vec<u8>,
+    /// The etcd lease our key (and our transit leases) are held by.
+    lease: i64,
     /// When our lease must be renewed next.
     renew_at: Instant,
     status: Arc<Status>,
@@ -59,16 +61,45 @@ pub struct Member {
     client: Client,
 }
 
-/// Joins every `[[cluster]]` of `config` (today at most one): connects,
-/// reads the network, takes the gateway's subnet lease (blocking, retried
-/// while etcd is unreachable or a pinned subnet is held by another node),
-/// and sets `gateway.pod_cidr` to it. `state_dir` keeps the subnet for the
-/// next start. A network the gateway cannot serve is an error naming the
-/// key and the reason.
+/// Joins the first `[[cluster]]` of `config` (see [`join_all`]); `None`
+/// without one.
 pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Option<Member>> {
-    let Some(cfg) = config.cluster.first().cloned() else {
-        return Ok(None);
-    };
+    Ok(join_all(config, state_dir)?.into_iter().next())
+}
+
+/// Joins every `[[cluster]]` of `config`, in order: connects, reads the
+/// network, takes the gateway's subnet lease (blocking, retried while etcd
+/// is unreachable or a pinned subnet is held by another node). The first
+/// cluster's lease is the podCIDR: `gateway.pod_cidr` pins it, or is set
+/// to it. Every other cluster's lease is pinned by its own `subnet`, or
+/// chosen as flanneld does. `state_dir` keeps each subnet for the next
+/// start. A network the gateway cannot serve is an error naming the key
+/// and the reason.
+pub fn join_all(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Vec<Member>> {
+    let mut members = vec![];
+    for (i, cfg) in config.cluster.clone().into_iter().enumerate() {
+        let pinned =
+            match i {
+                0 => cfg.subnet.or((!pod_cidr_is_unset(&config.gateway.pod_cidr))
+                    .then_some(config.gateway.pod_cidr)),
+                _ => cfg.subnet,
+            };
+        let m = join_one(config, i, cfg, pinned, state_dir)?;
+        if i == 0 {
+            config.gateway.pod_cidr = m.subnet;
+        }
+        members.push(m);
+    }
+    Ok(members)
+}
+
+fn join_one(
+    config: &Config,
+    index: usize,
+    cfg: ClusterConfig,
+    pinned: Option<Ipv4Net>,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<Member> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name(format!("overpass-cluster-{}", cfg.name))
@@ -76,15 +107,12 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
         .context("starting the cluster runtime")?;
     let vtep_mac = config.gateway.vtep_mac;
     let public_ip = cfg.public_ip.unwrap_or(config.gateway.underlay_ip);
-    let pinned = cfg
-        .subnet
-        .or((!pod_cidr_is_unset(&config.gateway.pod_cidr)).then_some(config.gateway.pod_cidr));
     let file = state_dir.map(|d| d.join(format!("cluster-{}.json", cfg.name)));
     let remembered = match &file {
         Some(f) => read_subnet_file(f)?,
         None => None,
     };
-    let options = connect_options(&cfg)?;
+    let options = connect_options(&cfg, index)?;
     let status = Arc::new(Status {
         name: cfg.name.clone(),
         ..Status::default()
@@ -94,10 +122,8 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
         loop {
             match Client::connect(&cfg.endpoints, Some(options.clone())).await {
                 Ok(client) => {
-                    match acquire(&cfg, client.clone(), public_ip, vtep_mac, pinned, remembered.as_ref()).await {
-                        Ok((network, subnet, key, value)) => {
-                            return Ok::<_, anyhow::Error>((client, network, subnet, key, value));
-                        }
+                    match acquire(&cfg, index, client.clone(), public_ip, vtep_mac, pinned, remembered.as_ref()).await {
+                        Ok(got) => return Ok::<_, anyhow::Error>((client, got)),
                         Err(Acquire::Fatal(e)) => return Err(e),
                         Err(Acquire::Retry(e)) => tracing::warn!(
                             cluster = %cfg.name, "joining the cluster: {e:#}; retrying in {backoff:?}"
@@ -113,7 +139,7 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })?;
-    let (client, network, subnet, key, value) = member;
+    let (client, (network, subnet, key, value, lease)) = member;
     if let (Some(dir), Some(f)) = (state_dir, &file) {
         let body = serde_json::to_vec_pretty(&SubnetFile {
             version: 1,
@@ -123,14 +149,13 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
         crate::control::store::write_atomic(dir, &file_name(f), &body)
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    config.gateway.pod_cidr = subnet;
     *status.subnet.lock().unwrap_or_else(|e| e.into_inner()) = Some(subnet);
     tracing::info!(
         cluster = %cfg.name, %subnet, %public_ip, %vtep_mac, backend = network.backend.name(),
         vni = network.vni, port = network.port, key = %key,
-        "joined the cluster: our subnet lease is the podCIDR"
+        "joined the cluster{}", if index == 0 { ": our subnet lease is the podCIDR" } else { "" }
     );
-    Ok(Some(Member {
+    Ok(Member {
         renew_at: Instant::now() + renew_after(cfg.lease_ttl),
         cfg,
         network,
@@ -138,10 +163,11 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
         public_ip,
         key,
         value,
+        lease,
         status,
         runtime,
         client,
-    }))
+    })
 }
 
 impl std::fmt::Debug for Member {
@@ -184,7 +210,7 @@ fn renew_retry(ttl: u64) -> Duration {
     (Duration::from_secs(ttl) / 20).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
-fn connect_options(cfg: &ClusterConfig) -> anyhow::Result<ConnectOptions> {
+fn connect_options(cfg: &ClusterConfig, index: usize) -> anyhow::Result<ConnectOptions> {
     let mut o = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
@@ -192,7 +218,8 @@ fn connect_options(cfg: &ClusterConfig) -> anyhow::Result<ConnectOptions> {
     if cfg.ca_file.is_some() || cfg.cert_file.is_some() {
         let mut tls = TlsOptions::new();
         let read = |p: &PathBuf, key: &str| {
-            std::fs::read(p).with_context(|| format!("cluster[0].{key}: reading {}", p.display()))
+            std::fs::read(p)
+                .with_context(|| format!("cluster[{index}].{key}: reading {}", p.display()))
         };
         if let Some(ca) = &cfg.ca_file {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca, "ca_file")?));
@@ -234,12 +261,13 @@ async fn timed<T>(
 /// Reads the network and takes our lease (see [`join`]).
 async fn acquire(
     cfg: &ClusterConfig,
+    index: usize,
     mut client: Client,
     public_ip: Ipv4Addr,
     vtep_mac: MacAddr,
     pinned: Option<Ipv4Net>,
     remembered: Option<&SubnetFile>,
-) -> Result<(Network, Ipv4Net, String, Vec<u8>), Acquire> {
+) -> Result<(Network, Ipv4Net, String, Vec<u8>, i64), Acquire> {
     let config_key = format!("{}/config", cfg.prefix);
     let resp = timed("get", client.get(config_key.as_str(), None))
         .await
@@ -255,7 +283,12 @@ async fn acquire(
         && !network.holds(&p)
     {
         return Err(Acquire::Fatal(anyhow!(
-            "cluster[0].subnet (or gateway.pod_cidr) {p} is not a /{} inside the cluster's Network {} ({config_key})",
+            "cluster[{index}].subnet{} {p} is not a /{} inside the cluster's Network {} ({config_key})",
+            if index == 0 {
+                " (or gateway.pod_cidr)"
+            } else {
+                ""
+            },
             network.subnet_len,
             network.network
         )));
@@ -357,7 +390,7 @@ async fn acquire(
                 cluster = %cfg.name, %key, lease = format!("{lease:x}"), ttl = cfg.lease_ttl,
                 reused = !create, "subnet lease taken"
             );
-            return Ok((network, subnet, key, value));
+            return Ok((network, subnet, key, value, lease));
         }
         // Another node created it between our list and our transaction:
         // flanneld exits here; we list again and pick another.
@@ -437,6 +470,16 @@ impl Member {
     /// Follows the cluster on a thread of its own until stopped: keeps our
     /// lease, applies every peer lease to `rib` (through [`Rib::change`]).
     pub fn run(self, rib: Rib) -> anyhow::Result<MemberHandle> {
+        let mut v = run_all(vec![self], rib)?;
+        Ok(v.remove(0))
+    }
+
+    fn spawn(
+        self,
+        rib: Rib,
+        notify: Arc<tokio::sync::Notify>,
+        others: Vec<Arc<tokio::sync::Notify>>,
+    ) -> anyhow::Result<MemberHandle> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let status = self.status.clone();
         let name = format!("overpass-cl-{}", self.cfg.name);
@@ -449,6 +492,7 @@ impl Member {
                     subnet,
                     key,
                     value,
+                    lease,
                     renew_at,
                     status,
                     runtime,
@@ -462,6 +506,7 @@ impl Member {
                     subnet,
                     key,
                     value,
+                    lease,
                     renew_at,
                     status,
                     client,
@@ -469,6 +514,8 @@ impl Member {
                     stopped,
                     last_seen: None,
                     resume: None,
+                    notify,
+                    others,
                 };
                 runtime.block_on(follower.run());
             })
@@ -481,12 +528,42 @@ impl Member {
     }
 }
 
+/// Runs every membership (see [`Member::run`]). With two or more, each
+/// cluster's nodes are told to route the others' subnets through the
+/// gateway: for every route a cluster learned, the gateway keeps a lease
+/// for that subnet in each other cluster, carrying its own PublicIP and
+/// VtepMAC in that cluster's backend (a transit lease, held by its own
+/// etcd lease there and created only where no node holds the key). The
+/// gateway then carries the transit traffic, converting between the two
+/// overlays.
+pub fn run_all(members: Vec<Member>, rib: Rib) -> anyhow::Result<Vec<MemberHandle>> {
+    let notifies: Vec<Arc<tokio::sync::Notify>> = members.iter().map(|_| Arc::default()).collect();
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let others = notifies
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, n)| n.clone())
+                .collect();
+            m.spawn(rib.clone(), notifies[i].clone(), others)
+        })
+        .collect()
+}
+
 struct Follower {
     cfg: ClusterConfig,
     network: Network,
     subnet: Ipv4Net,
     key: String,
     value: Vec<u8>,
+    lease: i64,
+    /// Woken when another cluster changed its routes (transit leases).
+    notify: Arc<tokio::sync::Notify>,
+    /// The other memberships' wake-ups.
+    others: Vec<Arc<tokio::sync::Notify>>,
     subnets_prefix: String,
     renew_at: Instant,
     status: Arc<Status>,
@@ -551,6 +628,7 @@ impl Follower {
             Some(rev) => self.resume_at(rev).await?,
             None => self.relist().await? + 1,
         };
+        self.sync_proxies(false).await?;
         self.status.synced.store(true, Ordering::Relaxed);
         *backoff = BACKOFF_MIN;
         // From here on, a lost connection resumes the watch where it
@@ -582,6 +660,10 @@ impl Follower {
                     continue;
                 }
                 _ = self.stopped.changed() => return Ok(End::Stopped),
+                _ = self.notify.notified() => {
+                    self.sync_proxies(false).await?;
+                    continue;
+                }
             };
             let resp = msg
                 .map_err(|e| anyhow!("watch: {e}"))?
@@ -686,6 +768,100 @@ impl Follower {
         Ok(rev)
     }
 
+    /// Makes this cluster's transit leases match the routes the other
+    /// clusters own: one lease per such subnet, with our value, held by our
+    /// etcd lease; created only where no node holds the key, deleted only
+    /// while it is still ours. `force` puts every one again (after a
+    /// renewal moved us to a new etcd lease).
+    async fn sync_proxies(&mut self, force: bool) -> anyhow::Result<()> {
+        if self.others.is_empty() {
+            return Ok(());
+        }
+        let me = self.cfg.name.clone();
+        let desired: std::collections::BTreeSet<String> = self
+            .rib
+            .routes()
+            .1
+            .iter()
+            .filter_map(|r| r.node.as_ref())
+            .filter_map(|n| {
+                let (owner, key) = n.name.split_once('/')?;
+                (super::owner_of(&n.name).is_some() && owner != me).then(|| key.to_string())
+            })
+            .collect();
+        let resp = timed(
+            "list",
+            self.client.get(
+                self.subnets_prefix.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        )
+        .await?;
+        let mut current: HashMap<String, bool> = HashMap::new();
+        for kv in resp.kvs() {
+            let key = kv.key_str().unwrap_or("");
+            if key == self.key {
+                continue;
+            }
+            if let Some(name) = key.strip_prefix(&self.subnets_prefix) {
+                current.insert(name.to_string(), kv.value() == self.value.as_slice());
+            }
+        }
+        for name in &desired {
+            let key = format!("{}{name}", self.subnets_prefix);
+            let ours = current.get(name).copied();
+            if ours == Some(false) {
+                continue; // a node of this cluster holds that subnet
+            }
+            if ours == Some(true) && !force {
+                continue;
+            }
+            let txn = Txn::new()
+                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.as_str(),
+                    self.value.clone(),
+                    Some(PutOptions::new().with_lease(self.lease)),
+                )])
+                .or_else([TxnOp::txn(
+                    Txn::new()
+                        .when([Compare::value(
+                            key.as_str(),
+                            CompareOp::Equal,
+                            self.value.clone(),
+                        )])
+                        .and_then([TxnOp::put(
+                            key.as_str(),
+                            self.value.clone(),
+                            Some(PutOptions::new().with_lease(self.lease)),
+                        )]),
+                )]);
+            timed("txn", self.client.txn(txn)).await?;
+            if ours.is_none() {
+                tracing::info!(
+                    cluster = %self.cfg.name, %key,
+                    "transit lease: this cluster's nodes route that subnet (another cluster's) through the gateway"
+                );
+            }
+        }
+        for (name, ours) in &current {
+            if !*ours || desired.contains(name) {
+                continue;
+            }
+            let key = format!("{}{name}", self.subnets_prefix);
+            let txn = Txn::new()
+                .when([Compare::value(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    self.value.clone(),
+                )])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            timed("txn", self.client.txn(txn)).await?;
+            tracing::info!(cluster = %self.cfg.name, %key, "transit lease withdrawn");
+        }
+        Ok(())
+    }
+
     /// Puts our lease back with a fresh etcd lease, only if the key is
     /// absent (another node may have taken the subnet meanwhile: then it
     /// is an error, logged, retried by the session).
@@ -714,7 +890,9 @@ impl Follower {
             );
         }
         self.status.reregistrations.fetch_add(1, Ordering::Relaxed);
+        self.lease = lease;
         self.renew_at = Instant::now() + renew_after(self.cfg.lease_ttl);
+        self.sync_proxies(true).await?;
         tracing::warn!(
             cluster = %self.cfg.name, key = %self.key, lease = format!("{lease:x}"),
             "our subnet lease was {why}: registered it again"
@@ -748,7 +926,10 @@ impl Follower {
             return self.reregister("gone at renewal").await;
         }
         self.status.renewals.fetch_add(1, Ordering::Relaxed);
+        self.lease = lease;
         self.renew_at = Instant::now() + renew_after(self.cfg.lease_ttl);
+        // Transit leases move to the new etcd lease too.
+        self.sync_proxies(true).await?;
         tracing::info!(
             cluster = %self.cfg.name, key = %self.key, lease = format!("{lease:x}"),
             ttl = self.cfg.lease_ttl, "subnet lease renewed"
@@ -759,6 +940,10 @@ impl Follower {
     /// The route a peer lease asks for, or `None` (ignored: counted and
     /// logged with the key).
     fn route_for(&self, name: &str, value: &[u8]) -> Option<RouteSpec> {
+        if value == self.value.as_slice() {
+            // One of our own transit leases (or an old lease of ours).
+            return None;
+        }
         match network::parse_peer(&self.network, name, value) {
             Ok(Peer::Node {
                 subnet,
@@ -841,6 +1026,11 @@ impl Follower {
             )
         });
         self.status.routes.store(result.1 as u64, Ordering::Relaxed);
+        if result.0.is_ok() {
+            for n in &self.others {
+                n.notify_one();
+            }
+        }
         result.0
     }
 

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, pod_cidr_is_unset};
 use crate::control::rib::{ChangeError, RibError, RouteSpec};
 
-pub use member::{Member, MemberHandle, join};
+pub use member::{Member, MemberHandle, join, join_all, run_all};
 
 /// `[[cluster]]`: a Flannel network in etcd the gateway joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,9 @@ fn default_lease_ttl() -> u64 {
     86_400
 }
 
+/// The most `[[cluster]]` entries.
+pub const MAX_CLUSTERS: usize = 8;
+
 /// The longest `lease_ttl` (flanneld's 24 h).
 pub const MAX_LEASE_TTL: u64 = 86_400;
 /// The shortest `lease_ttl`: an active/standby pair's failover time (etcd
@@ -115,16 +118,25 @@ pub fn validate_config(config: &Config) -> Result<(), ConfigError> {
         }
         return Ok(());
     }
-    if config.cluster.len() > 1 {
+    if config.cluster.len() > MAX_CLUSTERS {
         return Err(ConfigError::new(
             "cluster",
             format!(
-                "one [[cluster]] is supported, found {} (two datastores at once are not built yet)",
+                "{} [[cluster]] entries, at most {MAX_CLUSTERS} are supported",
                 config.cluster.len()
             ),
         ));
     }
     for (i, c) in config.cluster.iter().enumerate() {
+        if let Some(j) = config.cluster[..i].iter().position(|o| o.name == c.name) {
+            return Err(ConfigError::new(
+                format!("cluster[{i}].name"),
+                format!(
+                    "{:?} is cluster[{j}]'s name too: each cluster needs its own",
+                    c.name
+                ),
+            ));
+        }
         let key = |k: &str| format!("cluster[{i}].{k}");
         if c.name.is_empty()
             || c.name.len() > 20
@@ -185,7 +197,7 @@ pub fn validate_config(config: &Config) -> Result<(), ConfigError> {
                     format!("host bits set in {s}"),
                 ));
             }
-            if !pod_cidr_is_unset(&gw.pod_cidr) && gw.pod_cidr != s {
+            if i == 0 && !pod_cidr_is_unset(&gw.pod_cidr) && gw.pod_cidr != s {
                 return Err(ConfigError::new(
                     key("subnet"),
                     format!(
@@ -532,7 +544,12 @@ etcd_endpoints = []"#,
         let two = format!(
             "{BASE}\n[[cluster]]\nendpoints = [\"http://a:1\"]\n[[cluster]]\nendpoints = [\"http://b:1\"]\n"
         );
-        assert_eq!(Config::from_toml(&two).unwrap_err().key, "cluster");
+        assert_eq!(Config::from_toml(&two).unwrap_err().key, "cluster[1].name");
+        let two = two.replace(
+            "[[cluster]]\nendpoints = [\"http://b:1\"]",
+            "[[cluster]]\nname = \"b\"\nendpoints = [\"http://b:1\"]",
+        );
+        assert_eq!(Config::from_toml(&two).unwrap().cluster.len(), 2);
         // A pinned subnet must agree with gateway.pod_cidr.
         let pinned = BASE.replace("[gateway]", "[gateway]\npod_cidr = \"10.244.0.0/24\"");
         let e = Config::from_toml(&format!(
