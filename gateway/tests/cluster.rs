@@ -894,6 +894,27 @@ endpoints = ["{}"]
             ("10.244.9.0/24".to_string(), "api".to_string()),
         ]
     );
+    // A reload (SIGHUP) replaces the file's routes and keeps the lease's.
+    p.signal(libc::SIGHUP);
+    wait_until("the reload", Duration::from_secs(10), || {
+        p.log_text().contains("configuration reloaded")
+    });
+    let mut got = sources(&c);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("10.244.1.0/24".to_string(), "flannel".to_string()),
+            ("10.244.2.0/24".to_string(), "config".to_string()),
+        ],
+        "log:\n{}",
+        p.log_text()
+    );
+    assert!(
+        !p.log_text().contains("take effect only after a restart"),
+        "the lease's podCIDR is not a change: {}",
+        p.log_text()
+    );
     // Health: ready and in sync; then etcd goes away.
     let readyz = || c.request("GET", "/readyz", None, None).unwrap().body;
     let synced = || {

@@ -40,6 +40,10 @@ pub fn reload(
 ) -> anyhow::Result<Reloaded> {
     let mut new = Config::load(path)?;
     crate::control::store::resolve_vtep_mac(&mut new, store)?;
+    // A [[cluster]] lease gave the running podCIDR: the file leaves it out.
+    if crate::config::pod_cidr_is_unset(&new.gateway.pod_cidr) && !new.cluster.is_empty() {
+        new.gateway.pod_cidr = running.gateway.pod_cidr;
+    }
     let restart_needed = restart_keys(running, &new);
     let routes = config_routes(&new);
     let n = routes.len();
@@ -117,6 +121,8 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),
+        // Memberships (connections, leases) are made at start.
+        ("cluster", old.cluster != new.cluster),
     ] {
         if changed {
             keys.push(key.to_string());
