@@ -820,6 +820,7 @@ token_file = "{}"
 
 [[cluster]]
 endpoints = ["{}"]
+lease_ttl = 2
 "#,
         state.display(),
         s.path("token").display(),
@@ -946,6 +947,35 @@ endpoints = ["{}"]
     assert_eq!(synced(), "overpass_cluster_synced{cluster=\"flannel\"} 1");
     let log = p.log_text();
     assert!(log.contains("lease not applied"), "{log}");
+    // Its own lease: renewed before it lapses (2 s here), and put back
+    // when deleted.
+    let metric = |name: &str| -> u64 {
+        c.request("GET", "/metrics", None, None)
+            .unwrap()
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{cluster=\"flannel\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let renewals = metric("overpass_cluster_renewals_total");
+    wait_until("two more renewals", Duration::from_secs(10), || {
+        metric("overpass_cluster_renewals_total") >= renewals + 2
+    });
+    let (own_key, _) = own[0].clone();
+    let kv = etcd.kv().unwrap();
+    let (_, lease) = kv.get(&own_key).unwrap().unwrap();
+    assert!(kv.lease_ttl(lease).unwrap() > 0, "the lease is alive");
+    assert_eq!(kv.delete(&own_key).unwrap(), 1);
+    wait_until("our lease put back", Duration::from_secs(10), || {
+        kv.get(&own_key).unwrap().is_some()
+    });
+    assert!(metric("overpass_cluster_reregistrations_total") >= 1);
+    assert!(
+        p.log_text().contains("registered it again"),
+        "{}",
+        p.log_text()
+    );
     let status = p.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
 }
