@@ -246,7 +246,7 @@ struct ControlPlane {
     cluster: Vec<overpass::cluster::Member>,
 }
 
-fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
+fn control_plane(path: &Path, stop: &AtomicBool) -> anyhow::Result<ControlPlane> {
     let mut config = Config::load(path)?;
     let store = match &config.state {
         Some(s) => Some(Arc::new(Store::open(&s.dir)?)),
@@ -256,7 +256,7 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
     // A [[cluster]] lease gives the podCIDR: taken before anything that
     // validates against it.
     let state_dir = config.state.as_ref().map(|s| s.dir.clone());
-    let cluster = overpass::cluster::join_all(&mut config, state_dir.as_deref())?;
+    let cluster = overpass::cluster::join_all_until(&mut config, state_dir.as_deref(), stop)?;
     if !cluster.is_empty() {
         config
             .validate()
@@ -433,7 +433,15 @@ fn serve_until_stopped(
 fn run(path: &Path) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let mut notifier = Notifier::from_env();
-    let mut cp = control_plane(path)?;
+    let mut cp = match control_plane(path, &signals.stop) {
+        // SIGINT/SIGTERM while waiting for the cluster (etcd away, or a
+        // standby waiting for the lease): a clean stop.
+        Err(e) if signals.stop.load(Ordering::Relaxed) => {
+            tracing::info!("stopped before serving: {e:#}");
+            return Ok(());
+        }
+        cp => cp?,
+    };
     // The persisted route set is validated and applied before the API
     // starts accepting writes.
     let gw = match Gateway::start_with(&cp.config, cp.persisted.clone()) {
@@ -501,7 +509,15 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     use overpass::control::sources::{initial_rib, offline_rib_context};
     let signals = Signals::install()?;
     let mut notifier = Notifier::from_env();
-    let mut cp = control_plane(path)?;
+    let mut cp = match control_plane(path, &signals.stop) {
+        // SIGINT/SIGTERM while waiting for the cluster (etcd away, or a
+        // standby waiting for the lease): a clean stop.
+        Err(e) if signals.stop.load(Ordering::Relaxed) => {
+            tracing::info!("stopped before serving: {e:#}");
+            return Ok(());
+        }
+        cp => cp?,
+    };
     let ctx = offline_rib_context(&cp.config);
     let rib = match initial_rib(ctx.clone(), &cp.config, cp.persisted.clone()) {
         Err(e @ InitialRibError::Persisted(_)) => {

@@ -1372,6 +1372,19 @@ lease_ttl = 2
     active.url(Duration::from_secs(30));
     let key = subnets_key("10.244.0.0-24");
     assert!(kv.get(&key).unwrap().unwrap().0.contains("198.18.0.1\""));
+    // A standby waiting for the lease stops cleanly on SIGTERM.
+    let waiting = common::Proc::spawn(&["run"], &s.path("standby.toml"), &s.path("w.log"), &[]);
+    wait_until("a standby waits", Duration::from_secs(15), || {
+        waiting.log_text().contains("leased by another node")
+    });
+    let t = Instant::now();
+    let status = waiting.terminate(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(s.path("w.log")).unwrap_or_default()
+    );
+    println!("a waiting standby stopped {:?} after SIGTERM", t.elapsed());
     let mut standby = common::Proc::spawn(&["run"], &s.path("standby.toml"), &s.path("b.log"), &[]);
     wait_until(
         "the standby waits for the lease",

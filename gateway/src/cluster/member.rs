@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -76,6 +76,17 @@ pub fn join(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Opt
 /// start. A network the gateway cannot serve is an error naming the key
 /// and the reason.
 pub fn join_all(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result<Vec<Member>> {
+    join_all_until(config, state_dir, &AtomicBool::new(false))
+}
+
+/// As [`join_all`], giving up (an error) once `stop` is set: a stop
+/// requested while the gateway waits for etcd, or for a pinned subnet
+/// another gateway holds (a standby), ends the wait.
+pub fn join_all_until(
+    config: &mut Config,
+    state_dir: Option<&Path>,
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<Member>> {
     let mut members = vec![];
     for (i, cfg) in config.cluster.clone().into_iter().enumerate() {
         let pinned =
@@ -84,7 +95,7 @@ pub fn join_all(config: &mut Config, state_dir: Option<&Path>) -> anyhow::Result
                     .then_some(config.gateway.pod_cidr)),
                 _ => cfg.subnet,
             };
-        let m = join_one(config, i, cfg, pinned, state_dir)?;
+        let m = join_one(config, i, cfg, pinned, state_dir, stop)?;
         if i == 0 {
             config.gateway.pod_cidr = m.subnet;
         }
@@ -99,6 +110,7 @@ fn join_one(
     cfg: ClusterConfig,
     pinned: Option<Ipv4Net>,
     state_dir: Option<&Path>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Member> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,7 +134,7 @@ fn join_one(
         loop {
             match Client::connect(&cfg.endpoints, Some(options.clone())).await {
                 Ok(client) => {
-                    match acquire(&cfg, index, client.clone(), public_ip, vtep_mac, pinned, remembered.as_ref()).await {
+                    match acquire(&cfg, index, client.clone(), public_ip, vtep_mac, pinned, remembered.as_ref(), stop).await {
                         Ok(got) => return Ok::<_, anyhow::Error>((client, got)),
                         Err(Acquire::Fatal(e)) => return Err(e),
                         Err(Acquire::Retry(e)) => tracing::warn!(
@@ -135,7 +147,7 @@ fn join_one(
                     "connecting to etcd: {e}; retrying in {backoff:?}"
                 ),
             }
-            tokio::time::sleep(backoff).await;
+            sleep_unless_stopped(backoff, stop).await?;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })?;
@@ -267,6 +279,7 @@ async fn acquire(
     vtep_mac: MacAddr,
     pinned: Option<Ipv4Net>,
     remembered: Option<&SubnetFile>,
+    stop: &AtomicBool,
 ) -> Result<(Network, Ipv4Net, String, Vec<u8>, i64), Acquire> {
     let config_key = format!("{}/config", cfg.prefix);
     let resp = timed("get", client.get(config_key.as_str(), None))
@@ -333,7 +346,9 @@ async fn acquire(
                         cluster = %cfg.name, subnet = %p, holder = ?holder,
                         "our pinned subnet is leased by another node: waiting for that lease to end"
                     );
-                    tokio::time::sleep(PINNED_POLL).await;
+                    sleep_unless_stopped(PINNED_POLL, stop)
+                        .await
+                        .map_err(Acquire::Fatal)?;
                     continue;
                 }
                 None => Choice::Create(p),
@@ -396,6 +411,21 @@ async fn acquire(
         // flanneld exits here; we list again and pick another.
         tracing::warn!(cluster = %cfg.name, %key, "lost the race for this subnet to another node; picking again");
         let _ = timed("lease revoke", client.lease_revoke(lease)).await;
+    }
+}
+
+/// Sleeps `d` (in steps of at most 100 ms), or fails once `stop` is set.
+async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            bail!("stopped while joining the cluster");
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        tokio::time::sleep((end - now).min(Duration::from_millis(100))).await;
     }
 }
 

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError, pod_cidr_is_unset};
 use crate::control::rib::{ChangeError, RibError, RouteSpec};
 
-pub use member::{Member, MemberHandle, join, join_all, run_all};
+pub use member::{Member, MemberHandle, join, join_all, join_all_until, run_all};
 
 /// `[[cluster]]`: a Flannel network in etcd the gateway joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
