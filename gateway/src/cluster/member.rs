@@ -134,7 +134,7 @@ fn join_one(
         loop {
             match Client::connect(&cfg.endpoints, Some(options.clone())).await {
                 Ok(client) => {
-                    match acquire(&cfg, index, client.clone(), public_ip, vtep_mac, pinned, remembered.as_ref(), stop).await {
+                    match acquire(&cfg, index, client.clone(), (public_ip, vtep_mac), pinned, remembered.as_ref(), stop).await {
                         Ok(got) => return Ok::<_, anyhow::Error>((client, got)),
                         Err(Acquire::Fatal(e)) => return Err(e),
                         Err(Acquire::Retry(e)) => tracing::warn!(
@@ -275,8 +275,7 @@ async fn acquire(
     cfg: &ClusterConfig,
     index: usize,
     mut client: Client,
-    public_ip: Ipv4Addr,
-    vtep_mac: MacAddr,
+    (public_ip, vtep_mac): (Ipv4Addr, MacAddr),
     pinned: Option<Ipv4Net>,
     remembered: Option<&SubnetFile>,
     stop: &AtomicBool,
