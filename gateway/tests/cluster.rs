@@ -203,7 +203,12 @@ impl Bed {
 
     fn ping_ok(&self, from: &str, to: Ipv4Addr, n: u32) {
         let r = self.bed.ping(from, to, n, &PingOpts::default()).unwrap();
-        assert!(r.all_received(), "{from} -> {to}: {}", r.raw);
+        assert!(
+            r.all_received(),
+            "{from} -> {to}: {}\ngateway:\n{}",
+            r.raw,
+            self.gw().counters().render()
+        );
     }
 }
 
