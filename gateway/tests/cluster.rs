@@ -900,6 +900,25 @@ lease_ttl = 2
             ("10.244.9.0/24".to_string(), "api".to_string()),
         ]
     );
+    // The set as listed, sent back whole: accepted (the lease's route is
+    // the one in force); with that route altered: 409.
+    let set = c.routes().unwrap();
+    let body = serde_json::json!({ "routes": set.routes }).to_string();
+    let r = c
+        .request("PUT", "/api/v1/routes", Some(&body), None)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut altered = set.routes.clone();
+    for r in &mut altered {
+        if let Some(n) = r.node.as_mut().filter(|n| n.name.starts_with("flannel/")) {
+            n.underlay_ip = Ipv4Addr::new(198, 18, 0, 77);
+        }
+    }
+    let body = serde_json::json!({ "routes": altered }).to_string();
+    let r = c
+        .request("PUT", "/api/v1/routes", Some(&body), None)
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
     // A reload (SIGHUP) replaces the file's routes and keeps the lease's.
     p.signal(libc::SIGHUP);
     wait_until("the reload", Duration::from_secs(10), || {

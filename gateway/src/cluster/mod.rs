@@ -430,18 +430,25 @@ pub fn refuse_owned(route: &RouteSpec) -> Result<(), ChangeError> {
     }
 }
 
-/// A whole-set replacement from the API or a reload: `new` (none of it
-/// owned by a cluster) plus the cluster-owned routes of `current` whose
-/// prefix `new` does not route (the configuration or the API wins a
-/// prefix both route; each such loss is logged).
+/// A whole-set replacement from the API or a reload: `new` plus the
+/// cluster-owned routes of `current` whose prefix `new` does not route (the
+/// configuration or the API wins a prefix both route; each such loss is
+/// logged). A cluster-owned route in `new` must be the very one in force
+/// (a set read from the API and sent back); any other is refused (409).
 pub fn keep_owned(
     current: &[RouteSpec],
     new: Vec<RouteSpec>,
 ) -> Result<Vec<RouteSpec>, ChangeError> {
-    for r in &new {
-        refuse_owned(r)?;
+    let mut out = Vec::with_capacity(new.len());
+    for r in new {
+        if refuse_owned(&r).is_err() {
+            if current.contains(&r) {
+                continue; // kept below, as it is
+            }
+            refuse_owned(&r)?;
+        }
+        out.push(r);
     }
-    let mut out = new;
     for r in current {
         let Some(owner) = r.node.as_ref().and_then(|n| owner_of(&n.name)) else {
             continue;
