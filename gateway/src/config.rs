@@ -27,7 +27,7 @@ pub struct Config {
     #[serde(default)]
     pub underlay: Vec<UnderlayConfig>,
     /// Local pods behind veth pairs whose host ends the gateway serves.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pod: Vec<PodConfig>,
     /// Remote nodes: each owns one podCIDR reached through a tunnel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
