@@ -561,6 +561,11 @@ fn restart_and_losing_etcd() {
     let (value2, lease2) = b.kv.get(&key).unwrap().unwrap();
     assert_eq!(value2, value0, "same subnet, PublicIP, VtepMAC");
     assert!(b.kv.lease_ttl(lease2).unwrap() > 86_000, "lease valid");
+    wait_until(
+        "the previous run's etcd lease revoked",
+        Duration::from_secs(10),
+        || lease2 != lease0 && b.kv.lease_ttl(lease0).unwrap_or(0) == -1,
+    );
     b.wait_route("10.244.1.0/24", Some(b.bed.node_underlay_ip(1)));
     b.wait_route("10.244.2.0/24", Some(b.bed.node_underlay_ip(2)));
     assert_eq!(

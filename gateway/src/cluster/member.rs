@@ -54,6 +54,9 @@ pub struct Member {
     value: Vec<u8>,
     /// The etcd lease our key (and our transit leases) are held by.
     lease: i64,
+    /// The etcd lease of a previous run whose key we reused: revoked once
+    /// our transit leases have moved to ours.
+    stale_lease: Option<i64>,
     /// When our lease must be renewed next.
     renew_at: Instant,
     status: Arc<Status>,
@@ -151,7 +154,7 @@ fn join_one(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })?;
-    let (client, (network, subnet, key, value, lease)) = member;
+    let (client, (network, subnet, key, value, lease, stale_lease)) = member;
     if let (Some(dir), Some(f)) = (state_dir, &file) {
         let body = serde_json::to_vec_pretty(&SubnetFile {
             version: 1,
@@ -176,6 +179,7 @@ fn join_one(
         key,
         value,
         lease,
+        stale_lease,
         status,
         runtime,
         client,
@@ -279,7 +283,7 @@ async fn acquire(
     pinned: Option<Ipv4Net>,
     remembered: Option<&SubnetFile>,
     stop: &AtomicBool,
-) -> Result<(Network, Ipv4Net, String, Vec<u8>, i64), Acquire> {
+) -> Result<(Network, Ipv4Net, String, Vec<u8>, i64, Option<i64>), Acquire> {
     let config_key = format!("{}/config", cfg.prefix);
     let resp = timed("get", client.get(config_key.as_str(), None))
         .await
@@ -319,6 +323,7 @@ async fn acquire(
         .map_err(Acquire::Retry)?;
         // Taken subnets, and who holds them.
         let mut taken: HashMap<Ipv4Net, Option<Ipv4Addr>> = HashMap::new();
+        let mut leases: HashMap<Ipv4Net, i64> = HashMap::new();
         for kv in resp.kvs() {
             let name = kv
                 .key_str()
@@ -331,6 +336,7 @@ async fn acquire(
                 .ok()
                 .map(|v| v.public_ip);
             taken.insert(subnet, holder);
+            leases.insert(subnet, kv.lease());
         }
         let ours = taken
             .iter()
@@ -400,11 +406,17 @@ async fn acquire(
             .await
             .map_err(Acquire::Retry)?;
         if resp.succeeded() {
+            // Reusing our lease of a previous run: its etcd lease may still
+            // hold our transit leases; it is revoked once they have moved.
+            let stale = leases
+                .get(&subnet)
+                .copied()
+                .filter(|&old| !create && old != 0 && old != lease);
             tracing::info!(
                 cluster = %cfg.name, %key, lease = format!("{lease:x}"), ttl = cfg.lease_ttl,
                 reused = !create, "subnet lease taken"
             );
-            return Ok((network, subnet, key, value, lease));
+            return Ok((network, subnet, key, value, lease, stale));
         }
         // Another node created it between our list and our transaction:
         // flanneld exits here; we list again and pick another.
@@ -522,6 +534,7 @@ impl Member {
                     key,
                     value,
                     lease,
+                    stale_lease,
                     renew_at,
                     status,
                     runtime,
@@ -536,6 +549,7 @@ impl Member {
                     key,
                     value,
                     lease,
+                    stale_lease,
                     renew_at,
                     status,
                     client,
@@ -589,6 +603,7 @@ struct Follower {
     key: String,
     value: Vec<u8>,
     lease: i64,
+    stale_lease: Option<i64>,
     /// Woken when another cluster changed its routes (transit leases).
     notify: Arc<tokio::sync::Notify>,
     /// The other memberships' wake-ups.
@@ -657,7 +672,12 @@ impl Follower {
             Some(rev) => self.resume_at(rev).await?,
             None => self.relist().await? + 1,
         };
-        self.sync_proxies(false).await?;
+        // Put under our current etcd lease (transit leases of a previous
+        // run may still hang on its lease), then let that lease go.
+        self.sync_proxies(self.stale_lease.is_some()).await?;
+        if let Some(old) = self.stale_lease.take() {
+            let _ = timed("lease revoke", self.client.lease_revoke(old)).await;
+        }
         self.status.synced.store(true, Ordering::Relaxed);
         *backoff = BACKOFF_MIN;
         // From here on, a lost connection resumes the watch where it
@@ -730,6 +750,11 @@ impl Follower {
                 self.status.events.fetch_add(1, Ordering::Relaxed);
                 if deleted {
                     self.apply_delete(name).await;
+                    // It may have been one of our transit leases (expired):
+                    // put it back if it is still wanted.
+                    if !self.others.is_empty() {
+                        self.sync_proxies(false).await?;
+                    }
                 } else {
                     self.apply_put(name, kv.value()).await;
                 }
@@ -955,10 +980,14 @@ impl Follower {
             return self.reregister("gone at renewal").await;
         }
         self.status.renewals.fetch_add(1, Ordering::Relaxed);
-        self.lease = lease;
+        let old = std::mem::replace(&mut self.lease, lease);
         self.renew_at = Instant::now() + renew_after(self.cfg.lease_ttl);
-        // Transit leases move to the new etcd lease too.
+        // Transit leases move to the new etcd lease too; then the old one,
+        // holding nothing now, goes.
         self.sync_proxies(true).await?;
+        if old != 0 && old != lease {
+            let _ = timed("lease revoke", self.client.lease_revoke(old)).await;
+        }
         tracing::info!(
             cluster = %self.cfg.name, key = %self.key, lease = format!("{lease:x}"),
             ttl = self.cfg.lease_ttl, "subnet lease renewed"
