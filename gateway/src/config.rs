@@ -27,10 +27,10 @@ pub struct Config {
     #[serde(default)]
     pub underlay: Vec<UnderlayConfig>,
     /// Local pods behind veth pairs whose host ends the gateway serves.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pod: Vec<PodConfig>,
     /// Remote nodes: each owns one podCIDR reached through a tunnel.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer: Vec<PeerConfig>,
     /// The HTTP control plane. Unset: no API is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +39,11 @@ pub struct Config {
     /// route set is the configuration's, and API changes are lost on exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StateConfig>,
+    /// Cluster datastores the gateway joins (Flannel's etcd subnet
+    /// manager): its own subnet lease, and every other node's lease as a
+    /// route. See [`crate::cluster`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<crate::cluster::ClusterConfig>,
 }
 
 /// `[api]`: the REST API, /metrics and health endpoints.
@@ -215,7 +220,10 @@ pub struct GatewayConfig {
     /// Unset: the namespace the process was started in.
     #[serde(default)]
     pub netns: Option<String>,
-    /// This node's podCIDR (the local pods live inside it).
+    /// This node's podCIDR (the local pods live inside it). Optional with a
+    /// `[[cluster]]`: the subnet lease taken there is the podCIDR (given
+    /// here too, it pins that lease's subnet).
+    #[serde(default = "unset_pod_cidr", skip_serializing_if = "pod_cidr_is_unset")]
     pub pod_cidr: Ipv4Net,
     /// This node's underlay address: outer source of every encapsulated packet.
     pub underlay_ip: Ipv4Addr,
@@ -268,6 +276,17 @@ pub struct GatewayConfig {
 
 fn default_max_routes() -> usize {
     crate::control::rib::DEFAULT_MAX_ROUTES
+}
+
+/// `0.0.0.0/0`: "not set" for `gateway.pod_cidr` (a `[[cluster]]` lease
+/// gives it).
+pub fn unset_pod_cidr() -> Ipv4Net {
+    Ipv4Net::default()
+}
+
+/// Whether `gateway.pod_cidr` is unset (see [`unset_pod_cidr`]).
+pub fn pod_cidr_is_unset(cidr: &Ipv4Net) -> bool {
+    *cidr == unset_pod_cidr()
 }
 
 /// The all-zero MAC: "not set" for `gateway.vtep_mac`.
@@ -391,7 +410,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             message: message.into(),
@@ -430,6 +449,10 @@ impl Config {
     /// Checks what serde cannot: ranges, overlaps, duplicates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let gw = &self.gateway;
+        crate::cluster::validate_config(self)?;
+        // Until the cluster lease gives the podCIDR, nothing can be checked
+        // against it (validated again once it is known).
+        let pod_cidr_known = !pod_cidr_is_unset(&gw.pod_cidr);
         if gw.pod_cidr.trunc() != gw.pod_cidr {
             return Err(ConfigError::new(
                 "gateway.pod_cidr",
@@ -568,7 +591,9 @@ impl Config {
                     format!("host bits set in {}", peer.pod_cidr),
                 ));
             }
-            if peer.pod_cidr.contains(&gw.pod_cidr) || gw.pod_cidr.contains(&peer.pod_cidr) {
+            if pod_cidr_known
+                && (peer.pod_cidr.contains(&gw.pod_cidr) || gw.pod_cidr.contains(&peer.pod_cidr))
+            {
                 return Err(ConfigError::new(
                     format!("peer[{i}].pod_cidr"),
                     format!(

@@ -13,11 +13,14 @@
 //! - [`lifecycle`]: start and stop of the whole gateway;
 //! - [`service`]: what systemd is told (readiness, reloads, the watchdog
 //!   fed by worker liveness);
+//! - [`cluster`]: joining a cluster from its datastore (Flannel's etcd
+//!   subnet leases);
 //! - [`config`]: the TOML configuration.
 
 pub mod afxdp;
 pub mod api;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod host;

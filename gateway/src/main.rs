@@ -242,15 +242,26 @@ struct ControlPlane {
     /// The persisted route set to start with (`None`: the configuration's).
     persisted: Option<RoutesFile>,
     auth: Auth,
+    /// The `[[cluster]]` entries joined (leases taken), not yet following.
+    cluster: Vec<overpass::cluster::Member>,
 }
 
-fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
+fn control_plane(path: &Path, stop: &AtomicBool) -> anyhow::Result<ControlPlane> {
     let mut config = Config::load(path)?;
     let store = match &config.state {
         Some(s) => Some(Arc::new(Store::open(&s.dir)?)),
         None => None,
     };
     overpass::control::store::resolve_vtep_mac(&mut config, store.as_deref())?;
+    // A [[cluster]] lease gives the podCIDR: taken before anything that
+    // validates against it.
+    let state_dir = config.state.as_ref().map(|s| s.dir.clone());
+    let cluster = overpass::cluster::join_all_until(&mut config, state_dir.as_deref(), stop)?;
+    if !cluster.is_empty() {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     let api = config.api.clone().unwrap_or_default();
     let token = api
         .token_file
@@ -263,6 +274,7 @@ fn control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
         config,
         store,
         persisted: None,
+        cluster,
     };
     if let Some(store) = &cp.store {
         match store.load_routes() {
@@ -354,9 +366,14 @@ fn serve(
     view: DataplaneView,
     mode: &'static str,
     listen: Option<std::net::SocketAddr>,
+    clusters: &[Arc<overpass::cluster::Status>],
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
     let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
+    state.set_sources(overpass::cluster::RouteSources {
+        config: overpass::control::sources::config_routes(&cp.config),
+        clusters: clusters.to_vec(),
+    });
     if let Some(warning) = overpass::api::server::descriptor_shortfall(api.max_connections) {
         tracing::warn!("{warning}");
     }
@@ -416,7 +433,15 @@ fn serve_until_stopped(
 fn run(path: &Path) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let mut notifier = Notifier::from_env();
-    let mut cp = control_plane(path)?;
+    let mut cp = match control_plane(path, &signals.stop) {
+        // SIGINT/SIGTERM while waiting for the cluster (etcd away, or a
+        // standby waiting for the lease): a clean stop.
+        Err(e) if signals.stop.load(Ordering::Relaxed) => {
+            tracing::info!("stopped before serving: {e:#}");
+            return Ok(());
+        }
+        cp => cp?,
+    };
     // The persisted route set is validated and applied before the API
     // starts accepting writes.
     let gw = match Gateway::start_with(&cp.config, cp.persisted.clone()) {
@@ -434,8 +459,19 @@ fn run(path: &Path) -> anyhow::Result<()> {
     cp.save_initial(gw.rib())?;
     // Route changes (API, reload) go through this handle: it persists.
     let rib = cp.persisting(gw.rib().clone());
+    let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
     let server = match cp.config.api.is_some() {
-        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
+        true => Some(serve(
+            &cp,
+            rib.clone(),
+            gw.view(),
+            "dataplane",
+            None,
+            &cluster
+                .iter()
+                .map(|c| c.status().clone())
+                .collect::<Vec<_>>(),
+        )?),
         false => None,
     };
     let workers = gw.info.pinning.len();
@@ -449,7 +485,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
     serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &|| {
         gw.worker_progress()
     });
-    tracing::info!("stopping: API, then dataplane");
+    tracing::info!("stopping: cluster, API, then dataplane");
+    for c in cluster {
+        c.stop();
+    }
     if let Some(s) = server {
         s.stop();
     }
@@ -470,7 +509,15 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     use overpass::control::sources::{initial_rib, offline_rib_context};
     let signals = Signals::install()?;
     let mut notifier = Notifier::from_env();
-    let mut cp = control_plane(path)?;
+    let mut cp = match control_plane(path, &signals.stop) {
+        // SIGINT/SIGTERM while waiting for the cluster (etcd away, or a
+        // standby waiting for the lease): a clean stop.
+        Err(e) if signals.stop.load(Ordering::Relaxed) => {
+            tracing::info!("stopped before serving: {e:#}");
+            return Ok(());
+        }
+        cp => cp?,
+    };
     let ctx = offline_rib_context(&cp.config);
     let rib = match initial_rib(ctx.clone(), &cp.config, cp.persisted.clone()) {
         Err(e @ InitialRibError::Persisted(_)) => {
@@ -482,7 +529,9 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     cp.save_initial(&rib)?;
     let view = DataplaneView::offline();
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
-    let server = serve(&cp, rib.clone(), view, "api-only", listen)?;
+    let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
+    let statuses: Vec<_> = cluster.iter().map(|c| c.status().clone()).collect();
+    let server = serve(&cp, rib.clone(), view, "api-only", listen, &statuses)?;
     let status = |rib: &Rib| {
         format!(
             "serving the API only (no dataplane), route set generation {}",
@@ -491,6 +540,9 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     };
     notifier.ready(&status(&rib));
     serve_until_stopped(&cp, &rib, &signals, &mut notifier, &status, &Vec::new);
+    for c in cluster {
+        c.stop();
+    }
     server.stop();
     Ok(())
 }
@@ -505,8 +557,9 @@ fn routes_cmd(args: &ClientArgs, action: RoutesAction) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("generation {}", set.generation);
-            for r in &set.routes {
-                println!("  {}", describe_route(r));
+            for (i, r) in set.routes.iter().enumerate() {
+                let source = set.sources.get(i).map_or("?", String::as_str);
+                println!("  {:<10} {}", source, describe_route(r));
             }
         }
         RoutesAction::Add {

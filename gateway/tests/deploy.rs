@@ -72,7 +72,7 @@ fn example_config_validates_and_documents_every_option() {
             "[{table}]: keys of Config vs keys documented in deploy/overpass.toml"
         );
     }
-    for array in ["underlay", "pod", "peer"] {
+    for array in ["underlay", "pod", "peer", "cluster"] {
         assert_eq!(
             keys(&ours[array][0]),
             keys(&file[array][0]),

@@ -8,6 +8,8 @@
 //! - [`guest`]: the guest tier, a QEMU guest whose NIC can do AF_XDP
 //!   zero-copy (`deploy/guest/run.sh`), linked to a namespace of the test.
 
+pub mod etcd;
 pub mod fixtures;
+pub mod flannel;
 pub mod guest;
 pub mod testbed;

@@ -131,6 +131,12 @@ pub struct TestbedOptions {
     /// How many local pods the gateway serves: 'a', 'b', … (1 to
     /// [`MAX_LOCAL_PODS`]; default 2, the pods [`LOCAL_PODS`]).
     pub local_pods: usize,
+    /// Whether the bed writes Flannel's route, neighbour and FDB entries
+    /// on the remote VXLAN nodes (default true). False: the nodes have
+    /// `flannel.1` but no entry for any other node; a Flannel-style node
+    /// agent learning leases from etcd installs them
+    /// ([`crate::flannel`]).
+    pub flannel_entries: bool,
 }
 
 /// The most local pods a bed can have ('a' to 'x', 10.244.0.2 to .25).
@@ -141,6 +147,7 @@ impl Default for TestbedOptions {
         TestbedOptions {
             local_pod_mtu: OVERLAY_MTU,
             local_pods: LOCAL_PODS.len(),
+            flannel_entries: true,
         }
     }
 }
@@ -1001,14 +1008,15 @@ impl Testbed {
             &["route", "add", "default", "via", &format!("10.244.{n}.1")],
         )?;
 
-        // Flannel's three entries for every other node of the cluster.
+        // Flannel's three entries for every other node of the cluster
+        // (unless a node agent learns them from etcd).
         let others = std::iter::once((0u8, host(UNDERLAY_NET, 1), GATEWAY_VTEP_MAC)).chain(
             NODES
                 .into_iter()
                 .filter(|&m| m != n)
                 .map(|m| (m, node_ip(m), node_vtep_mac(m))),
         );
-        for (m, public_ip, vtep) in others {
+        for (m, public_ip, vtep) in others.filter(|_| self.options.flannel_entries) {
             let subnet0 = format!("10.244.{m}.0");
             let vtep = vtep.to_string();
             ip(

@@ -32,11 +32,14 @@ function contains(prefix, ip) {
 }
 
 /** The flat view of a route that the table shows and sorts. */
-function row(r) {
+function row(r, source) {
   const n = r.node;
   const p = r.pod;
   return {
     route: r,
+    source: source || "",
+    // A cluster datastore owns it: the API refuses to change it (409).
+    owned: !!source && source !== "config" && source !== "api",
     prefix: r.prefix,
     kind: n ? "node" : "pod",
     name: n ? n.name : p?.name ?? "",
@@ -109,6 +112,7 @@ export class Routes {
       try {
         const set = (await request("GET", "/api/v1/routes")).body;
         this.routes = set.routes;
+        this.sources = set.sources || [];
         this.generation = set.generation;
         this.onGeneration(set.generation);
         this.render();
@@ -131,9 +135,9 @@ export class Routes {
   render() {
     const q = this.filter;
     const ip = ipToInt(q);
-    let rows = this.routes.map(row);
+    let rows = this.routes.map((r, i) => row(r, (this.sources || [])[i]));
     if (q) {
-      rows = rows.filter((r) => (ip != null && contains(r.prefix, ip)) || [r.prefix, r.kind, r.name, r.target, r.encap, r.mac, r.vni, r.port, r.mtu].join(" ").toLowerCase().includes(q));
+      rows = rows.filter((r) => (ip != null && contains(r.prefix, ip)) || [r.prefix, r.kind, r.name, r.target, r.encap, r.mac, r.vni, r.port, r.mtu, r.source].join(" ").toLowerCase().includes(q));
     }
     const { key, dir } = this.sort;
     const val = (r) => (key === "prefix" ? prefixKey(r.prefix) : key === "target" ? ipToInt(r.target) ?? r.target : r[key] ?? "");
@@ -161,13 +165,16 @@ export class Routes {
               h("td", { class: `num ${r.port == null ? "na" : ""}`, "data-label": "Port" }, r.port ?? "–"),
               h("td", { class: `mono ${r.mac ? "" : "na"}`, "data-label": r.kind === "node" ? "VTEP MAC" : "Pod MAC" }, r.mac || "–"),
               h("td", { class: `num ${r.kind === "node" ? "" : "na"}`, "data-label": "MTU" }, r.mtu ?? (r.kind === "node" ? "auto" : "–")),
-              h("td", { class: "row-actions" }, [
+              h("td", { "data-label": "Source" }, r.source || "–"),
+              r.owned
+                ? h("td", { class: "row-actions muted" }, "from the datastore")
+                : h("td", { class: "row-actions" }, [
                 h("button", { type: "button", class: "btn small ghost", "aria-label": `Edit route ${r.prefix}`, onclick: () => this.openForm(r.route) }, "Edit"),
                 h("button", { type: "button", class: "btn small ghost danger", "aria-label": `Delete route ${r.prefix}`, onclick: () => this.confirmDelete(r.route) }, "Delete"),
               ]),
             ]),
           )
-        : [h("tr", { class: "empty" }, [h("td", { colspan: 10 }, this.routes.length ? "No route matches the filter." : "The route set is empty.")])]),
+        : [h("tr", { class: "empty" }, [h("td", { colspan: 11 }, this.routes.length ? "No route matches the filter." : "The route set is empty.")])]),
     );
   }
 

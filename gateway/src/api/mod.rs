@@ -67,6 +67,9 @@ pub struct ApiState {
     pub connections: ConnStats,
     ready: AtomicBool,
     started: Instant,
+    /// Route sources and cluster health (set once, when the gateway has
+    /// joined its clusters).
+    sources: std::sync::OnceLock<crate::cluster::RouteSources>,
 }
 
 impl ApiState {
@@ -86,7 +89,19 @@ impl ApiState {
             connections: ConnStats::default(),
             ready: AtomicBool::new(true),
             started: Instant::now(),
+            sources: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What tells route sources apart (config, API, each cluster) and the
+    /// clusters' health, for `/readyz`, `/metrics` and the route list.
+    pub fn set_sources(&self, sources: crate::cluster::RouteSources) {
+        let _ = self.sources.set(sources);
+    }
+
+    /// The route sources (empty until [`ApiState::set_sources`]).
+    pub fn sources(&self) -> crate::cluster::RouteSources {
+        self.sources.get().cloned().unwrap_or_default()
     }
 
     /// Marks the gateway (not) ready; `/readyz` answers 503 while not.
@@ -299,14 +314,16 @@ async fn healthz() -> Json<Status> {
 }
 
 /// Readiness: the route set is loaded and applied (and, with a dataplane,
-/// the workers run).
+/// the workers run). `degraded`: a cluster datastore is unreachable or
+/// resynchronising; forwarding goes on with the last known routes.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready", body = Status),
+    responses((status = 200, description = "ready, or degraded (a cluster datastore is unreachable; forwarding continues)", body = Status),
               (status = 503, description = "not ready", body = ErrorBody)))]
 async fn readyz(State(st): State<AppState>) -> Response {
     if st.ready.load(Ordering::Relaxed) {
+        let in_sync = st.sources().degraded().is_empty();
         Json(Status {
-            status: "ready".into(),
+            status: if in_sync { "ready" } else { "degraded" }.into(),
         })
         .into_response()
     } else {

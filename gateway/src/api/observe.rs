@@ -916,5 +916,6 @@ fn render_metrics(st: &AppState) -> String {
         "overpass_uptime_seconds {}",
         st.started.elapsed().as_secs_f64()
     );
+    crate::cluster::render_metrics(&mut o, &st.sources().clusters);
     o
 }

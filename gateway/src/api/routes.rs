@@ -26,6 +26,10 @@ use crate::control::rib::{ChangeError, RibError, RouteSpec};
 pub struct RouteSet {
     pub generation: u64,
     pub routes: Vec<RouteSpec>,
+    /// The source of each route, in the same order: `config`, `api`, or
+    /// the name of the `[[cluster]]` whose datastore owns it.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// A replacement route set.
@@ -170,10 +174,16 @@ pub async fn list_routes(
 ) -> Result<Response, ApiError> {
     st.auth.read(&headers)?;
     let (generation, routes) = st.rib.routes();
+    let src = st.sources();
+    let sources = routes.iter().map(|r| src.source_of(r)).collect();
     Ok(with_etag(
         StatusCode::OK,
         generation,
-        RouteSet { generation, routes },
+        RouteSet {
+            generation,
+            routes,
+            sources,
+        },
     ))
 }
 
@@ -189,6 +199,7 @@ pub async fn list_routes(
         (status = 400, description = "Malformed body, header or query", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "No token configured", body = ErrorBody),
+        (status = 409, description = "The set names a route a cluster datastore owns", body = ErrorBody),
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The set does not validate", body = ErrorBody),
@@ -222,10 +233,12 @@ pub async fn replace_routes(
                 None,
             ));
         }
+        let new = crate::cluster::keep_owned(&current, input.routes)
+            .map_err(|e| ApiError::from_change(e, None))?;
         st.rib
-            .check(&input.routes)
+            .check(&new)
             .map_err(|e| ApiError::from_change(ChangeError::Invalid(e), None))?;
-        let d = diff(&current, &input.routes);
+        let d = diff(&current, &new);
         return Ok(with_etag(
             StatusCode::OK,
             generation,
@@ -237,8 +250,10 @@ pub async fn replace_routes(
         ));
     }
     let (generation, d) = change(&st, expected, move |current| {
-        let d = diff(current, &input.routes);
-        *current = input.routes;
+        // Routes a cluster owns stay (the datastore is their truth).
+        let new = crate::cluster::keep_owned(current, input.routes)?;
+        let d = diff(current, &new);
+        *current = new;
         Ok(d)
     })
     .await
@@ -281,7 +296,9 @@ pub async fn create_route(
     let route: RouteSpec = parse_json(&bytes, "")?;
     let r = route.clone();
     let generation = change(&st, expected, move |current| {
+        crate::cluster::refuse_owned(&r)?;
         if let Some(i) = current.iter().position(|c| c.prefix == r.prefix) {
+            crate::cluster::refuse_owned(&current[i])?;
             return Err(ChangeError::Conflict(RibError::new(
                 "prefix",
                 format!(
@@ -363,6 +380,7 @@ fn not_routed(prefix: Ipv4Net) -> ApiError {
         (status = 400, description = "Malformed prefix, body or header", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "No token configured", body = ErrorBody),
+        (status = 409, description = "The route is owned by a cluster datastore", body = ErrorBody),
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The route (or the set with it) does not validate", body = ErrorBody),
@@ -388,8 +406,10 @@ pub async fn put_route(
     }
     let r = route.clone();
     let (generation, created) = change(&st, expected, move |current| {
+        crate::cluster::refuse_owned(&r)?;
         Ok(match current.iter().position(|c| c.prefix == prefix) {
             Some(i) => {
+                crate::cluster::refuse_owned(&current[i])?;
                 current[i] = r;
                 false
             }
@@ -425,6 +445,7 @@ pub async fn put_route(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "No token configured", body = ErrorBody),
         (status = 404, description = "No route for that prefix", body = ErrorBody),
+        (status = 409, description = "The route is owned by a cluster datastore", body = ErrorBody),
         (status = 412, description = "Stale generation", body = ErrorBody),
         (status = 422, description = "The set without it does not validate", body = ErrorBody),
         (status = 500, description = "Persisting failed (nothing changed)", body = ErrorBody),
@@ -440,7 +461,10 @@ pub async fn delete_route(
     let expected = expected_generation(&headers)?;
     let (generation, route) = change(&st, expected, move |current| {
         match current.iter().position(|c| c.prefix == prefix) {
-            Some(i) => Ok(current.remove(i)),
+            Some(i) => {
+                crate::cluster::refuse_owned(&current[i])?;
+                Ok(current.remove(i))
+            }
             None => Err(ChangeError::NotFound(RibError::new(
                 "prefix",
                 format!("no route for {prefix}"),

@@ -40,21 +40,33 @@ pub fn reload(
 ) -> anyhow::Result<Reloaded> {
     let mut new = Config::load(path)?;
     crate::control::store::resolve_vtep_mac(&mut new, store)?;
+    // A [[cluster]] lease gave the running podCIDR: the file leaves it out.
+    if crate::config::pod_cidr_is_unset(&new.gateway.pod_cidr) && !new.cluster.is_empty() {
+        new.gateway.pod_cidr = running.gateway.pod_cidr;
+    }
     let restart_needed = restart_keys(running, &new);
     let routes = config_routes(&new);
     let n = routes.len();
     let peers = new.peer.len();
     // One RIB call: validated, persisted (the RIB's store), published, in
     // force on every worker when it returns.
-    let generation = rib.replace(routes, None).map_err(|e| match e {
-        ChangeError::Invalid(e) => anyhow::anyhow!(
-            "{}: {}: {}",
-            path.display(),
-            config_key(&e.field, peers),
-            e.message
-        ),
-        other => anyhow::anyhow!("{}: {other}", path.display()),
-    })?;
+    // Routes a [[cluster]] datastore owns stay: the file is the truth for
+    // its own routes only (a [[peer]] taking a lease's prefix wins it).
+    let generation = rib
+        .change(None, |current| {
+            *current = crate::cluster::keep_owned(current, routes)?;
+            Ok(())
+        })
+        .map(|(generation, ())| generation)
+        .map_err(|e| match e {
+            ChangeError::Invalid(e) => anyhow::anyhow!(
+                "{}: {}: {}",
+                path.display(),
+                config_key(&e.field, peers),
+                e.message
+            ),
+            other => anyhow::anyhow!("{}: {other}", path.display()),
+        })?;
     Ok(Reloaded {
         generation,
         routes: n,
@@ -121,6 +133,8 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
         ("state", old.state != new.state),
+        // Memberships (connections, leases) are made at start.
+        ("cluster", old.cluster != new.cluster),
     ] {
         if changed {
             keys.push(key.to_string());

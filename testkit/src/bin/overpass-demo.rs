@@ -2,6 +2,12 @@
 //! this machine, with the gateway serving it and pings in every direction;
 //! everything is removed on exit or Ctrl-C. `overpass demo` runs this
 //! binary (it ships with the test support, not in the product).
+//!
+//! By default the cluster lives in a local etcd (Debian's, started by the
+//! demo): Flannel-style node agents register their subnet leases and learn
+//! every route from it, and the gateway joins with no `[[peer]]` line at
+//! all. `--static` runs the older demo instead (peers written in the
+//! configuration, Flannel's entries written by the bed).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +17,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use overpass::api::{ApiState, Auth, Server};
+use overpass::cluster::{ClusterConfig, MemberHandle, RouteSources};
+use overpass::control::rib::Rib;
 use overpass::lifecycle::Gateway;
-use overpass_testkit::testbed::{Ns, PingOpts, Testbed, TestbedSpec};
+use overpass_testkit::etcd::{Etcd, Kv};
+use overpass_testkit::flannel::{AgentSpec, FlannelNode, network_config};
+use overpass_testkit::testbed::{Ns, PingOpts, Testbed, TestbedOptions, TestbedSpec};
+
+const PREFIX: &str = "/coreos.com/network";
 
 /// Build a Flannel-style test bed in network namespaces on this machine, run
 /// the gateway on it, show traffic flowing, and clean up.
@@ -33,6 +45,10 @@ struct Args {
     /// is read-only.
     #[arg(long, requires = "api")]
     token_file: Option<PathBuf>,
+    /// No etcd: the peers are written in the gateway's configuration and
+    /// the bed writes Flannel's entries on the nodes (the older demo).
+    #[arg(long = "static")]
+    static_routes: bool,
 }
 
 fn main() {
@@ -44,7 +60,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
-    if let Err(e) = demo(&a.tag, a.hold, a.api, a.token_file.as_deref()) {
+    if let Err(e) = demo(
+        &a.tag,
+        a.hold,
+        a.api,
+        a.token_file.as_deref(),
+        a.static_routes,
+    ) {
         eprintln!("overpass demo: error: {e:#}");
         std::process::exit(1);
     }
@@ -60,25 +82,159 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// The cluster side of the demo: etcd and the node agents.
+struct Datastore {
+    etcd: Etcd,
+    kv: Kv,
+    agents: Vec<FlannelNode>,
+    member: Option<MemberHandle>,
+}
+
+fn agent(bed: &Testbed, etcd: &Etcd, n: u8) -> anyhow::Result<FlannelNode> {
+    FlannelNode::start(AgentSpec {
+        etcd: etcd.endpoint(),
+        prefix: PREFIX.into(),
+        netns: bed.ns(Ns::Node(n)),
+        public_ip: bed.node_underlay_ip(n),
+        vtep_mac: bed.node_vtep_mac(n).to_string(),
+        subnet: bed.node_pod_cidr(n).parse()?,
+        ttl: 86_400,
+    })
+}
+
+/// The route set as a table, each route with its source.
+fn route_table(rib: &Rib) -> String {
+    let (generation, routes) = rib.routes();
+    let mut out = format!("  route set generation {generation}:\n");
+    for r in &routes {
+        let line = match (&r.node, &r.pod) {
+            (Some(n), _) => format!(
+                "{:<16} -> node {} ({:?}{})",
+                r.prefix.to_string(),
+                n.underlay_ip,
+                n.encap,
+                n.vtep_mac
+                    .map_or(String::new(), |m| format!(", VtepMAC {m}"))
+            ),
+            (_, Some(p)) => format!(
+                "{:<16} -> local pod {} on {}",
+                r.prefix.to_string(),
+                p.name,
+                p.interface
+            ),
+            _ => continue,
+        };
+        let source = match r
+            .node
+            .as_ref()
+            .and_then(|n| overpass::cluster::owner_of(&n.name))
+        {
+            Some(c) => format!("etcd ({c})"),
+            None => "config".into(),
+        };
+        out.push_str(&format!("    {line:<70} [{source}]\n"));
+    }
+    out
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn has_route(rib: &Rib, prefix: &str) -> bool {
+    rib.routes()
+        .1
+        .iter()
+        .any(|r| r.prefix.to_string() == prefix)
+}
+
 fn demo(
     tag: &str,
     hold: bool,
     api: Option<std::net::SocketAddr>,
     token_file: Option<&Path>,
+    static_routes: bool,
 ) -> anyhow::Result<()> {
     let token = token_file.map(Auth::load_token).transpose()?;
     let stop = stop_flag()?;
     println!(
         "== Overpass demo: building a Flannel-style overlay in network namespaces (ovp-{tag}-*)"
     );
-    let bed = Testbed::create(&TestbedSpec {
-        tag: tag.to_string(),
-        underlay_queues: 1,
-    })?;
+    let bed = Testbed::create_with(
+        &TestbedSpec {
+            tag: tag.to_string(),
+            underlay_queues: 1,
+        },
+        &TestbedOptions {
+            flannel_entries: static_routes,
+            ..TestbedOptions::default()
+        },
+    )?;
     println!("{}", bed.describe());
-    let config = bed.gateway_config();
+    let mut config = bed.gateway_config();
+    let mut store = None;
+    if !static_routes {
+        let etcd = Etcd::start(tag).context("starting etcd (Debian's etcd-server)")?;
+        let kv = etcd.kv()?;
+        kv.put(&format!("{PREFIX}/config"), &network_config(), None)?;
+        println!(
+            "== etcd {} (data in {}): {PREFIX}/config = {}",
+            etcd.endpoint(),
+            etcd.dir().display(),
+            network_config()
+        );
+        config.peer.clear();
+        config.cluster = vec![ClusterConfig {
+            name: "flannel".into(),
+            endpoints: vec![etcd.endpoint()],
+            prefix: PREFIX.into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            subnet: None,
+            public_ip: None,
+            lease_ttl: 86_400,
+        }];
+        store = Some(Datastore {
+            etcd,
+            kv,
+            agents: vec![],
+            member: None,
+        });
+    }
     println!("== Gateway configuration:\n{}", config.to_toml());
+    let member = overpass::cluster::join(&mut config, None)?;
+    if let Some(m) = &member {
+        println!(
+            "== Joined the cluster: subnet lease {} (the gateway's podCIDR), no [[peer]] lines",
+            m.subnet()
+        );
+    }
     let gw = Gateway::start(&config)?;
+    if let (Some(m), Some(ds)) = (member, store.as_mut()) {
+        ds.member = Some(m.run(gw.rib().clone())?);
+        for n in [1u8, 2] {
+            ds.agents.push(agent(&bed, &ds.etcd, n)?);
+            println!(
+                "== Node {n}'s agent registered {PREFIX}/subnets/10.244.{n}.0-24 and installed \
+                 the gateway's route, neighbour and FDB entry from etcd"
+            );
+        }
+        wait_for("the nodes' routes", || {
+            has_route(gw.rib(), "10.244.1.0/24") && has_route(gw.rib(), "10.244.2.0/24")
+        })?;
+        println!(
+            "== Every route came from the datastore:\n{}",
+            route_table(gw.rib())
+        );
+    }
     println!("== Dataplane: {:?}", gw.info);
     // From the host namespace (Gateway::start returned to it), as `run` does.
     let server = match api {
@@ -90,6 +246,13 @@ fn demo(
                 1 << 20,
                 "dataplane",
             );
+            state.set_sources(RouteSources {
+                config: overpass::control::sources::config_routes(&config),
+                clusters: store
+                    .iter()
+                    .filter_map(|d| d.member.as_ref().map(|m| m.status().clone()))
+                    .collect(),
+            });
             let server = Server::start(listen, state)?;
             println!("== API and dashboard: http://{}/", server.addr);
             Some(server)
@@ -143,16 +306,78 @@ fn demo(
                 .map_or("-".to_string(), |v| format!("{v:.3} ms"))
         );
     }
+    if let Some(ds) = store.as_mut()
+        && !stop.load(Ordering::Relaxed)
+    {
+        // A node leaves and comes back: the route table follows etcd.
+        println!("== Node 2 leaves: its agent stops and its lease is deleted from etcd");
+        ds.agents.pop();
+        ds.kv.delete(&format!("{PREFIX}/subnets/10.244.2.0-24"))?;
+        wait_for("node 2's route to go", || {
+            !has_route(gw.rib(), "10.244.2.0/24")
+        })?;
+        print!("{}", route_table(gw.rib()));
+        let r = bed.ping(
+            &bed.ns(Ns::LocalPod('b')),
+            bed.remote_pod_ip(2),
+            2,
+            &PingOpts {
+                timeout_s: 1,
+                ..opts.clone()
+            },
+        )?;
+        println!(
+            "  local pod b -> node2 pod: {}/{} received (dropped as no_route)",
+            r.received, r.transmitted
+        );
+        println!("== Node 2 joins again");
+        ds.agents.push(agent(&bed, &ds.etcd, 2)?);
+        wait_for("node 2's route", || has_route(gw.rib(), "10.244.2.0/24"))?;
+        print!("{}", route_table(gw.rib()));
+        if !gw.wait_resolved(Duration::from_secs(5)) {
+            println!("warning: not every peer's underlay MAC resolved within 5 s");
+        }
+        let r = bed.ping(&bed.ns(Ns::LocalPod('b')), bed.remote_pod_ip(2), 5, &opts)?;
+        all_ok &= r.all_received();
+        println!(
+            "  local pod b -> node2 pod: {}/{} received",
+            r.received, r.transmitted
+        );
+    }
     println!("== Gateway counters:\n{}", gw.counters().render());
+    if hold && let Some(ds) = &store {
+        println!(
+            "== Holding. The route table follows etcd: try\n  \
+             ETCDCTL_API=3 etcdctl --endpoints {} del {PREFIX}/subnets/10.244.1.0-24\n  \
+             ETCDCTL_API=3 etcdctl --endpoints {} put {PREFIX}/subnets/10.244.9.0-24 \
+             '{{\"PublicIP\":\"198.18.0.99\",\"BackendType\":\"vxlan\",\"BackendData\":{{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:00:99\"}}}}'",
+            ds.etcd.endpoint(),
+            ds.etcd.endpoint()
+        );
+    }
+    let mut shown = gw.rib().routes().0;
     while hold && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
+        let g = gw.rib().routes().0;
+        if g != shown {
+            shown = g;
+            print!("{}", route_table(gw.rib()));
+        }
     }
     if let Some(s) = server {
         s.stop();
     }
+    if let Some(mut ds) = store {
+        ds.agents.clear();
+        if let Some(m) = ds.member.take() {
+            m.stop();
+        }
+    }
     gw.stop();
     drop(bed);
-    println!("== Cleaned up: gateway stopped, XDP detached, namespaces ovp-{tag}-* removed");
+    println!(
+        "== Cleaned up: gateway stopped, XDP detached, etcd stopped, namespaces ovp-{tag}-* removed"
+    );
     if !all_ok {
         anyhow::bail!("some pings were lost: see above");
     }
