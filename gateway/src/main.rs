@@ -354,9 +354,13 @@ fn serve(
     view: DataplaneView,
     mode: &'static str,
     listen: Option<std::net::SocketAddr>,
+    attacher: Option<overpass::control::attach::Attacher>,
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
     let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
+    if let Some(a) = attacher {
+        state.set_attacher(a);
+    }
     if let Some(warning) = overpass::api::server::descriptor_shortfall(api.max_connections) {
         tracing::warn!("{warning}");
     }
@@ -434,8 +438,19 @@ fn run(path: &Path) -> anyhow::Result<()> {
     cp.save_initial(gw.rib())?;
     // Route changes (API, reload) go through this handle: it persists.
     let rib = cp.persisting(gw.rib().clone());
+    // Attachments change the route set too: through the persisting handle.
+    if let Some(a) = gw.attacher() {
+        a.use_rib(rib.clone());
+    }
     let server = match cp.config.api.is_some() {
-        true => Some(serve(&cp, rib.clone(), gw.view(), "dataplane", None)?),
+        true => Some(serve(
+            &cp,
+            rib.clone(),
+            gw.view(),
+            "dataplane",
+            None,
+            gw.attacher().cloned(),
+        )?),
         false => None,
     };
     let workers = gw.info.pinning.len();
@@ -482,7 +497,7 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     cp.save_initial(&rib)?;
     let view = DataplaneView::offline();
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
-    let server = serve(&cp, rib.clone(), view, "api-only", listen)?;
+    let server = serve(&cp, rib.clone(), view, "api-only", listen, None)?;
     let status = |rib: &Rib| {
         format!(
             "serving the API only (no dataplane), route set generation {}",

@@ -117,6 +117,74 @@ struct Pool {
     frames: u32,
 }
 
+/// No port's fill ring holds the frame (see [`XskIo`]'s `lender`).
+const UNLENT: u16 = u16::MAX;
+
+/// Room for ports attached at run time: `slots` more pod ports after the
+/// ones opened at start, each with a frame budget of `ring_size`. Their
+/// frames are part of the UMEM from the start (a UMEM cannot grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachCapacity {
+    pub slots: u32,
+    pub ring_size: u32,
+}
+
+/// Opens sockets for ports attached at run time on a worker's pod UMEM,
+/// from any thread (socket creation takes the UMEM's own lock; the worker
+/// never does per packet). The port is then handed to the worker, which
+/// owns it from [`XskIo::insert_port`] on.
+#[derive(Debug, Clone)]
+pub struct PortOpener {
+    umem: Umem,
+    pool: usize,
+    bind: BindMode,
+}
+
+/// A socket opened by a [`PortOpener`], not yet a port of its worker.
+#[derive(Debug)]
+pub struct NewPort(Port);
+
+impl NewPort {
+    /// The socket's file descriptor, for the XSK map.
+    pub fn fd(&self) -> i32 {
+        self.0.rx.fd().as_raw_fd()
+    }
+
+    /// How the kernel bound it.
+    pub fn mode(&self) -> XskMode {
+        self.0.mode
+    }
+}
+
+impl PortOpener {
+    /// Binds a socket for `spec` on the worker's pod UMEM.
+    pub fn open(&self, spec: &PortSpec) -> Result<NewPort, XskError> {
+        open_port(&self.umem, spec, self.bind, self.pool).map(NewPort)
+    }
+}
+
+/// What removing a port gave back.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct PortRemoval {
+    /// Frames the port's fill and RX rings held, returned to the free list.
+    pub reclaimed: u32,
+    /// Frames staged for TX on the port, returned to the free list.
+    pub unsent: u32,
+    /// Frames still on the port's TX ring when its socket closed (the
+    /// kernel never completed them within the drain time): lost.
+    pub lost: u32,
+}
+
 /// The AF_XDP implementation of [`PacketIo`].
 #[derive(Debug)]
 pub struct XskIo {
@@ -125,7 +193,28 @@ pub struct XskIo {
     umems: Vec<Umem>,
     free: Vec<Vec<FrameDesc>>,
     frames: Vec<u32>,
-    ports: Vec<Port>,
+    /// Per pool, per frame (address / [`FRAME_SIZE`]): the port whose fill
+    /// ring it was lent to and that has not received into it yet, or
+    /// [`UNLENT`]. A removed port's frames are found here (the fill ring
+    /// cannot be read back): one store per frame lent and per frame
+    /// received, no allocation.
+    lender: Vec<Vec<u16>>,
+    /// Per pool, every frame's descriptor as the UMEM first gave it (what a
+    /// reclaimed frame goes back to the free list as).
+    pristine: Vec<Vec<FrameDesc>>,
+    /// Ports by [`PortId`]; `None`: a free slot for a port attached at run
+    /// time.
+    ports: Vec<Option<Port>>,
+    /// Per pool, the port whose socket owns the UMEM's file descriptor
+    /// (libxdp binds a UMEM's first socket on the UMEM's own fd, and a
+    /// later socket can only be created while it lives).
+    owner: Vec<Option<usize>>,
+    /// Owner sockets of ports that were removed: kept open, unregistered
+    /// and without frames, so the UMEM can take new sockets.
+    retired: Vec<Port>,
+    /// The pool ports attached at run time use, and how they bind.
+    attach_pool: usize,
+    attach_bind: BindMode,
     scratch: Vec<FrameDesc>,
     counters: Arc<WorkerCounters>,
     pollfds: Vec<libc::pollfd>,
@@ -191,25 +280,41 @@ impl XskIo {
         pod_umem: PodUmem,
         counters: Arc<WorkerCounters>,
     ) -> Result<XskIo, XskError> {
+        Self::open_for(specs, bind, pod_umem, AttachCapacity::default(), counters)
+    }
+
+    /// As [`XskIo::open_with`], with room for `attach.slots` pod ports
+    /// attached at run time ([`XskIo::insert_port`]) after the ones in
+    /// `specs`: their frames are in the pods' UMEM from the start, and
+    /// their port ids follow `specs`' ones.
+    pub fn open_for(
+        specs: &[PortSpec],
+        bind: BindMode,
+        pod_umem: PodUmem,
+        attach: AttachCapacity,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<XskIo, XskError> {
         let (underlay, pods) = specs
             .split_first()
             .ok_or_else(|| XskError::Other("no ports".into()))?;
-        let mut ports = Vec::with_capacity(specs.len());
+        let mut ports = Vec::with_capacity(specs.len() + attach.slots as usize);
         let mut pools = vec![];
+        let has_pods = !pods.is_empty() || attach.slots > 0;
+        let none = AttachCapacity::default();
         // Own pools when asked, or when the underlay binds zero-copy: a
         // socket sharing a UMEM inherits its owner's mode, and pods on veths
         // cannot bind zero-copy. Zero-copy is tried on a pool of the
         // underlay's own size; only if the kernel refuses it are the pods
         // given the underlay's UMEM (grown to their budgets).
-        let own = if pods.is_empty() || pod_umem == PodUmem::Separate {
-            let pool = new_pool(std::slice::from_ref(underlay))?;
-            ports.push(open_port(&pool.umem, underlay, bind, 0)?);
+        let own = if !has_pods || pod_umem == PodUmem::Separate {
+            let pool = new_pool(std::slice::from_ref(underlay), none)?;
+            ports.push(Some(open_port(&pool.umem, underlay, bind, 0)?));
             pools.push(pool);
-            !pods.is_empty()
+            has_pods
         } else if bind == BindMode::Copy {
             false
         } else {
-            let pool = new_pool(std::slice::from_ref(underlay))?;
+            let pool = new_pool(std::slice::from_ref(underlay), none)?;
             match open_port(&pool.umem, underlay, BindMode::ZeroCopy, 0) {
                 Ok(port) => {
                     tracing::info!(
@@ -217,7 +322,7 @@ impl XskIo {
                         queue = underlay.queue,
                         "underlay bound zero-copy: the pods get a UMEM of their own (a socket sharing a UMEM inherits its mode); frames crossing between them are copied once"
                     );
-                    ports.push(port);
+                    ports.push(Some(port));
                     pools.push(pool);
                     true
                 }
@@ -234,58 +339,197 @@ impl XskIo {
                 }
             }
         };
+        let mut owner = vec![Some(0)];
         if own {
-            let pool = new_pool(pods)?;
+            let pool = new_pool(pods, attach)?;
             for spec in pods {
-                ports.push(open_port(&pool.umem, spec, BindMode::Auto, 1)?);
+                ports.push(Some(open_port(&pool.umem, spec, BindMode::Auto, 1)?));
             }
             pools.push(pool);
+            // Without a pod opened here, the first pod attached owns it.
+            owner.push((!pods.is_empty()).then_some(1));
         } else if pools.is_empty() {
-            let shared = new_pool(specs)?;
+            let shared = new_pool(specs, attach)?;
             for spec in specs {
-                ports.push(open_port(&shared.umem, spec, BindMode::Copy, 0)?);
+                ports.push(Some(open_port(&shared.umem, spec, BindMode::Copy, 0)?));
             }
             pools.push(shared);
         }
-        let pollfds = ports
+        ports.resize_with(specs.len() + attach.slots as usize, || None);
+        let biggest_ring = specs
             .iter()
+            .map(|s| s.ring_size)
+            .chain([attach.ring_size])
+            .max()
+            .unwrap_or(2048);
+        let mut umems = Vec::with_capacity(pools.len());
+        let mut free = Vec::with_capacity(pools.len());
+        let mut frames = Vec::with_capacity(pools.len());
+        let mut lender = Vec::with_capacity(pools.len());
+        let mut pristine = Vec::with_capacity(pools.len());
+        for p in pools {
+            umems.push(p.umem);
+            lender.push(vec![UNLENT; p.free.len()]);
+            let mut all = p.free.clone();
+            all.sort_by_key(|d| d.addr());
+            pristine.push(all);
+            free.push(p.free);
+            frames.push(p.frames);
+        }
+        let mut io = XskIo {
+            attach_pool: umems.len() - 1,
+            attach_bind: if own { BindMode::Auto } else { BindMode::Copy },
+            umems,
+            free,
+            frames,
+            lender,
+            pristine,
+            ports,
+            owner,
+            retired: vec![],
+            scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
+            counters,
+            pollfds: vec![],
+        };
+        io.rebuild_pollfds();
+        io.refill();
+        Ok(io)
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds = self
+            .ports
+            .iter()
+            .flatten()
             .map(|p| libc::pollfd {
                 fd: p.rx.fd().as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
-        let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
-        let mut umems = Vec::with_capacity(pools.len());
-        let mut free = Vec::with_capacity(pools.len());
-        let mut frames = Vec::with_capacity(pools.len());
-        for p in pools {
-            umems.push(p.umem);
-            free.push(p.free);
-            frames.push(p.frames);
+    }
+
+    /// An opener of sockets for ports attached at run time (on the pods'
+    /// UMEM).
+    pub fn opener(&self) -> PortOpener {
+        PortOpener {
+            umem: self.umems[self.attach_pool].clone(),
+            pool: self.attach_pool,
+            bind: self.attach_bind,
         }
-        let mut io = XskIo {
-            umems,
-            free,
-            frames,
-            ports,
-            scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
-            counters,
-            pollfds,
+    }
+
+    /// Makes `port` (opened by this worker's [`PortOpener`]) port `id`, a
+    /// free slot, and lends it its frame budget. Called on the worker's
+    /// thread, between poll rounds.
+    pub fn insert_port(&mut self, id: PortId, port: NewPort) -> Result<(), XskError> {
+        let id = id as usize;
+        match self.ports.get(id) {
+            Some(None) => {}
+            Some(Some(p)) => {
+                return Err(XskError::Other(format!(
+                    "port {id} is taken (by {})",
+                    p.name
+                )));
+            }
+            None => {
+                return Err(XskError::Other(format!(
+                    "port {id} is beyond this worker's {} ports",
+                    self.ports.len()
+                )));
+            }
+        }
+        let port = port.0;
+        if port.pool >= self.umems.len() {
+            return Err(XskError::Other(format!("no pool {}", port.pool)));
+        }
+        if self.owner[port.pool].is_none() {
+            self.owner[port.pool] = Some(id);
+        }
+        self.ports[id] = Some(port);
+        self.rebuild_pollfds();
+        self.refill();
+        Ok(())
+    }
+
+    /// Removes port `id`, returning every frame it held to the free list:
+    /// those staged for it, those it transmitted (the TX ring is kicked and
+    /// reaped until empty, for at most 200 ms), and those lent to its fill
+    /// ring or sitting in its RX ring (found through `lender`). Call it
+    /// once nothing routes to the port any more and its XDP steering is
+    /// gone. The socket closes (its XSK map entry goes with it), unless it
+    /// owns the UMEM's descriptor: then it is kept, idle, so the UMEM can
+    /// take new sockets. `None`: no such port.
+    pub fn remove_port(&mut self, id: PortId) -> Option<PortRemoval> {
+        let mut p = self.ports.get_mut(id as usize)?.take()?;
+        let pool = p.pool;
+        let mut out = PortRemoval {
+            unsent: p.staged.len() as u32,
+            ..PortRemoval::default()
         };
-        io.refill();
-        Ok(io)
+        self.free[pool].extend(p.staged.drain(..));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while p.in_flight > 0 && std::time::Instant::now() < deadline {
+            let _ = p.tx.wakeup();
+            // SAFETY: the completion ring only returns frames of this
+            // socket's UMEM that we produced for TX; they are ours again.
+            let done = unsafe { p.cq.consume(&mut self.scratch) };
+            p.in_flight -= done as u32;
+            self.free[pool].extend_from_slice(&self.scratch[..done]);
+            if done == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        out.lost = p.in_flight;
+        if out.lost > 0 {
+            tracing::warn!(port = %p.name, frames = out.lost, "TX frames not completed when the port was removed: lost");
+        }
+        if self.owner[pool] == Some(id as usize) {
+            // Owner of the UMEM's fd: stays open (see `retired`).
+            self.retired.push(p);
+        } else {
+            drop(p);
+        }
+        // The socket is closed (or retired, its steering gone): nothing
+        // writes to its fill or RX ring's frames any more.
+        let id16 = id;
+        for (i, l) in self.lender[pool].iter_mut().enumerate() {
+            if *l == id16 {
+                *l = UNLENT;
+                self.free[pool].push(self.pristine[pool][i]);
+                out.reclaimed += 1;
+            }
+        }
+        self.rebuild_pollfds();
+        Some(out)
+    }
+
+    /// Free frames of each pool (frames no ring and no port holds).
+    pub fn free_frames(&self) -> Vec<u32> {
+        self.free.iter().map(|f| f.len() as u32).collect()
+    }
+
+    /// Ports open (sockets serving traffic), and slots free for ports
+    /// attached at run time.
+    pub fn port_counts(&self) -> (usize, usize) {
+        let open = self.ports.iter().flatten().count();
+        (open, self.ports.len() - open)
     }
 
     /// The socket file descriptor of each port, for the XSK map.
     pub fn fds(&self) -> Vec<i32> {
-        self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
+        self.ports
+            .iter()
+            .flatten()
+            .map(|p| p.rx.fd().as_raw_fd())
+            .collect()
     }
 
     /// The bind mode of each port.
     pub fn modes(&self) -> Vec<(String, XskMode)> {
         self.ports
             .iter()
+            .flatten()
             .map(|p| (p.name.clone(), p.mode))
             .collect()
     }
@@ -302,7 +546,8 @@ impl XskIo {
     /// ring's free space is no bound), and [`SPARE_RESERVE`] frames stay
     /// free for fragments.
     fn refill(&mut self) {
-        for p in &mut self.ports {
+        for (id, p) in self.ports.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
             let free = &mut self.free[p.pool];
             let want = p.ring_size.saturating_sub(p.lent) as usize;
             let lendable = free.len().saturating_sub(SPARE_RESERVE);
@@ -315,6 +560,12 @@ impl XskIo {
             // socket's pool: frames of its UMEM that nothing else (kernel or
             // us) holds.
             let produced = unsafe { p.fq.produce(&free[from..]) };
+            let lender = &mut self.lender[p.pool];
+            for d in &free[free.len() - produced..] {
+                if let Some(l) = lender.get_mut(d.addr() / FRAME_SIZE as usize) {
+                    *l = id as u16;
+                }
+            }
             free.truncate(free.len() - produced);
             p.lent += produced as u32;
             if produced > 0 && p.fq.needs_wakeup() {
@@ -328,7 +579,7 @@ impl XskIo {
     /// Hands staged frames to the TX rings, kicks the kernel while
     /// anything is in flight, and reaps completions.
     fn flush(&mut self) {
-        for p in &mut self.ports {
+        for p in self.ports.iter_mut().flatten() {
             if !p.staged.is_empty() {
                 // xsk-rs produces all of a slice or nothing: offer what the
                 // ring has room for, keep the rest staged for the next round
@@ -445,10 +696,15 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode, pool: usize) -> Resul
     Err(last_err.expect("at least one mode was tried"))
 }
 
-/// A UMEM (with its free list) sized for the sockets `specs`.
-fn new_pool(specs: &[PortSpec]) -> Result<Pool, XskError> {
-    let frames = umem_frames(specs);
-    let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
+/// A UMEM (with its free list) sized for the sockets `specs` and `attach`.
+fn new_pool(specs: &[PortSpec], attach: AttachCapacity) -> Result<Pool, XskError> {
+    let frames = umem_frames_with(specs, attach);
+    let biggest_ring = specs
+        .iter()
+        .map(|s| s.ring_size)
+        .chain((attach.slots > 0).then_some(attach.ring_size))
+        .max()
+        .unwrap_or(2048);
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Other(e.to_string()))?)
         .fill_queue_size(qsize(biggest_ring)?)
@@ -468,8 +724,20 @@ fn new_pool(specs: &[PortSpec]) -> Result<Pool, XskError> {
 /// and completion rings, plus the spare reserve for fragments, rounded up
 /// to a power of two.
 pub fn umem_frames(specs: &[PortSpec]) -> u32 {
+    umem_frames_with(specs, AttachCapacity::default())
+}
+
+/// As [`umem_frames`], plus `2 × ring_size` frames for each of
+/// `attach.slots` ports attached at run time. Without them the size is
+/// rounded up to a power of two; with them, to a multiple of 64 (doubling
+/// 110 pods' worth of frames would waste half of it).
+pub fn umem_frames_with(specs: &[PortSpec], attach: AttachCapacity) -> u32 {
     let budgets: u32 = specs.iter().map(|s| s.ring_size).sum();
-    (budgets * 2 + SPARE_RESERVE as u32).next_power_of_two()
+    let base = budgets * 2 + SPARE_RESERVE as u32;
+    if attach.slots == 0 {
+        return base.next_power_of_two();
+    }
+    (base + attach.slots * attach.ring_size * 2).next_multiple_of(64)
 }
 
 /// What a refused bind means, from its error number, for the operator.
@@ -561,12 +829,12 @@ fn with_whole_frame<R>(
 struct XskSpare<'a> {
     umems: &'a [Umem],
     free: &'a mut [Vec<FrameDesc>],
-    ports: &'a mut [Port],
+    ports: &'a mut [Option<Port>],
 }
 
 impl Spare for XskSpare<'_> {
     fn available(&self, port: PortId) -> usize {
-        let Some(p) = self.ports.get(port as usize) else {
+        let Some(Some(p)) = self.ports.get(port as usize) else {
             return 0;
         };
         // One staging slot stays free for the handled frame itself.
@@ -578,7 +846,10 @@ impl Spare for XskSpare<'_> {
         if self.available(port) == 0 {
             return false;
         }
-        let pool = self.ports[port as usize].pool;
+        let Some(Some(out)) = self.ports.get(port as usize) else {
+            return false;
+        };
+        let pool = out.pool;
         let Some(mut desc) = self.free[pool].pop() else {
             return false;
         };
@@ -592,10 +863,9 @@ impl Spare for XskSpare<'_> {
                 (len, Some(len))
             })
         };
-        if len == 0 {
-            self.free[pool].push(desc);
-        } else {
-            self.ports[port as usize].staged.push(desc);
+        match &mut self.ports[port as usize] {
+            Some(out) if len > 0 => out.staged.push(desc),
+            _ => self.free[pool].push(desc),
         }
         true
     }
@@ -607,6 +877,7 @@ impl PacketIo for XskIo {
             umems,
             ports,
             free,
+            lender,
             scratch,
             counters,
             ..
@@ -614,14 +885,20 @@ impl PacketIo for XskIo {
         let umems = &umems[..];
         let mut total = 0;
         for port in 0..ports.len() {
-            let pool = ports[port].pool;
+            let Some(this) = ports[port].as_mut() else {
+                continue;
+            };
+            let pool = this.pool;
             let rx_batch = &mut scratch[..BATCH];
             // SAFETY: the RX ring hands us frames of this socket's UMEM; from
             // here on they are ours alone until passed on below.
-            let n = unsafe { ports[port].rx.consume(rx_batch) };
+            let n = unsafe { this.rx.consume(rx_batch) };
             total += n;
-            ports[port].lent = ports[port].lent.saturating_sub(n as u32);
+            this.lent = this.lent.saturating_sub(n as u32);
             for &rx_desc in &scratch[..n] {
+                if let Some(l) = lender[pool].get_mut(rx_desc.addr() / FRAME_SIZE as usize) {
+                    *l = UNLENT;
+                }
                 let mut desc = rx_desc;
                 let len = desc.lengths().data();
                 // SAFETY: `desc` is a frame of `pool`'s UMEM that we own (see
@@ -647,7 +924,13 @@ impl PacketIo for XskIo {
                     free[pool].push(desc);
                     continue;
                 };
-                let out = &mut ports[out as usize];
+                let Some(Some(out)) = ports.get_mut(out as usize) else {
+                    // A port removed at run time: nothing routes to it once
+                    // its removal is acknowledged, so this cannot happen.
+                    counters.dropped(DropReason::TxRingFull);
+                    free[pool].push(desc);
+                    continue;
+                };
                 if out.staged.len() == out.staged.capacity() {
                     counters.dropped(DropReason::TxRingFull);
                     free[pool].push(desc);
@@ -693,13 +976,14 @@ impl PacketIo for XskIo {
     fn tx_pending(&self) -> bool {
         self.ports
             .iter()
+            .flatten()
             .any(|p| p.in_flight > 0 || !p.staged.is_empty())
     }
 
     /// Sleeps until a port has frames or `timeout_ms` passes. Only called
     /// when the worker has been idle, never per packet.
     fn wait(&mut self, timeout_ms: i32) {
-        if self.ports.iter().any(|p| p.in_flight > 0) {
+        if self.ports.iter().flatten().any(|p| p.in_flight > 0) {
             return; // keep kicking TX instead of sleeping
         }
         // SAFETY: `pollfds` is a live array of valid pollfd structs whose
@@ -724,7 +1008,7 @@ impl PacketIo for XskIo {
             *seen = now;
             d
         };
-        for p in &mut self.ports {
+        for p in self.ports.iter_mut().flatten() {
             let Ok(s) = p.rx.fd().xdp_statistics() else {
                 continue;
             };

@@ -21,6 +21,7 @@
 //! whatever clients do, and on a loopback listener answers only loopback
 //! `Host` names ([`host`], against DNS rebinding).
 
+pub mod attachments;
 pub mod auth;
 pub mod client;
 pub mod host;
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub connections: ConnStats,
     ready: AtomicBool,
     started: Instant,
+    /// Pods attached at run time (set when the gateway has `[attach]`).
+    attach: std::sync::OnceLock<crate::control::attach::Attacher>,
 }
 
 impl ApiState {
@@ -86,7 +89,18 @@ impl ApiState {
             connections: ConnStats::default(),
             ready: AtomicBool::new(true),
             started: Instant::now(),
+            attach: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves `/api/v1/attachments` with `attacher`.
+    pub fn set_attacher(&self, attacher: crate::control::attach::Attacher) {
+        let _ = self.attach.set(attacher);
+    }
+
+    /// The attacher, when the gateway attaches pods at run time.
+    pub fn attacher(&self) -> Option<&crate::control::attach::Attacher> {
+        self.attach.get()
     }
 
     /// Marks the gateway (not) ready; `/readyz` answers 503 while not.
@@ -349,6 +363,7 @@ impl Modify for SecurityAddon {
     tags(
         (name = "routes", description = "The route set: podCIDR → remote node or local pod"),
         (name = "dataplane", description = "Peers, pods, interfaces, counters"),
+        (name = "attachments", description = "Pods attached at run time ([attach], overpass-cni)"),
         (name = "latency", description = "Per-packet processing latency histograms"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -370,6 +385,11 @@ pub fn router_and_spec(state: AppState) -> (axum::Router, utoipa::openapi::OpenA
         ))
         .routes(routes!(observe::list_peers))
         .routes(routes!(observe::list_pods))
+        .routes(routes!(
+            attachments::list_attachments,
+            attachments::create_attachment
+        ))
+        .routes(routes!(attachments::delete_attachment))
         .routes(routes!(observe::list_interfaces))
         .routes(routes!(observe::get_counters))
         .routes(routes!(observe::get_latency))

@@ -46,15 +46,38 @@ pub fn reload(
     let peers = new.peer.len();
     // One RIB call: validated, persisted (the RIB's store), published, in
     // force on every worker when it returns.
-    let generation = rib.replace(routes, None).map_err(|e| match e {
-        ChangeError::Invalid(e) => anyhow::anyhow!(
-            "{}: {}: {}",
-            path.display(),
-            config_key(&e.field, peers),
-            e.message
-        ),
-        other => anyhow::anyhow!("{}: {other}", path.display()),
-    })?;
+    // Pods attached at run time (`[attach]`) are not in the file: their
+    // routes stay. They are the pod routes on interfaces the gateway serves
+    // that the running configuration's `[[pod]]` entries do not name.
+    let configured: std::collections::HashSet<&str> =
+        running.pod.iter().map(|p| p.interface.as_str()).collect();
+    let generation = rib
+        .change(None, |current| {
+            let ctx = rib.context();
+            let attached: Vec<_> = current
+                .iter()
+                .filter(|r| {
+                    r.pod.as_ref().is_some_and(|p| {
+                        !configured.contains(p.interface.as_str())
+                            && ctx.pod_ports.contains_key(&p.interface)
+                    })
+                })
+                .cloned()
+                .collect();
+            *current = routes;
+            current.extend(attached);
+            Ok(())
+        })
+        .map(|(generation, ())| generation)
+        .map_err(|e| match e {
+            ChangeError::Invalid(e) => anyhow::anyhow!(
+                "{}: {}: {}",
+                path.display(),
+                config_key(&e.field, peers),
+                e.message
+            ),
+            other => anyhow::anyhow!("{}: {other}", path.display()),
+        })?;
     Ok(Reloaded {
         generation,
         routes: n,
@@ -108,6 +131,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.max_routes", a.max_routes != b.max_routes),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
+        ("attach", old.attach != new.attach),
         ("state", old.state != new.state),
     ] {
         if changed {
