@@ -231,12 +231,17 @@ fn env(name: &str) -> Result<String, CniError> {
 /// The host end's name: `ovp` + 12 hex digits of FNV-1a-64 over the
 /// container ID and the pod's interface name (15 characters, IFNAMSIZ − 1).
 fn host_ifname(container_id: &str, ifname: &str) -> String {
+    format!("ovp{:012x}", fnv1a(container_id, ifname) >> 16)
+}
+
+/// FNV-1a-64 over the container ID, a zero byte and the interface name.
+fn fnv1a(container_id: &str, ifname: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("ovp{:012x}", h >> 16)
+    h
 }
 
 /// Runs a program; its stderr (or stdout) is the error.
@@ -257,6 +262,42 @@ fn sh(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Runs `ip -batch -` with `commands` (one per line), in the network
+/// namespace at `netns` when given: one process for many changes.
+fn ip_batch(netns: Option<&str>, commands: &str) -> Result<(), String> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={ns}")).arg("ip");
+            c
+        }
+        None => Command::new("ip"),
+    };
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("ip -batch: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(commands.as_bytes())
+            .map_err(|e| format!("ip -batch: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ip -batch: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip -batch ({}): {}",
+            commands.trim().replace('\n', "; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Runs a program in the network namespace at `netns`.
 fn in_ns(netns: &str, program: &str, args: &[&str]) -> Result<String, String> {
     let net = format!("--net={netns}");
@@ -268,16 +309,6 @@ fn in_ns(netns: &str, program: &str, args: &[&str]) -> Result<String, String> {
 /// `ip -j link show` of one link: its JSON object.
 fn link_json(out: &str) -> Option<Value> {
     serde_json::from_str::<Value>(out).ok()?.get(0).cloned()
-}
-
-fn link_mac(netns: Option<&str>, ifname: &str) -> Result<String, String> {
-    let out = match netns {
-        Some(ns) => in_ns(ns, "ip", &["-j", "link", "show", "dev", ifname])?,
-        None => sh("ip", &["-j", "link", "show", "dev", ifname])?,
-    };
-    link_json(&out)
-        .and_then(|l| l.get("address")?.as_str().map(str::to_string))
-        .ok_or_else(|| format!("{ifname}: no MAC in `ip -j link show`"))
 }
 
 fn link_exists(ifname: &str) -> bool {
@@ -490,7 +521,7 @@ fn add(conf: &NetConf) -> Result<Value, CniError> {
             "",
         ));
     }
-    let status = gateway_status(conf)?;
+    let status = gateway(conf, &json!({"op": "ready"}))?;
     if status.get("ready").and_then(Value::as_bool) != Some(true) {
         return Err(err(E_TRY_LATER, "socket: the gateway is not ready", ""));
     }
@@ -502,56 +533,111 @@ fn add(conf: &NetConf) -> Result<Value, CniError> {
             .unwrap_or(1450) as u32
     });
     let host = host_ifname(&container_id, &ifname);
-    if link_exists(&host) {
+    let (host_mac, pod_mac) = macs(&container_id, &ifname);
+    // The pair first (its name is the container's: creating it fails if
+    // this container was added already, and then nothing is undone).
+    let (mtu_s, q) = (mtu.to_string(), workers.to_string());
+    if let Err(e) = ip_batch(
+        None,
+        &format!(
+            "link add {host} address {host_mac} mtu {mtu_s} numtxqueues {q} numrxqueues {q} type veth peer name {ifname} address {pod_mac} mtu {mtu_s} numtxqueues {q} numrxqueues {q} netns {netns}\nlink set dev {host} up\n"
+        ),
+    ) {
+        if e.contains("File exists") && link_exists(&host) {
+            return Err(err(
+                E_LINK,
+                format!(
+                    "{host} exists already: {container_id}/{ifname} is already added (DEL it first)"
+                ),
+                e,
+            ));
+        }
+        let _ = sh("ip", &["link", "del", "dev", &host]);
         return Err(err(
             E_LINK,
-            format!(
-                "{host} exists already: {container_id}/{ifname} is already added (DEL it first)"
-            ),
-            "",
+            format!("creating the veth pair {host}/{ifname}"),
+            e,
         ));
     }
-    let ipam = ipam_exec(conf, "ADD", None)?;
+    let undo_link = || {
+        let _ = sh("ip", &["link", "del", "dev", &host]);
+    };
+    let ipam = match ipam_exec(conf, "ADD", None) {
+        Ok(r) => r,
+        Err(e) => {
+            undo_link();
+            return Err(e);
+        }
+    };
     let Some(ip) = ipam_address(&ipam) else {
         let _ = ipam_exec(conf, "DEL", None);
+        undo_link();
         return Err(err(
             E_INVALID_CONFIG,
             "ipam: the IPAM plugin gave no IPv4 address",
             ipam.to_string(),
         ));
     };
-    match wire(
-        conf,
-        &container_id,
-        &netns,
-        &ifname,
-        &host,
-        &ip,
+    let pod = Pod {
+        container_id: &container_id,
+        netns: &netns,
+        ifname: &ifname,
+        host: &host,
+        host_mac: &host_mac,
+        pod_mac: &pod_mac,
+        ip: &ip,
         mtu,
-        workers,
-    ) {
+    };
+    match wire(conf, &pod) {
         Ok(result) => Ok(result),
         Err(e) => {
             // Leave nothing half-made: the veth (its peer goes with it) and
             // the address reservation.
-            let _ = sh("ip", &["link", "del", "dev", &host]);
+            undo_link();
             let _ = ipam_exec(conf, "DEL", None);
             Err(e)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn wire(
-    conf: &NetConf,
-    container_id: &str,
-    netns: &str,
-    ifname: &str,
-    host: &str,
-    ip: &str,
+/// The pair's MACs, derived from the container's identity (locally
+/// administered unicast: 0a:… for the host end, 0e:… for the pod's).
+fn macs(container_id: &str, ifname: &str) -> (String, String) {
+    let h = fnv1a(container_id, ifname).to_be_bytes();
+    let mac = |first: u8| {
+        format!(
+            "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            h[0], h[1], h[2], h[3], h[4]
+        )
+    };
+    (mac(0x0a), mac(0x0e))
+}
+
+/// One pod being wired.
+struct Pod<'a> {
+    container_id: &'a str,
+    netns: &'a str,
+    ifname: &'a str,
+    host: &'a str,
+    host_mac: &'a str,
+    pod_mac: &'a str,
+    ip: &'a str,
     mtu: u32,
-    workers: u64,
-) -> Result<Value, CniError> {
+}
+
+/// Configures the pod's side and registers it with the gateway; the
+/// result to print.
+fn wire(conf: &NetConf, pod: &Pod<'_>) -> Result<Value, CniError> {
+    let Pod {
+        container_id,
+        netns,
+        ifname,
+        host,
+        host_mac,
+        pod_mac,
+        ip,
+        mtu,
+    } = *pod;
     let link = |e: String| {
         err(
             E_LINK,
@@ -559,62 +645,22 @@ fn wire(
             e,
         )
     };
-    let mtu_s = mtu.to_string();
-    let q = workers.to_string();
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            host,
-            "mtu",
-            &mtu_s,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifname,
-            "mtu",
-            &mtu_s,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            netns,
-        ],
+    let addr = format!("{ip}/32");
+    // Pod side, Calico-style, in one `ip -batch` in the pod's namespace.
+    ip_batch(
+        Some(netns),
+        &format!(
+            "link set dev {ifname} up\n\
+             addr add {addr} dev {ifname}\n\
+             route add {POD_GATEWAY} dev {ifname} scope link\n\
+             route add default via {POD_GATEWAY} dev {ifname}\n\
+             neigh replace {POD_GATEWAY} lladdr {host_mac} dev {ifname} nud permanent\n"
+        ),
     )
     .map_err(link)?;
-    sh("ip", &["link", "set", "dev", host, "up"]).map_err(link)?;
-    let host_mac = link_mac(None, host).map_err(link)?;
-    let addr = format!("{ip}/32");
-    for args in [
-        vec!["link", "set", "dev", ifname, "up"],
-        vec!["addr", "add", &addr, "dev", ifname],
-        vec!["route", "add", POD_GATEWAY, "dev", ifname, "scope", "link"],
-        vec!["route", "add", "default", "via", POD_GATEWAY, "dev", ifname],
-        vec![
-            "neigh",
-            "replace",
-            POD_GATEWAY,
-            "lladdr",
-            &host_mac,
-            "dev",
-            ifname,
-            "nud",
-            "permanent",
-        ],
-    ] {
-        in_ns(netns, "ip", &args).map_err(link)?;
-    }
     // Frames the pod sends reach the gateway's AF_XDP sockets with no one
     // to finish a partial checksum.
     in_ns(netns, "ethtool", &["-K", ifname, "tx", "off"]).map_err(link)?;
-    let pod_mac = link_mac(Some(netns), ifname).map_err(link)?;
     gateway(
         conf,
         &json!({"op": "attach", "pod": {
@@ -665,9 +711,10 @@ fn remove(conf: &NetConf, host: &str, identity: Option<(&str, &str)>) -> Result<
         Err(e) if e.details == "not-found" => {}
         Err(e) => eprintln!("overpass-cni: detaching {host}: {}: {}", e.msg, e.details),
     }
-    if link_exists(host) {
-        sh("ip", &["link", "del", "dev", host])
-            .map_err(|e| err(E_LINK, format!("deleting {host}"), e))?;
+    if let Err(e) = sh("ip", &["link", "del", "dev", host])
+        && link_exists(host)
+    {
+        return Err(err(E_LINK, format!("deleting {host}"), e));
     }
     ipam_exec(conf, "DEL", identity).map(|_| ())
 }
@@ -805,7 +852,7 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
             e.details,
         )
     };
-    let s = gateway_status(conf).map_err(not_available)?;
+    let s = gateway(conf, &json!({"op": "ready"})).map_err(not_available)?;
     if s.get("ready").and_then(Value::as_bool) != Some(true) {
         return Err(err(E_NOT_AVAILABLE, "the gateway is not ready", ""));
     }

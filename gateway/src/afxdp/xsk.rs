@@ -163,6 +163,77 @@ impl PortOpener {
     }
 }
 
+/// A port taken out of its worker ([`XskIo::take_port`]), socket still
+/// open: close it off the worker's thread with [`DetachedPort::close`].
+#[derive(Debug)]
+pub struct DetachedPort {
+    id: PortId,
+    port: Port,
+    /// Its socket owns the UMEM's descriptor: kept open (retired).
+    owner: bool,
+    unsent: u32,
+    completed: Vec<FrameDesc>,
+}
+
+/// A port whose socket is closed: what its worker needs to take its frames
+/// back ([`XskIo::reclaim`]).
+#[derive(Debug)]
+pub struct ClosedPort {
+    id: PortId,
+    pool: usize,
+    completed: Vec<FrameDesc>,
+    removal: PortRemoval,
+}
+
+/// The socket of a removed port that owns its UMEM's descriptor: kept open,
+/// steering-less and frame-less, for as long as the UMEM lives (libxdp
+/// binds the UMEM's first socket on the UMEM's own descriptor).
+#[derive(Debug)]
+pub struct RetiredPort(Port);
+
+impl DetachedPort {
+    /// Waits (at most 200 ms) for the frames on its TX ring to complete,
+    /// then closes the socket — unless it owns the UMEM's descriptor, then
+    /// it is returned as a [`RetiredPort`] to keep.
+    pub fn close(mut self) -> (ClosedPort, Option<RetiredPort>) {
+        let p = &mut self.port;
+        let mut scratch = vec![FrameDesc::default(); p.ring_size.max(BATCH as u32) as usize];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while p.in_flight > 0 && std::time::Instant::now() < deadline {
+            let _ = p.tx.wakeup();
+            // SAFETY: the completion ring only returns frames of this
+            // socket's UMEM that we produced for TX; they are ours again
+            // (handed back to the worker's free list by `reclaim`).
+            let done = unsafe { p.cq.consume(&mut scratch) };
+            p.in_flight -= done as u32;
+            self.completed.extend_from_slice(&scratch[..done]);
+            if done == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        let lost = p.in_flight;
+        if lost > 0 {
+            tracing::warn!(port = %p.name, frames = lost, "TX frames not completed when the port was removed: lost");
+        }
+        let closed = ClosedPort {
+            id: self.id,
+            pool: p.pool,
+            completed: std::mem::take(&mut self.completed),
+            removal: PortRemoval {
+                reclaimed: 0,
+                unsent: self.unsent,
+                lost,
+            },
+        };
+        if self.owner {
+            (closed, Some(RetiredPort(self.port)))
+        } else {
+            drop(self.port);
+            (closed, None)
+        }
+    }
+}
+
 /// What removing a port gave back.
 #[derive(
     Debug,
@@ -452,56 +523,59 @@ impl XskIo {
         Ok(())
     }
 
-    /// Removes port `id`, returning every frame it held to the free list:
-    /// those staged for it, those it transmitted (the TX ring is kicked and
-    /// reaped until empty, for at most 200 ms), and those lent to its fill
-    /// ring or sitting in its RX ring (found through `lender`). Call it
-    /// once nothing routes to the port any more and its XDP steering is
-    /// gone. The socket closes (its XSK map entry goes with it), unless it
-    /// owns the UMEM's descriptor: then it is kept, idle, so the UMEM can
-    /// take new sockets. `None`: no such port.
-    pub fn remove_port(&mut self, id: PortId) -> Option<PortRemoval> {
+    /// Takes port `id` out of the worker (step 1 of 2 of a removal, on the
+    /// worker's thread): it is no longer polled, and the frames staged for
+    /// it are free again. Call it once nothing routes to the port any more
+    /// and its XDP steering is gone. The socket is closed where the
+    /// returned [`DetachedPort`] is dropped — not on the worker's thread:
+    /// closing an AF_XDP socket waits for an RCU grace period (tens of
+    /// milliseconds) that would stall every other port. `None`: no such port.
+    pub fn take_port(&mut self, id: PortId) -> Option<DetachedPort> {
         let mut p = self.ports.get_mut(id as usize)?.take()?;
-        let pool = p.pool;
-        let mut out = PortRemoval {
-            unsent: p.staged.len() as u32,
-            ..PortRemoval::default()
-        };
-        self.free[pool].extend(p.staged.drain(..));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
-        while p.in_flight > 0 && std::time::Instant::now() < deadline {
-            let _ = p.tx.wakeup();
-            // SAFETY: the completion ring only returns frames of this
-            // socket's UMEM that we produced for TX; they are ours again.
-            let done = unsafe { p.cq.consume(&mut self.scratch) };
-            p.in_flight -= done as u32;
-            self.free[pool].extend_from_slice(&self.scratch[..done]);
-            if done == 0 {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
-        out.lost = p.in_flight;
-        if out.lost > 0 {
-            tracing::warn!(port = %p.name, frames = out.lost, "TX frames not completed when the port was removed: lost");
-        }
-        if self.owner[pool] == Some(id as usize) {
-            // Owner of the UMEM's fd: stays open (see `retired`).
-            self.retired.push(p);
-        } else {
-            drop(p);
-        }
-        // The socket is closed (or retired, its steering gone): nothing
-        // writes to its fill or RX ring's frames any more.
-        let id16 = id;
+        let unsent = p.staged.len() as u32;
+        self.free[p.pool].extend(p.staged.drain(..));
+        self.rebuild_pollfds();
+        let owner = self.owner[p.pool] == Some(id as usize);
+        Some(DetachedPort {
+            id,
+            port: p,
+            owner,
+            unsent,
+            completed: vec![],
+        })
+    }
+
+    /// Step 2 of a removal, on the worker's thread, once the socket of
+    /// `detached` is closed (or retired): every frame it held comes back —
+    /// those its TX ring completed, and those lent to its fill ring or left
+    /// in its RX ring (found through `lender`).
+    pub fn reclaim(&mut self, detached: ClosedPort) -> PortRemoval {
+        let ClosedPort {
+            id,
+            pool,
+            completed,
+            mut removal,
+        } = detached;
+        self.free[pool].extend_from_slice(&completed);
         for (i, l) in self.lender[pool].iter_mut().enumerate() {
-            if *l == id16 {
+            if *l == id {
                 *l = UNLENT;
                 self.free[pool].push(self.pristine[pool][i]);
-                out.reclaimed += 1;
+                removal.reclaimed += 1;
             }
         }
-        self.rebuild_pollfds();
-        Some(out)
+        removal
+    }
+
+    /// Takes and reclaims port `id` at once, closing its socket on this
+    /// thread (tests, and removals that need not spare other ports).
+    pub fn remove_port(&mut self, id: PortId) -> Option<PortRemoval> {
+        let d = self.take_port(id)?;
+        let (closed, retired) = d.close();
+        if let Some(r) = retired {
+            self.retired.push(r.0);
+        }
+        Some(self.reclaim(closed))
     }
 
     /// Free frames of each pool (frames no ring and no port holds).

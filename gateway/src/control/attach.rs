@@ -39,7 +39,9 @@ use overpass_dataplane::wire::ethernet::MacAddr;
 use overpass_xdp::{PortRole, Steering};
 
 use crate::afxdp::worker::Command;
-use crate::afxdp::xsk::{FRAME_SIZE, PortOpener, PortRemoval, PortSpec, XskIo};
+use crate::afxdp::xsk::{
+    ClosedPort, FRAME_SIZE, PortOpener, PortRemoval, PortSpec, RetiredPort, XskIo,
+};
 use crate::control::ports::PortPlan;
 use crate::control::rib::{ChangeError, PodPort, PodSpec, Rib, RibContext, RouteSpec};
 use crate::control::store::{RoutesFile, write_atomic};
@@ -142,6 +144,18 @@ pub struct AttachStatus {
     pub not_restored: Vec<NotRestored>,
 }
 
+/// What a plugin needs before it makes a pod's veth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Workers: the queue count every pod veth needs.
+    pub workers: u32,
+    /// The MTU pods get: the underlay's minus VXLAN's 50 bytes.
+    pub tunnel_mtu: u16,
+    /// Pod ports free for attachment.
+    pub free_slots: u32,
+}
+
 /// A refused or failed attach or detach. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -189,6 +203,7 @@ enum Request {
     Attach(AttachRequest, mpsc::Sender<Result<Attachment, AttachError>>),
     Detach(String, mpsc::Sender<Result<PortRemoval, AttachError>>),
     Status(mpsc::Sender<AttachStatus>),
+    Ready(mpsc::Sender<Readiness>),
     UseRib(Rib),
     Stop,
 }
@@ -206,6 +221,7 @@ impl std::fmt::Debug for Request {
             Request::Attach(..) => "Attach",
             Request::Detach(..) => "Detach",
             Request::Status(..) => "Status",
+            Request::Ready(..) => "Ready",
             Request::UseRib(..) => "UseRib",
             Request::Stop => "Stop",
         })
@@ -254,6 +270,16 @@ impl Attacher {
         rx.recv().ok()
     }
 
+    /// Whether attach requests are served, and what a plugin needs to make
+    /// a pod's veth (cheap: no worker is asked). `None` once stopped.
+    pub fn ready(&self) -> Option<Readiness> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Request::Ready(tx)) {
+            return None;
+        }
+        rx.recv().ok()
+    }
+
     /// Route changes go through `rib` from now on (a handle that persists
     /// to the state dir; the gateway's own does not).
     pub fn use_rib(&self, rib: Rib) {
@@ -285,6 +311,11 @@ struct AttachState {
     not_restored: Vec<NotRestored>,
     state_dir: Option<PathBuf>,
     umem_bytes: u64,
+    /// Sockets of removed ports that own their UMEM's descriptor.
+    retired: Vec<RetiredPort>,
+    /// Milliseconds the last bring-up spent binding sockets, handing them
+    /// to the workers, in XDP and XSK map, and in the route change (logged).
+    steps_ms: [f64; 4],
 }
 
 /// Restored attachments, before the gateway's sockets open.
@@ -472,6 +503,8 @@ pub fn start(setup: AttachSetup) -> anyhow::Result<(Attacher, std::thread::JoinH
         not_restored: setup.restored.not_restored,
         state_dir: setup.state_dir,
         umem_bytes: setup.umem_bytes,
+        retired: vec![],
+        steps_ms: [0.0; 4],
     };
     // What was restored is what is persisted from now on.
     if let Err(e) = state.persist() {
@@ -491,6 +524,9 @@ pub fn start(setup: AttachSetup) -> anyhow::Result<(Attacher, std::thread::JoinH
                     }
                     Request::Status(reply) => {
                         let _ = reply.send(state.status());
+                    }
+                    Request::Ready(reply) => {
+                        let _ = reply.send(state.readiness());
                     }
                     Request::UseRib(rib) => state.rib = rib,
                     Request::Stop => break,
@@ -671,7 +707,12 @@ impl AttachState {
                     // missing: say so, keep serving.
                     tracing::error!(interface = %a.interface, "{e}");
                 }
-                tracing::info!(interface = %a.interface, ip = %a.ip, port, xsk_base = base, "pod attached");
+                let [sockets, workers, xdp, route] = self.steps_ms;
+                tracing::info!(
+                    interface = %a.interface, ip = %a.ip, port, xsk_base = base,
+                    sockets_ms = sockets, workers_ms = workers, xdp_ms = xdp, route_ms = route,
+                    "pod attached"
+                );
                 Ok(a)
             }
             Err(e) => {
@@ -689,6 +730,12 @@ impl AttachState {
         host_mac: MacAddr,
     ) -> Result<(), AttachError> {
         let port = a.port;
+        let mut clock = std::time::Instant::now();
+        let mut lap = |i: usize, steps: &mut [f64; 4]| {
+            steps[i] = clock.elapsed().as_secs_f64() * 1e3;
+            clock = std::time::Instant::now();
+        };
+        let mut steps = [0.0; 4];
         let mut opened = vec![];
         for (w, opener) in self.openers.iter().enumerate() {
             let spec = PortSpec {
@@ -701,6 +748,7 @@ impl AttachState {
                 Err(e) => return Err(invalid("interface", e.to_string())),
             }
         }
+        lap(0, &mut steps);
         let fds: Vec<i32> = opened.iter().map(|p| p.fd()).collect();
         let mut ports: Vec<Option<_>> = opened.into_iter().map(Some).collect();
         let inserted = self.on_workers(|w| {
@@ -723,6 +771,7 @@ impl AttachState {
                 .unwrap_or_default();
             return Err(failed("interface", why));
         }
+        lap(1, &mut steps);
         let xdp = {
             let mut guard = self.lock_steering();
             let Some(steering) = guard.as_mut() else {
@@ -754,6 +803,7 @@ impl AttachState {
             undo_workers(self);
             return Err(failed("interface", e));
         }
+        lap(2, &mut steps);
         let mtu = a.mtu;
         let ifname = a.interface.clone();
         let route = route_of(a);
@@ -801,6 +851,8 @@ impl AttachState {
                 other => failed("store", other.to_string()),
             });
         }
+        lap(3, &mut steps);
+        self.steps_ms = steps;
         Ok(())
     }
 
@@ -842,7 +894,22 @@ impl AttachState {
             .map_err(|e| failed("store", e.to_string()))?;
         self.take_down(&a, ifindex);
         let port = a.port;
-        let removed = self.on_workers(|_| Box::new(move |io: &mut XskIo| io.remove_port(port)));
+        // Each worker lets go of its socket; the sockets close here (a close
+        // waits for an RCU grace period: never on a worker's thread); then
+        // each worker takes back every frame its socket held.
+        let taken = self.on_workers(|_| Box::new(move |io: &mut XskIo| io.take_port(port)));
+        let mut closed: Vec<Option<ClosedPort>> = vec![];
+        for d in taken {
+            closed.push(d.flatten().map(|d| {
+                let (c, retired) = d.close();
+                self.retired.extend(retired);
+                c
+            }));
+        }
+        let removed = self.on_workers(|w| {
+            let c = closed[w].take();
+            Box::new(move |io: &mut XskIo| c.map(|c| io.reclaim(c)))
+        });
         let mut total = PortRemoval::default();
         for r in removed.into_iter().flatten().flatten() {
             total.reclaimed += r.reclaimed;
@@ -856,6 +923,15 @@ impl AttachState {
         }
         tracing::info!(%interface, reclaimed = total.reclaimed, unsent = total.unsent, lost = total.lost, "pod detached");
         Ok(total)
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: self.lock_steering().is_some(),
+            workers: self.n,
+            tunnel_mtu: self.rib.context().underlay_mtu.saturating_sub(50),
+            free_slots: self.free.len() as u32,
+        }
     }
 
     fn status(&self) -> AttachStatus {

@@ -2,8 +2,9 @@
 //! 0600: only root, the user container runtimes run plugins as, can attach).
 //!
 //! One JSON request per connection, answered with one JSON line:
-//! `{"op":"attach","pod":{…AttachRequest}}`, `{"op":"detach","interface":"…"}`
-//! or `{"op":"status"}`; the answer is `{"ok":…}` or
+//! `{"op":"attach","pod":{…AttachRequest}}`, `{"op":"detach","interface":"…"}`,
+//! `{"op":"ready"}` (cheap: readiness, worker count, tunnel MTU) or
+//! `{"op":"status"}` (everything `GET /api/v1/attachments` shows); the answer is `{"ok":…}` or
 //! `{"error":{"kind","field","message"}}`. The same operations as the REST
 //! API's `/api/v1/attachments`, without HTTP or a token (the plugin is a
 //! short-lived process on the same host).
@@ -28,6 +29,7 @@ pub enum LocalRequest {
     Attach { pod: AttachRequest },
     Detach { interface: String },
     Status,
+    Ready,
 }
 
 /// The error half of an answer.
@@ -160,6 +162,14 @@ fn answer(stream: UnixStream, attacher: &Attacher) -> std::io::Result<()> {
         Ok(LocalRequest::Detach { interface }) => match attacher.detach(&interface) {
             Ok(r) => serde_json::json!({ "ok": r }),
             Err(e) => serde_json::json!({ "error": LocalError::from(e) }),
+        },
+        Ok(LocalRequest::Ready) => match attacher.ready() {
+            Some(s) => serde_json::json!({ "ok": s }),
+            None => serde_json::json!({"error": LocalError {
+                kind: "unavailable".into(),
+                field: "gateway".into(),
+                message: "the gateway is stopping".into(),
+            }}),
         },
         Ok(LocalRequest::Status) => match attacher.status() {
             Some(s) => serde_json::json!({ "ok": s }),
