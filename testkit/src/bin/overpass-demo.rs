@@ -33,6 +33,11 @@ struct Args {
     /// is read-only.
     #[arg(long, requires = "api")]
     token_file: Option<PathBuf>,
+    /// Also take pods attached at run time: serve the local socket the
+    /// overpass-cni plugin talks to at SOCKET (`[attach] socket`); use with
+    /// --hold, and run the plugin in the gateway's namespace (ovp-TAG-gw).
+    #[arg(long, value_name = "SOCKET")]
+    attach: Option<PathBuf>,
 }
 
 fn main() {
@@ -44,7 +49,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
-    if let Err(e) = demo(&a.tag, a.hold, a.api, a.token_file.as_deref()) {
+    if let Err(e) = demo(
+        &a.tag,
+        a.hold,
+        a.api,
+        a.token_file.as_deref(),
+        a.attach.as_deref(),
+    ) {
         eprintln!("overpass demo: error: {e:#}");
         std::process::exit(1);
     }
@@ -65,6 +76,7 @@ fn demo(
     hold: bool,
     api: Option<std::net::SocketAddr>,
     token_file: Option<&Path>,
+    attach: Option<&Path>,
 ) -> anyhow::Result<()> {
     let token = token_file.map(Auth::load_token).transpose()?;
     let stop = stop_flag()?;
@@ -76,7 +88,13 @@ fn demo(
         underlay_queues: 1,
     })?;
     println!("{}", bed.describe());
-    let config = bed.gateway_config();
+    let mut config = bed.gateway_config();
+    if let Some(socket) = attach {
+        config.attach = Some(overpass::config::AttachConfig {
+            socket: socket.to_path_buf(),
+            ..Default::default()
+        });
+    }
     println!("== Gateway configuration:\n{}", config.to_toml());
     let gw = Gateway::start(&config)?;
     println!("== Dataplane: {:?}", gw.info);
@@ -90,6 +108,9 @@ fn demo(
                 1 << 20,
                 "dataplane",
             );
+            if let Some(a) = gw.attacher() {
+                state.set_attacher(a.clone());
+            }
             let server = Server::start(listen, state)?;
             println!("== API and dashboard: http://{}/", server.addr);
             Some(server)
