@@ -533,7 +533,7 @@ impl XskIo {
     pub fn take_port(&mut self, id: PortId) -> Option<DetachedPort> {
         let mut p = self.ports.get_mut(id as usize)?.take()?;
         let unsent = p.staged.len() as u32;
-        self.free[p.pool].extend(p.staged.drain(..));
+        self.free[p.pool].append(&mut p.staged);
         self.rebuild_pollfds();
         let owner = self.owner[p.pool] == Some(id as usize);
         Some(DetachedPort {

@@ -821,13 +821,17 @@ impl AttachState {
                 );
             },
             |routes| {
-                if let Some(r) = routes.iter().find(|r| r.prefix.contains(&a.ip)) {
-                    if r.prefix.prefix_len() == 32 || r.pod.is_some() {
-                        return Err(ChangeError::Conflict(crate::control::rib::RibError::new(
-                            "ip",
-                            format!("{} is already routed ({})", a.ip, r.prefix),
-                        )));
-                    }
+                // The pod's address must not be another pod's or a /32
+                // route of its own (a covering node route is the RIB's to
+                // judge).
+                let taken = routes.iter().find(|r| {
+                    r.prefix.contains(&a.ip) && (r.prefix.prefix_len() == 32 || r.pod.is_some())
+                });
+                if let Some(r) = taken {
+                    return Err(ChangeError::Conflict(crate::control::rib::RibError::new(
+                        "ip",
+                        format!("{} is already routed ({})", a.ip, r.prefix),
+                    )));
                 }
                 routes.push(route);
                 Ok(())

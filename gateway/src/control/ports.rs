@@ -256,6 +256,48 @@ mod tests {
     }
 
     #[test]
+    fn attached_pods_get_the_next_slots_on_every_worker() {
+        let mut plan = PortPlan {
+            workers: 2,
+            underlay_active: 2,
+            specs: vec![
+                vec![underlay_spec("ul0".into(), 0), pod_spec("a".into(), 0)],
+                vec![underlay_spec("ul0".into(), 1), pod_spec("a".into(), 1)],
+            ],
+            slots: vec![vec![0, 2], vec![1, 3]],
+            pod_bases: vec![2],
+            config_pods: 1,
+            max_attached: 2,
+            attach_ring: 128,
+        };
+        assert_eq!(plan.attach_capacity().slots, 2);
+        assert_eq!(plan.add_attached("ovp1").unwrap(), 2);
+        assert_eq!(plan.slot_base(2), 4);
+        assert_eq!(plan.slots, vec![vec![0, 2, 4], vec![1, 3, 5]]);
+        assert_eq!(plan.specs[1][2].queue, 1);
+        assert_eq!(plan.specs[1][2].ring_size, 128);
+        assert_eq!(plan.attach_capacity().slots, 1);
+        plan.add_attached("ovp2").unwrap();
+        let e = plan.add_attached("ovp3").unwrap_err().to_string();
+        assert!(e.starts_with("attach.max_pods"), "{e}");
+        assert_eq!(plan.bytes_per_attached_pod(), 2 * 128 * 2048);
+        // The UMEM of one worker: the configured ports' budgets twice, the
+        // spare reserve, and two frames per ring entry of every attachable
+        // pod, rounded to 64 (the test bed's 110-pod gateway: 34,368).
+        let ports = [
+            underlay_spec(String::new(), 0),
+            pod_spec(String::new(), 0),
+            pod_spec(String::new(), 0),
+        ];
+        let cap = crate::afxdp::xsk::AttachCapacity {
+            slots: 110,
+            ring_size: 128,
+        };
+        assert_eq!(crate::afxdp::xsk::umem_frames_with(&ports, cap), 34_368);
+        assert_eq!(crate::afxdp::xsk::umem_frames(&ports), 8192);
+    }
+
+    #[test]
     fn configured_cores_must_exist() {
         let e = pick_cores(Some(&[4096]), 1).unwrap_err().to_string();
         assert!(
