@@ -1622,6 +1622,30 @@ encap = "ipip"
     }
 
     #[test]
+    fn attach_memory_is_reported() {
+        let mut c = Config::from_toml(CONFIG).unwrap();
+        assert!(
+            attach_finding(&c, 1 << 20).is_none(),
+            "no [attach]: nothing to say"
+        );
+        c.attach = Some(crate::config::AttachConfig::default());
+        let f = attach_finding(&c, 70_385_664).unwrap();
+        assert_eq!(f.check, "attach.memory");
+        assert_eq!(f.severity, Severity::Ok);
+        assert!(
+            f.message.starts_with("110 pods may be attached"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("each costs 512 KiB of UMEM per worker"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("67.1 MiB per worker"), "{}", f.message);
+    }
+
+    #[test]
     fn mtu_rules() {
         let c = Config::from_toml(CONFIG).unwrap();
         let pods = vec![("gwp-a".to_string(), 1450)];

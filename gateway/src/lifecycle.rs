@@ -177,11 +177,15 @@ impl Gateway {
         // Pods attached at run time before a restart whose veths are still
         // here: served again, with the configured ones.
         let state_dir = config.state.as_ref().map(|s| s.dir.clone());
-        let restored = match &config.attach {
-            Some(_) => attach::restore(state_dir.as_deref(), &mut plan)?,
-            None => attach::Restored::default(),
+        let configured: Vec<String> = config.pod.iter().map(|p| p.interface.clone()).collect();
+        let (restored, persisted) = match &config.attach {
+            Some(_) => {
+                let r = attach::restore(state_dir.as_deref(), &mut plan)?;
+                let persisted = r.routes(persisted, config_routes(config), &configured);
+                (r, persisted)
+            }
+            None => (attach::Restored::default(), persisted),
         };
-        let persisted = restored.routes(persisted, config_routes(config));
         if let Some(unserved) = plan.unserved_queues(&ul.interface) {
             // The same sentence `overpass check` reports (nic.queues).
             tracing::warn!("{unserved}");
@@ -350,7 +354,7 @@ impl Gateway {
                     steering: steering.clone(),
                     rib: rib.clone(),
                     restored,
-                    configured: config.pod.iter().map(|p| p.interface.clone()).collect(),
+                    configured,
                     state_dir,
                     umem_bytes,
                 })?;

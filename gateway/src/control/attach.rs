@@ -398,31 +398,35 @@ impl Restored {
         Ok(())
     }
 
-    /// The route set to start with: `persisted` (or `config_routes` when
-    /// there is none) without the routes of attachments not restored, and
-    /// with a route for every restored one.
+    /// The route set to start with (`[attach]` set): `persisted` (or
+    /// `config_routes` when there is none) keeping only the pod routes of
+    /// `configured` interfaces and of restored attachments — those of
+    /// attachments not restored go, and so does one a crash left between
+    /// writing `routes.json` and `attachments.json` — with a route for
+    /// every restored attachment.
     pub fn routes(
         &self,
         persisted: Option<RoutesFile>,
         config_routes: Vec<RouteSpec>,
+        configured: &[String],
     ) -> Option<RoutesFile> {
-        if self.attached.is_empty() && self.not_restored.is_empty() {
-            return persisted;
+        if persisted.is_none() && self.attached.is_empty() {
+            return None;
         }
         let mut file = persisted.unwrap_or(RoutesFile {
             version: 1,
             generation: 1,
             routes: config_routes,
         });
-        let gone: Vec<&str> = self
-            .not_restored
-            .iter()
-            .map(|n| n.attachment.interface.as_str())
-            .collect();
-        file.routes.retain(|r| {
-            r.pod
-                .as_ref()
-                .is_none_or(|p| !gone.contains(&p.interface.as_str()))
+        let served = |i: &str| {
+            configured.iter().any(|c| c == i) || self.attached.iter().any(|(a, _)| a.interface == i)
+        };
+        file.routes.retain(|r| match &r.pod {
+            Some(p) if !served(&p.interface) => {
+                tracing::warn!(prefix = %r.prefix, interface = %p.interface, "pod route dropped: its interface is neither configured nor a restored attachment");
+                false
+            }
+            _ => true,
         });
         for (a, _) in &self.attached {
             let has = file
@@ -967,5 +971,68 @@ impl AttachState {
             attachments: self.attached.values().map(|(a, _)| a.clone()).collect(),
             not_restored: self.not_restored.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(interface: &str, ip: [u8; 4]) -> Attachment {
+        Attachment {
+            container_id: format!("c-{interface}"),
+            ifname: "eth0".into(),
+            interface: interface.into(),
+            ip: Ipv4Addr::from(ip),
+            mac: MacAddr([0x0e, 0, 0, 0, 0, ip[3]]),
+            mtu: 1450,
+            name: format!("pod-{interface}"),
+            port: 3,
+            xsk_base: 3,
+        }
+    }
+
+    fn pod_route(interface: &str, ip: [u8; 4]) -> RouteSpec {
+        route_of(&att(interface, ip))
+    }
+
+    #[test]
+    fn start_routes_keep_served_pods_only() {
+        let configured = vec!["gwp-a".to_string()];
+        let restored = Restored {
+            attached: vec![(att("ovp1", [10, 244, 0, 10]), 7)],
+            not_restored: vec![NotRestored {
+                attachment: att("ovp2", [10, 244, 0, 11]),
+                reason: "No such device".into(),
+            }],
+        };
+        let persisted = RoutesFile {
+            version: 1,
+            generation: 9,
+            routes: vec![
+                pod_route("gwp-a", [10, 244, 0, 2]),
+                // Not restored: dropped.
+                pod_route("ovp2", [10, 244, 0, 11]),
+                // A crash between routes.json and attachments.json: dropped.
+                pod_route("ovp3", [10, 244, 0, 12]),
+            ],
+        };
+        let f = restored
+            .routes(Some(persisted), vec![], &configured)
+            .unwrap();
+        assert_eq!(f.generation, 9);
+        let ifaces: Vec<&str> = f
+            .routes
+            .iter()
+            .map(|r| r.pod.as_ref().unwrap().interface.as_str())
+            .collect();
+        // The restored attachment's route is added when missing.
+        assert_eq!(ifaces, vec!["gwp-a", "ovp1"]);
+        // Nothing restored, nothing persisted: the configuration's set.
+        assert!(
+            Restored::default()
+                .routes(None, vec![], &configured)
+                .is_none()
+        );
     }
 }
