@@ -871,8 +871,13 @@ fn churn_under_traffic_loses_nothing_and_returns_everything() {
     assert!(!runs.is_empty());
     for r in &runs {
         let (sent, received, _) = r.as_ref().expect("iperf3 run");
-        assert!(*sent > 10_000_000, "{runs:?}");
-        assert_eq!(sent, received, "iperf3: every byte sent arrived: {runs:?}");
+        // Each 5-s transfer ran at its paced rate; what the receiver had not
+        // read when iperf3 stopped is at most what the socket buffers hold.
+        assert!(*received > 20_000_000, "{runs:?}");
+        assert!(
+            sent - received <= 4 << 20,
+            "iperf3: {sent} bytes sent, {received} received: {runs:?}"
+        );
     }
     let after = b.accounting();
     assert_eq!(
