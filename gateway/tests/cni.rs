@@ -229,11 +229,33 @@ struct Bed {
 
 impl Bed {
     fn new(tag: &str) -> Bed {
+        Bed::with_queues(tag, 1)
+    }
+
+    /// A bed whose underlay (and configured pods) have `queues` queues:
+    /// one worker each.
+    fn with_queues(tag: &str, queues: u32) -> Bed {
         let bed = Testbed::create(&TestbedSpec {
             tag: tag.to_string(),
-            underlay_queues: 1,
+            underlay_queues: queues,
         })
         .expect("building the test bed");
+        if queues > 1 {
+            let q = queues.to_string();
+            for pod in ['a', 'b'] {
+                let dev = bed.local_pod_iface(pod);
+                bed.exec(
+                    &bed.ns(Ns::Gateway),
+                    &["ethtool", "-L", &dev, "rx", &q, "tx", &q],
+                )
+                .unwrap();
+                bed.exec(
+                    &bed.ns(Ns::LocalPod(pod)),
+                    &["ethtool", "-L", "eth0", "rx", &q, "tx", &q],
+                )
+                .unwrap();
+            }
+        }
         let s = Scratch::new(&format!("cni-{tag}"));
         let mut config: Config = bed.gateway_config();
         config.api = Some(ApiConfig {
@@ -518,6 +540,40 @@ fn verbs_as_a_runtime_drives_them() {
         .run("STATUS", "", None, "", &rt.conf("1.1.0").to_string())
         .spec_error("STATUS, gateway stopped", 50, "1.1.0");
     assert!(msg.contains("socket"), "{msg}");
+}
+
+/// Two workers: the plugin makes the veth with two queues, each worker
+/// binds one, both pods reach the remote node, and detaching returns both
+/// workers' frames and sockets.
+#[test]
+fn two_workers_each_bind_an_attached_pod() {
+    if !require_root("overpass-cni with two workers (network namespaces, XDP, host-local)") {
+        return;
+    }
+    let tag = "cn5";
+    let b = Bed::with_queues(tag, 2);
+    let before = b.accounting();
+    let st = b.status();
+    assert_eq!(st["workers"], 2, "{st}");
+    let nss = add_pods(&b.rt, tag, 0..4);
+    let st = b.status();
+    // 2 workers × (underlay + 2 configured pods + 4 attached).
+    assert_eq!(st["xsk_slots_in_use"], 14, "{}", st["per_worker"]);
+    // The pod's veth has one active queue per worker.
+    let q = Command::new("ip")
+        .args(["netns", "exec", &nss[0], "ethtool", "-l", "eth0"])
+        .output()
+        .unwrap();
+    let q = String::from_utf8_lossy(&q.stdout).into_owned();
+    let current = q.split("Current hardware settings:").nth(1).unwrap_or("");
+    assert!(current.contains("RX:\t\t2"), "{q}");
+    let failed = ping_all(&b, &nss);
+    assert!(failed.is_empty(), "{failed:#?}");
+    for (i, ns) in nss.iter().enumerate() {
+        b.rt.del(&format!("pod{i}"), Some(ns)).ok_empty("DEL");
+        netns_del(ns);
+    }
+    assert_eq!(before, b.accounting(), "(free frames, XSK slots, fds)");
 }
 
 #[test]
