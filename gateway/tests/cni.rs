@@ -457,6 +457,33 @@ fn verbs_as_a_runtime_drives_them() {
     });
     assert_eq!(result, expected);
     assert_eq!(rt.reserved(), vec!["10.244.0.10"]);
+    // Inside the pod: the tunnel MTU, TX checksum offload off, the /32, the
+    // on-link gateway and its permanent neighbour entry.
+    let pod = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns1])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        pod(&["ethtool", "-k", "eth0"]).contains("tx-checksumming: off"),
+        "{}",
+        pod(&["ethtool", "-k", "eth0"])
+    );
+    assert!(pod(&["ip", "link", "show", "eth0"]).contains("mtu 1450"));
+    assert!(pod(&["ip", "-4", "addr", "show", "eth0"]).contains("inet 10.244.0.10/32"));
+    assert!(
+        pod(&["ip", "route"]).contains("default via 169.254.1.1 dev eth0"),
+        "{}",
+        pod(&["ip", "route"])
+    );
+    let neigh = pod(&["ip", "neigh", "show", "169.254.1.1"]);
+    assert!(
+        neigh.contains(&link_mac(Some(&rt.gw_ns), &host)) && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
     // The pod reaches a remote node's pod through the gateway.
     wait_until("pod c1 pings node 1's pod", Duration::from_secs(10), || {
         b.ping_ok(&ns1, 3)
