@@ -835,6 +835,11 @@ fn one_hundred_ten_pods_and_a_restart() {
     // its route dropped.
     b.stop();
     netns_del(&keep[19]);
+    // The kernel removes a deleted namespace's devices in the background:
+    // wait until the pod's host end is gone too.
+    wait_until("pod19's veth is gone", Duration::from_secs(10), || {
+        b.rt.host_links().len() == 19
+    });
     b.start();
     let st = b.status();
     assert_eq!(st["attachments"].as_array().unwrap().len(), 19);

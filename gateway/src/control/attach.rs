@@ -323,6 +323,9 @@ struct AttachState {
 pub struct Restored {
     pub attached: Vec<(Attachment, u32)>,
     pub not_restored: Vec<NotRestored>,
+    /// Host-end MACs of the restored veths, read with their other facts
+    /// (a veth may be going away while the gateway starts).
+    pub host_macs: HashMap<String, MacAddr>,
 }
 
 /// Reads `attachments.json` from `state_dir` and adds those whose veth
@@ -349,20 +352,23 @@ pub fn restore(state_dir: Option<&Path>, plan: &mut PortPlan) -> anyhow::Result<
         );
     }
     for mut a in file.attachments {
-        let check = || -> Result<u32, String> {
+        let check = || -> Result<(u32, MacAddr), String> {
             let idx = iface::ifindex(&a.interface).map_err(|e| format!("{e}"))?;
             let q = ethtool::rx_queue_count(&a.interface).map_err(|e| format!("{e}"))?;
             if q != plan.workers {
                 return Err(format!("{} active RX queues, {} workers", q, plan.workers));
             }
-            Ok(idx)
+            let mac = iface::interface_mac(&a.interface).map_err(|e| format!("{e}"))?;
+            Ok((idx, mac))
         };
-        match check().and_then(|idx| {
+        let checked = check();
+        match checked.and_then(|(idx, mac)| {
             plan.add_attached(&a.interface)
-                .map(|port| (idx, port))
+                .map(|port| (idx, port, mac))
                 .map_err(|e| e.to_string())
         }) {
-            Ok((idx, port)) => {
+            Ok((idx, port, mac)) => {
+                out.host_macs.insert(a.interface.clone(), mac);
                 a.port = port;
                 a.xsk_base = plan.slot_base(port);
                 tracing::info!(interface = %a.interface, ip = %a.ip, port, "attachment restored");
@@ -384,7 +390,10 @@ impl Restored {
     /// Adds the restored pods' ports to `ctx`.
     pub fn add_ports(&self, ctx: &mut RibContext) -> anyhow::Result<()> {
         for (a, _) in &self.attached {
-            let host_mac = iface::interface_mac(&a.interface)?;
+            let host_mac = match self.host_macs.get(&a.interface) {
+                Some(m) => *m,
+                None => iface::interface_mac(&a.interface)?,
+            };
             ctx.pod_ports.insert(
                 a.interface.clone(),
                 PodPort {
@@ -1005,6 +1014,7 @@ mod tests {
                 attachment: att("ovp2", [10, 244, 0, 11]),
                 reason: "No such device".into(),
             }],
+            host_macs: HashMap::new(),
         };
         let persisted = RoutesFile {
             version: 1,
