@@ -22,8 +22,9 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 mkdir -p "$target_dir/release"
 messages="$target_dir/release/overpass-build-messages.json"
 
-# The one release build. Diagnostics go to stderr, JSON messages to a file.
-cargo build --release --locked -p overpass --message-format=json-render-diagnostics >"$messages"
+# The one release build (the gateway and the CNI plugin). Diagnostics go to
+# stderr, JSON messages to a file.
+cargo build --release --locked -p overpass -p overpass-cni --message-format=json-render-diagnostics >"$messages"
 
 out_dir=$(python3 - "$messages" <<'PY'
 import json, sys

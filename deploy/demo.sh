@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
-cargo build --release -p overpass -p overpass-testkit
+cargo build --release -p overpass -p overpass-testkit -p overpass-cni
 exec ./target/release/overpass demo "$@"

@@ -46,7 +46,9 @@ check "package file exists" test -s "$deb"
 
 contents=$(dpkg-deb -c "$deb")
 for f in ./usr/bin/overpass ./etc/overpass/overpass.toml ./usr/lib/systemd/system/overpass.service \
-         ./usr/lib/overpass/overpass.bpf.o ./usr/share/doc/overpass/GUIDE.md; do
+         ./usr/lib/overpass/overpass.bpf.o ./usr/share/doc/overpass/GUIDE.md \
+         ./opt/cni/bin/overpass-cni ./usr/lib/cni/overpass-cni \
+         ./usr/share/doc/overpass/cni/10-overpass.conflist; do
   check "package contains $f" grep -qF " $f" <<<"$contents"
 done
 check "default config is a conffile" grep -qx "/etc/overpass/overpass.toml" \
@@ -58,6 +60,13 @@ check "dpkg -i" dpkg -i "$deb"
 check "package is installed" dpkg -s overpass
 check "binary installed and runs" /usr/bin/overpass --version
 check "unit installed" test -f /usr/lib/systemd/system/overpass.service
+for cni in /opt/cni/bin/overpass-cni /usr/lib/cni/overpass-cni; do
+  check "CNI plugin $cni answers VERSION (spec 1.1.0)" \
+    grep -q '"supportedVersions":\[.*"1.1.0"' <(echo '{"cniVersion":"1.1.0"}' | CNI_COMMAND=VERSION "$cni")
+done
+check "example conflist is JSON naming overpass-cni" \
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["plugins"][0]["type"]=="overpass-cni"' \
+  /usr/share/doc/overpass/cni/10-overpass.conflist
 check "systemd-analyze verify accepts the installed unit" \
   systemd-analyze verify /usr/lib/systemd/system/overpass.service
 check "unit is not enabled by the package" absent /etc/systemd/system/multi-user.target.wants/overpass.service
@@ -92,6 +101,7 @@ echo "# local edit" >>/etc/overpass/overpass.toml
 echo '{}' >/var/lib/overpass/marker.json
 check "dpkg -r" dpkg -r overpass
 check "binary gone after remove" absent /usr/bin/overpass
+check "CNI plugin gone after remove" absent /opt/cni/bin/overpass-cni
 check "unit gone after remove" absent /usr/lib/systemd/system/overpass.service
 check "XDP object gone after remove" absent /usr/lib/overpass/overpass.bpf.o
 check "edited conffile kept after remove" grep -q "# local edit" /etc/overpass/overpass.toml

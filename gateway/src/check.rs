@@ -229,6 +229,9 @@ pub fn inspect(config: &Config) -> Report {
     out.push(xdp_load_finding(config));
     out.extend(privilege_findings(read_cap_eff()));
     let umem = umem_bytes_estimate(config);
+    if let Some(f) = attach_finding(config, umem) {
+        out.push(f);
+    }
     out.push(memlock_finding(
         memlock_limit(),
         has_cap(read_cap_eff(), CAP_IPC_LOCK),
@@ -539,25 +542,56 @@ fn umem_bytes_estimate(config: &Config) -> u64 {
             specs
         }
     };
+    // Pods attached at run time: their frames are reserved at start.
+    let attach = xsk::AttachCapacity {
+        slots: config.attach.as_ref().map_or(0, |a| a.max_pods),
+        ring_size: config.attach.as_ref().map_or(0, |a| a.ring_size),
+    };
     // The larger of one shared UMEM and the underlay's and the pods' own
     // (what a zero-copy underlay or `pod_umem = "separate"` gets).
     let bytes = |frames: u32, size: u32| u64::from(frames) * u64::from(size);
-    let shared = bytes(xsk::umem_frames(&worker), xsk::FRAME_SIZE);
+    let shared = bytes(xsk::umem_frames_with(&worker, attach), xsk::FRAME_SIZE);
     // The underlay's own UMEM has frames a zero-copy driver can take.
     let separate = match worker.split_first() {
         Some((ul, pods)) => {
             bytes(
                 xsk::umem_frames(std::slice::from_ref(ul)),
                 xsk::ZC_FRAME_SIZE,
-            ) + if pods.is_empty() {
+            ) + if pods.is_empty() && attach.slots == 0 {
                 0
             } else {
-                bytes(xsk::umem_frames(pods), xsk::FRAME_SIZE)
+                bytes(xsk::umem_frames_with(pods, attach), xsk::FRAME_SIZE)
             }
         }
         None => shared,
     };
     shared.max(separate)
+}
+
+/// With `[attach]`: what each pod attached at run time costs and what the
+/// workers' UMEMs hold in all (`umem_per_worker` × workers).
+fn attach_finding(config: &Config, umem_per_worker: u64) -> Option<Finding> {
+    let a = config.attach.as_ref()?;
+    let workers = in_netns(config, || ports::port_plan(config).ok())
+        .ok()
+        .flatten()
+        .map_or(1, |p| u64::from(p.workers));
+    let per_pod = 2 * u64::from(a.ring_size) * u64::from(xsk::FRAME_SIZE);
+    let kib = |b: u64| b / 1024;
+    Some(Finding::ok(
+        "attach.memory",
+        "attach",
+        format!(
+            "{} pods may be attached at run time (attach.max_pods); each costs {} KiB of UMEM per worker ({} KiB on {workers} worker(s): 2 × attach.ring_size {} frames of {} bytes); UMEM in total: {:.1} MiB ({:.1} MiB per worker, reserved at start)",
+            a.max_pods,
+            kib(per_pod),
+            kib(per_pod * workers),
+            a.ring_size,
+            xsk::FRAME_SIZE,
+            (umem_per_worker * workers) as f64 / f64::from(1 << 20),
+            umem_per_worker as f64 / f64::from(1 << 20),
+        ),
+    ))
 }
 
 /// AF_XDP charges UMEM pages to RLIMIT_MEMLOCK unless the process has
@@ -1701,6 +1735,30 @@ encap = "ipip"
         assert_eq!(by("CONFIG_XDP_SOCKETS"), Severity::Blocker);
         assert_eq!(by("CONFIG_BPF_JIT"), Severity::Ok);
         assert_eq!(by("CONFIG_DEBUG_INFO_BTF"), Severity::Warn);
+    }
+
+    #[test]
+    fn attach_memory_is_reported() {
+        let mut c = Config::from_toml(CONFIG).unwrap();
+        assert!(
+            attach_finding(&c, 1 << 20).is_none(),
+            "no [attach]: nothing to say"
+        );
+        c.attach = Some(crate::config::AttachConfig::default());
+        let f = attach_finding(&c, 70_385_664).unwrap();
+        assert_eq!(f.check, "attach.memory");
+        assert_eq!(f.severity, Severity::Ok);
+        assert!(
+            f.message.starts_with("110 pods may be attached"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("each costs 512 KiB of UMEM per worker"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("67.1 MiB per worker"), "{}", f.message);
     }
 
     #[test]

@@ -44,6 +44,75 @@ pub struct Config {
     /// route. See [`crate::cluster`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster: Vec<crate::cluster::ClusterConfig>,
+    /// Pods attached at run time (the CNI plugin, the attachments API).
+    /// Unset: only the `[[pod]]` entries are served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachConfig>,
+}
+
+/// `[attach]`: pods attached and detached at run time (`overpass-cni`,
+/// `POST /api/v1/attachments`). Every worker reserves UMEM frames and XSK
+/// map slots for `max_pods` pods when the gateway starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachConfig {
+    /// Pods that may be attached at once (Kubernetes' default node limit is 110).
+    #[serde(default = "default_attach_max_pods")]
+    pub max_pods: u32,
+    /// Ring size and frame budget of each attached pod's sockets (a power
+    /// of two, 64..=2048): each pod costs `2 × ring_size` frames of 2 KiB
+    /// per worker.
+    #[serde(default = "default_attach_ring")]
+    pub ring_size: u32,
+    /// The local Unix socket `overpass-cni` talks to (created 0600).
+    #[serde(default = "default_attach_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_attach_max_pods() -> u32 {
+    110
+}
+
+fn default_attach_ring() -> u32 {
+    128
+}
+
+fn default_attach_socket() -> PathBuf {
+    PathBuf::from("/run/overpass/cni.sock")
+}
+
+impl Default for AttachConfig {
+    fn default() -> Self {
+        AttachConfig {
+            max_pods: default_attach_max_pods(),
+            ring_size: default_attach_ring(),
+            socket: default_attach_socket(),
+        }
+    }
+}
+
+impl AttachConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.max_pods) {
+            return Err(ConfigError::new(
+                "attach.max_pods",
+                format!("{} is out of range: from 1 to 1024", self.max_pods),
+            ));
+        }
+        if !self.ring_size.is_power_of_two() || !(64..=2048).contains(&self.ring_size) {
+            return Err(ConfigError::new(
+                "attach.ring_size",
+                format!("{} must be a power of two from 64 to 2048", self.ring_size),
+            ));
+        }
+        if !self.socket.is_absolute() {
+            return Err(ConfigError::new(
+                "attach.socket",
+                format!("{} must be an absolute path", self.socket.display()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[api]`: the REST API, /metrics and health endpoints.
@@ -477,6 +546,9 @@ impl Config {
         }
         if let Some(api) = &self.api {
             api.validate()?;
+        }
+        if let Some(attach) = &self.attach {
+            attach.validate()?;
         }
         if gw.outer_ttl == 0 {
             return Err(ConfigError::new("gateway.outer_ttl", "must be at least 1"));

@@ -27,10 +27,12 @@ use crate::afxdp::latency::LatencyShared;
 use crate::afxdp::worker::Worker;
 use crate::afxdp::xsk::{XskIo, XskMode};
 use crate::config::Config;
+use crate::control::attach::{self, Attacher};
+use crate::control::cni_socket::LocalServer;
 use crate::control::neigh;
 use crate::control::ports::{pick_cores, port_plan};
 use crate::control::rib::{PeerStats, Rib};
-use crate::control::sources::{initial_rib, rib_context};
+use crate::control::sources::{config_routes, initial_rib, rib_context};
 use crate::control::store::RoutesFile;
 use crate::host::{iface, netns};
 
@@ -61,6 +63,8 @@ pub struct Gateway {
     latency: Arc<LatencyShared>,
     /// The workers' round counters (the RIB's grace period; liveness).
     epochs: Vec<Arc<RoundEpoch>>,
+    /// Pods attached at run time (`[attach]`), its thread and its socket.
+    attach: Option<(Attacher, JoinHandle<()>, Option<LocalServer>)>,
     pub info: DataplaneInfo,
 }
 
@@ -168,8 +172,20 @@ impl Gateway {
 
     fn start_in_ns(config: &Config, persisted: Option<RoutesFile>) -> anyhow::Result<Gateway> {
         let ul = &config.underlay[0];
-        let plan = port_plan(config)?;
+        let mut plan = port_plan(config)?;
         let n = plan.workers as usize;
+        // Pods attached at run time before a restart whose veths are still
+        // here: served again, with the configured ones.
+        let state_dir = config.state.as_ref().map(|s| s.dir.clone());
+        let configured: Vec<String> = config.pod.iter().map(|p| p.interface.clone()).collect();
+        let (restored, persisted) = match &config.attach {
+            Some(_) => {
+                let r = attach::restore(state_dir.as_deref(), &mut plan)?;
+                let persisted = r.routes(persisted, config_routes(config), &configured);
+                (r, persisted)
+            }
+            None => (attach::Restored::default(), persisted),
+        };
         if let Some(unserved) = plan.unserved_queues(&ul.interface) {
             // The same sentence `overpass check` reports (nic.queues).
             tracing::warn!("{unserved}");
@@ -182,7 +198,9 @@ impl Gateway {
         // a reused slot.
         let all_counters: Vec<Arc<WorkerCounters>> = (0..n).map(|_| Arc::default()).collect();
         let latency = Arc::new(LatencyShared::default());
-        let rib = initial_rib(rib_context(config, &plan)?, config, persisted)?
+        let mut ctx = rib_context(config, &plan)?;
+        restored.add_ports(&mut ctx)?;
+        let rib = initial_rib(ctx, config, persisted)?
             .with_readers(epochs.clone())
             .with_peer_stats(Arc::new(DataplaneView::new(
                 all_counters.clone(),
@@ -215,6 +233,12 @@ impl Gateway {
                 .with_context(|| format!("attaching XDP to {}", pod.interface))?;
             xdp.push((pod.interface.clone(), mode));
         }
+        for (a, idx) in &restored.attached {
+            let mode = steering
+                .attach(*idx, PortRole::Pod, a.xsk_base, plan.workers)
+                .with_context(|| format!("attaching XDP to {} (restored)", a.interface))?;
+            xdp.push((a.interface.clone(), mode));
+        }
         for (ifname, mode) in &xdp {
             tracing::info!(%ifname, ?mode, "XDP program attached (bpf_link)");
         }
@@ -225,9 +249,14 @@ impl Gateway {
         let mut ios = vec![];
         let mut umem = vec![];
         for (w, counters) in all_counters.iter().enumerate() {
-            let mut io =
-                XskIo::open_with(&plan.specs[w], ul.bind_mode, ul.pod_umem, counters.clone())
-                    .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
+            let mut io = XskIo::open_for(
+                &plan.specs[w],
+                ul.bind_mode,
+                ul.pod_umem,
+                plan.attach_capacity(),
+                counters.clone(),
+            )
+            .with_context(|| format!("opening AF_XDP sockets of worker {w}"))?;
             let gw = &config.gateway;
             if gw.napi_busy_poll {
                 io.enable_napi_busy_poll(gw.napi_busy_poll_usecs, gw.napi_busy_poll_budget)
@@ -263,7 +292,14 @@ impl Gateway {
         tracing::info!(?rp_filter, "reverse-path filter of tunnel traffic");
         let mut workers = vec![];
         let mut pinning = vec![];
+        let attaching = config.attach.is_some();
+        let openers: Vec<_> = ios.iter().map(XskIo::opener).collect();
+        let mut command_tx = vec![];
         for (w, io) in ios.into_iter().enumerate() {
+            let (tx, commands) = std::sync::mpsc::channel();
+            if attaching {
+                command_tx.push(tx);
+            }
             let core = cores[w];
             tracing::info!(
                 worker = w,
@@ -290,6 +326,9 @@ impl Gateway {
                     let mut worker = Worker::new(io, pipeline, routes, counters, busy_poll)
                         .with_latency(recorder)
                         .with_epoch(epoch);
+                    if attaching {
+                        worker = worker.with_commands(commands);
+                    }
                     worker.run(&stop);
                 })
                 .with_context(|| format!("spawning worker {w}"))?;
@@ -304,11 +343,43 @@ impl Gateway {
                 .spawn(move || control_loop(&stop, &rib, &ifname))
                 .context("spawning control thread")?
         };
+        let steering = Arc::new(Mutex::new(Some(steering)));
+        let umem_bytes: u64 = umem
+            .iter()
+            .flatten()
+            .map(|&f| u64::from(f) * u64::from(crate::afxdp::xsk::FRAME_SIZE))
+            .sum();
+        let attach = match &config.attach {
+            Some(ac) => {
+                tracing::info!(
+                    max_pods = ac.max_pods,
+                    ring_size = ac.ring_size,
+                    bytes_per_pod_per_worker = plan.bytes_per_attached_pod(),
+                    umem_bytes_total = umem_bytes,
+                    "pods may be attached at run time"
+                );
+                let (attacher, thread) = attach::start(attach::AttachSetup {
+                    plan: plan.clone(),
+                    workers: command_tx,
+                    openers,
+                    steering: steering.clone(),
+                    rib: rib.clone(),
+                    restored,
+                    configured,
+                    state_dir,
+                    umem_bytes,
+                })?;
+                let local = LocalServer::start(&ac.socket, attacher.clone())?;
+                Some((attacher, thread, Some(local)))
+            }
+            None => None,
+        };
         Ok(Gateway {
             stop,
             workers,
             control: Some(control),
-            steering: Arc::new(Mutex::new(Some(steering))),
+            attach,
+            steering,
             rib,
             counters: all_counters,
             latency,
@@ -361,6 +432,11 @@ impl Gateway {
         &self.latency
     }
 
+    /// Pods attached at run time; `None` without `[attach]`.
+    pub fn attacher(&self) -> Option<&Attacher> {
+        self.attach.as_ref().map(|(a, _, _)| a)
+    }
+
     /// The route set (read it, or change it hitlessly).
     pub fn rib(&self) -> &Rib {
         &self.rib
@@ -395,6 +471,11 @@ impl Gateway {
     /// what their RX rings hold and finish every queued transmission, then
     /// close the sockets.
     fn shutdown(&mut self) {
+        if let Some((attacher, thread, local)) = self.attach.take() {
+            drop(local);
+            attacher.stop();
+            let _ = thread.join();
+        }
         let steering = self
             .steering
             .lock()

@@ -367,6 +367,7 @@ fn serve(
     mode: &'static str,
     listen: Option<std::net::SocketAddr>,
     clusters: &[Arc<overpass::cluster::Status>],
+    attacher: Option<overpass::control::attach::Attacher>,
 ) -> anyhow::Result<Server> {
     let api = cp.config.api.clone().unwrap_or_default();
     let state = ApiState::new(rib, view, cp.auth.clone(), api.body_limit, mode);
@@ -374,6 +375,9 @@ fn serve(
         config: overpass::control::sources::config_routes(&cp.config),
         clusters: clusters.to_vec(),
     });
+    if let Some(a) = attacher {
+        state.set_attacher(a);
+    }
     if let Some(warning) = overpass::api::server::descriptor_shortfall(api.max_connections) {
         tracing::warn!("{warning}");
     }
@@ -460,6 +464,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
     // Route changes (API, reload) go through this handle: it persists.
     let rib = cp.persisting(gw.rib().clone());
     let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
+    // Attachments change the route set too: through the persisting handle.
+    if let Some(a) = gw.attacher() {
+        a.use_rib(rib.clone());
+    }
     let server = match cp.config.api.is_some() {
         true => Some(serve(
             &cp,
@@ -471,6 +479,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
                 .iter()
                 .map(|c| c.status().clone())
                 .collect::<Vec<_>>(),
+            gw.attacher().cloned(),
         )?),
         false => None,
     };
@@ -531,7 +540,7 @@ fn api_only(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result
     let rib = cp.persisting(rib.with_peer_stats(Arc::new(view.clone())));
     let cluster = overpass::cluster::run_all(std::mem::take(&mut cp.cluster), rib.clone())?;
     let statuses: Vec<_> = cluster.iter().map(|c| c.status().clone()).collect();
-    let server = serve(&cp, rib.clone(), view, "api-only", listen, &statuses)?;
+    let server = serve(&cp, rib.clone(), view, "api-only", listen, &statuses, None)?;
     let status = |rib: &Rib| {
         format!(
             "serving the API only (no dataplane), route set generation {}",

@@ -719,6 +719,8 @@ async fn read_endpoints() {
         "/api/v1/latency/histogram",
         "/api/v1/latency/log",
         "/api/v1/latency/reset",
+        "/api/v1/attachments",
+        "/api/v1/attachments/{interface}",
         "/metrics",
         "/healthz",
         "/readyz",
@@ -937,4 +939,44 @@ async fn a_reused_slot_starts_from_zero_for_its_new_node() {
     ] {
         assert!(r.text.contains(line), "{line} missing from:\n{}", r.text);
     }
+}
+
+/// Without `[attach]` (here: no dataplane) the attachment routes say so,
+/// naming the section; bad bodies and missing tokens are refused first, as
+/// everywhere. (With a dataplane: gateway/tests/cni.rs.)
+#[tokio::test]
+async fn attachments_need_the_attach_section() {
+    let f = fixture("attach");
+    let before = f.rib.routes();
+    let r = f.get("/api/v1/attachments").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["field"], "attach");
+    let pod = json!({"container_id": "c1", "ifname": "eth0", "interface": "ovp0",
+                     "ip": "10.244.0.9", "mac": "02:00:00:00:00:09"});
+    let r = f
+        .call("POST", "/api/v1/attachments", Some(pod.to_string()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = f
+        .send(
+            "POST",
+            "/api/v1/attachments",
+            json!({"ip": "10.244.0.9"}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let mut bad = pod.clone();
+    bad["mac"] = json!("02:00:00:00:00");
+    let r = f.send("POST", "/api/v1/attachments", bad, &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["error"]["field"], "mac", "{}", r.text);
+    let r = f.send("POST", "/api/v1/attachments", pod, &[]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["field"], "attach");
+    let r = f
+        .send("DELETE", "/api/v1/attachments/ovp0", json!(null), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(f.rib.routes(), before, "nothing changed");
 }

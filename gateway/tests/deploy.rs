@@ -65,7 +65,7 @@ fn example_config_validates_and_documents_every_option() {
     let file: toml::Value = toml::from_str(&full_text).unwrap();
     let file = serde_json::to_value(&file).unwrap();
     assert_eq!(keys(&ours), keys(&file), "top-level sections");
-    for table in ["gateway", "api", "state"] {
+    for table in ["gateway", "api", "state", "attach"] {
         assert_eq!(
             keys(&ours[table]),
             keys(&file[table]),

@@ -26,7 +26,7 @@ use std::mem::size_of;
 /// Entries in the `ports` map (interfaces the program may serve).
 pub const MAX_PORTS: u32 = 256;
 /// Entries in the `xsks` map (AF_XDP socket slots over all interfaces and queues).
-pub const MAX_XSKS: u32 = 256;
+pub const MAX_XSKS: u32 = 4096;
 /// Entries in the `vxlan_ports` map (distinct VXLAN UDP destination ports).
 pub const MAX_VXLAN_PORTS: u32 = 16;
 /// Number of [`SteerCounter`] slots (`COUNTER_MAX` in `abi.h`).

@@ -380,6 +380,21 @@ impl Steering {
             .map_err(|source| Error::RegisterXsk { slot, fd, source })
     }
 
+    /// Empties `xsks[slot]` (a socket detached at run time: frames for it
+    /// then fall back to the kernel, counted `no_socket`). An empty slot is
+    /// not an error.
+    pub fn unregister_xsk(&self, slot: u32) -> Result<(), Error> {
+        match self.skel.maps.xsks.delete(&slot.to_ne_bytes()) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::RegisterXsk {
+                slot,
+                fd: -1,
+                source,
+            }),
+        }
+    }
+
     /// Every counter summed over CPUs, indexed by [`SteerCounter::index`].
     pub fn counters(&self) -> Result<[u64; COUNTER_MAX], Error> {
         let mut out = [0u64; COUNTER_MAX];

@@ -563,7 +563,9 @@ fn register_xsk_rejects_non_sockets_and_bad_slots() {
         .expect_err("a /dev/null fd is not an AF_XDP socket");
     assert!(chain(&err).contains("slot 0"), "{}", chain(&err));
     assert!(
-        steering.register_xsk(256, fd).is_err(),
+        steering
+            .register_xsk(overpass_xdp::abi::MAX_XSKS, fd)
+            .is_err(),
         "slot past MAX_XSKS"
     );
 }

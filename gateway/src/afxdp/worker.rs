@@ -22,8 +22,12 @@ use crate::afxdp::latency::LatencyRecorder;
 /// Empty polls before the worker may sleep.
 const IDLE_SPINS: u32 = 20_000;
 
+/// Work the control plane hands a worker (attach or remove a port, read
+/// its frame accounting): run on the worker's thread between two poll
+/// rounds, so the worker stays the only owner of its sockets.
+pub type Command<I> = Box<dyn FnOnce(&mut I) + Send>;
+
 /// A worker: an I/O implementation, the pipeline state, the route handle.
-#[derive(Debug)]
 pub struct Worker<I> {
     pub io: I,
     pub pipeline: Pipeline,
@@ -36,6 +40,18 @@ pub struct Worker<I> {
     epoch: Arc<RoundEpoch>,
     /// Origin of the clock the pipeline is given each round.
     clock0: Instant,
+    /// Commands from the control plane, checked once per round (a lock-free
+    /// `try_recv` on an empty channel).
+    commands: Option<std::sync::mpsc::Receiver<Command<I>>>,
+}
+
+impl<I: std::fmt::Debug> std::fmt::Debug for Worker<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("io", &self.io)
+            .field("busy_poll", &self.busy_poll)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<I: PacketIo> Worker<I> {
@@ -55,6 +71,24 @@ impl<I: PacketIo> Worker<I> {
             latency: None,
             epoch: Arc::default(),
             clock0: Instant::now(),
+            commands: None,
+        }
+    }
+
+    /// Runs the commands sent on `commands` between poll rounds.
+    pub fn with_commands(mut self, commands: std::sync::mpsc::Receiver<Command<I>>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Runs every pending command. Once per round: an empty channel costs
+    /// an atomic load.
+    #[inline]
+    fn run_commands(&mut self) {
+        if let Some(rx) = &self.commands {
+            while let Ok(cmd) = rx.try_recv() {
+                cmd(&mut self.io);
+            }
         }
     }
 
@@ -128,6 +162,7 @@ impl<I: PacketIo> Worker<I> {
                     next_sync = now + KERNEL_SYNC;
                 }
             }
+            self.run_commands();
             if self.poll_once() > 0 {
                 idle = 0;
                 continue;

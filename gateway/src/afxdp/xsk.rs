@@ -125,8 +125,147 @@ struct Pool {
     free: Vec<FrameDesc>,
     /// Frames in the UMEM.
     frames: u32,
-    /// Bytes per frame.
+    /// Bytes per frame (a power of two).
     frame_size: u32,
+}
+
+/// No port's fill ring holds the frame (see [`XskIo`]'s `lender`).
+const UNLENT: u16 = u16::MAX;
+
+/// Room for ports attached at run time: `slots` more pod ports after the
+/// ones opened at start, each with a frame budget of `ring_size`. Their
+/// frames are part of the UMEM from the start (a UMEM cannot grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachCapacity {
+    pub slots: u32,
+    pub ring_size: u32,
+}
+
+/// Opens sockets for ports attached at run time on a worker's pod UMEM,
+/// from any thread (socket creation takes the UMEM's own lock; the worker
+/// never does per packet). The port is then handed to the worker, which
+/// owns it from [`XskIo::insert_port`] on.
+#[derive(Debug, Clone)]
+pub struct PortOpener {
+    umem: Umem,
+    pool: usize,
+    bind: BindMode,
+}
+
+/// A socket opened by a [`PortOpener`], not yet a port of its worker.
+#[derive(Debug)]
+pub struct NewPort(Port);
+
+impl NewPort {
+    /// The socket's file descriptor, for the XSK map.
+    pub fn fd(&self) -> i32 {
+        self.0.rx.fd().as_raw_fd()
+    }
+
+    /// How the kernel bound it.
+    pub fn mode(&self) -> XskMode {
+        self.0.mode
+    }
+}
+
+impl PortOpener {
+    /// Binds a socket for `spec` on the worker's pod UMEM.
+    pub fn open(&self, spec: &PortSpec) -> Result<NewPort, XskError> {
+        open_port(&self.umem, spec, self.bind, self.pool).map(NewPort)
+    }
+}
+
+/// A port taken out of its worker ([`XskIo::take_port`]), socket still
+/// open: close it off the worker's thread with [`DetachedPort::close`].
+#[derive(Debug)]
+pub struct DetachedPort {
+    id: PortId,
+    port: Port,
+    /// Its socket owns the UMEM's descriptor: kept open (retired).
+    owner: bool,
+    unsent: u32,
+    completed: Vec<FrameDesc>,
+}
+
+/// A port whose socket is closed: what its worker needs to take its frames
+/// back ([`XskIo::reclaim`]).
+#[derive(Debug)]
+pub struct ClosedPort {
+    id: PortId,
+    pool: usize,
+    completed: Vec<FrameDesc>,
+    removal: PortRemoval,
+}
+
+/// The socket of a removed port that owns its UMEM's descriptor: kept open,
+/// steering-less and frame-less, for as long as the UMEM lives (libxdp
+/// binds the UMEM's first socket on the UMEM's own descriptor).
+#[derive(Debug)]
+pub struct RetiredPort(Port);
+
+impl DetachedPort {
+    /// Waits (at most 200 ms) for the frames on its TX ring to complete,
+    /// then closes the socket — unless it owns the UMEM's descriptor, then
+    /// it is returned as a [`RetiredPort`] to keep.
+    pub fn close(mut self) -> (ClosedPort, Option<RetiredPort>) {
+        let p = &mut self.port;
+        let mut scratch = vec![FrameDesc::default(); p.ring_size.max(BATCH as u32) as usize];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while p.in_flight > 0 && std::time::Instant::now() < deadline {
+            let _ = p.tx.wakeup();
+            // SAFETY: the completion ring only returns frames of this
+            // socket's UMEM that we produced for TX; they are ours again
+            // (handed back to the worker's free list by `reclaim`).
+            let done = unsafe { p.cq.consume(&mut scratch) };
+            p.in_flight -= done as u32;
+            self.completed.extend_from_slice(&scratch[..done]);
+            if done == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        let lost = p.in_flight;
+        if lost > 0 {
+            tracing::warn!(port = %p.name, frames = lost, "TX frames not completed when the port was removed: lost");
+        }
+        let closed = ClosedPort {
+            id: self.id,
+            pool: p.pool,
+            completed: std::mem::take(&mut self.completed),
+            removal: PortRemoval {
+                reclaimed: 0,
+                unsent: self.unsent,
+                lost,
+            },
+        };
+        if self.owner {
+            (closed, Some(RetiredPort(self.port)))
+        } else {
+            drop(self.port);
+            (closed, None)
+        }
+    }
+}
+
+/// What removing a port gave back.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct PortRemoval {
+    /// Frames the port's fill and RX rings held, returned to the free list.
+    pub reclaimed: u32,
+    /// Frames staged for TX on the port, returned to the free list.
+    pub unsent: u32,
+    /// Frames still on the port's TX ring when its socket closed (the
+    /// kernel never completed them within the drain time): lost.
+    pub lost: u32,
 }
 
 /// The AF_XDP implementation of [`PacketIo`].
@@ -137,13 +276,37 @@ pub struct XskIo {
     umems: Vec<Umem>,
     free: Vec<Vec<FrameDesc>>,
     frames: Vec<u32>,
-    frame_sizes: Vec<u32>,
-    ports: Vec<Port>,
+    /// Per pool, log2 of its frame size: a frame's index is its address
+    /// shifted by it.
+    frame_shift: Vec<u32>,
+    /// Per pool, per frame (address >> `frame_shift`): the port whose fill
+    /// ring it was lent to and that has not received into it yet, or
+    /// [`UNLENT`]. A removed port's frames are found here (the fill ring
+    /// cannot be read back): one store per frame lent and per frame
+    /// received, no allocation.
+    lender: Vec<Vec<u16>>,
+    /// Per pool, every frame's descriptor as the UMEM first gave it (what a
+    /// reclaimed frame goes back to the free list as).
+    pristine: Vec<Vec<FrameDesc>>,
+    /// Ports by [`PortId`]; `None`: a free slot for a port attached at run
+    /// time.
+    ports: Vec<Option<Port>>,
+    /// Per pool, the port whose socket owns the UMEM's file descriptor
+    /// (libxdp binds a UMEM's first socket on the UMEM's own fd, and a
+    /// later socket can only be created while it lives).
+    owner: Vec<Option<usize>>,
+    /// Owner sockets of ports that were removed: kept open, unregistered
+    /// and without frames, so the UMEM can take new sockets.
+    retired: Vec<Port>,
+    /// The pool ports attached at run time use, and how they bind.
+    attach_pool: usize,
+    attach_bind: BindMode,
     scratch: Vec<FrameDesc>,
     counters: Arc<WorkerCounters>,
-    /// Preferred NAPI busy polling is on: each round starts by driving
-    /// every socket's NAPI context (see [`XskIo::enable_napi_busy_poll`]).
-    napi_busy_poll: bool,
+    /// Preferred NAPI busy polling, `(usecs, budget)`, when on: each round
+    /// starts by driving every socket's NAPI context, and ports attached
+    /// later get the same options (see [`XskIo::enable_napi_busy_poll`]).
+    napi_busy_poll: Option<(u32, u32)>,
     pollfds: Vec<libc::pollfd>,
 }
 
@@ -207,30 +370,46 @@ impl XskIo {
         pod_umem: PodUmem,
         counters: Arc<WorkerCounters>,
     ) -> Result<XskIo, XskError> {
+        Self::open_for(specs, bind, pod_umem, AttachCapacity::default(), counters)
+    }
+
+    /// As [`XskIo::open_with`], with room for `attach.slots` pod ports
+    /// attached at run time ([`XskIo::insert_port`]) after the ones in
+    /// `specs`: their frames are in the pods' UMEM from the start, and
+    /// their port ids follow `specs`' ones.
+    pub fn open_for(
+        specs: &[PortSpec],
+        bind: BindMode,
+        pod_umem: PodUmem,
+        attach: AttachCapacity,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<XskIo, XskError> {
         let (underlay, pods) = specs
             .split_first()
             .ok_or_else(|| XskError::Other("no ports".into()))?;
-        let mut ports = Vec::with_capacity(specs.len());
+        let mut ports = Vec::with_capacity(specs.len() + attach.slots as usize);
         let mut pools = vec![];
+        let has_pods = !pods.is_empty() || attach.slots > 0;
+        let none = AttachCapacity::default();
         // Own pools when asked, or when the underlay binds zero-copy: a
         // socket sharing a UMEM inherits its owner's mode, and pods on veths
         // cannot bind zero-copy. Zero-copy is tried on a pool of the
         // underlay's own size; only if the kernel refuses it are the pods
         // given the underlay's UMEM (grown to their budgets).
-        let own = if pods.is_empty() || pod_umem == PodUmem::Separate {
+        let own = if !has_pods || pod_umem == PodUmem::Separate {
             let size = if bind == BindMode::Copy {
                 FRAME_SIZE
             } else {
                 ZC_FRAME_SIZE
             };
-            let pool = new_pool(std::slice::from_ref(underlay), size)?;
-            ports.push(open_port(&pool.umem, underlay, bind, 0)?);
+            let pool = new_pool(std::slice::from_ref(underlay), none, size)?;
+            ports.push(Some(open_port(&pool.umem, underlay, bind, 0)?));
             pools.push(pool);
-            !pods.is_empty()
+            has_pods
         } else if bind == BindMode::Copy {
             false
         } else {
-            let pool = new_pool(std::slice::from_ref(underlay), ZC_FRAME_SIZE)?;
+            let pool = new_pool(std::slice::from_ref(underlay), none, ZC_FRAME_SIZE)?;
             match open_port(&pool.umem, underlay, BindMode::ZeroCopy, 0) {
                 Ok(port) => {
                     tracing::info!(
@@ -238,7 +417,7 @@ impl XskIo {
                         queue = underlay.queue,
                         "underlay bound zero-copy: the pods get a UMEM of their own (a socket sharing a UMEM inherits its mode); frames crossing between them are copied once"
                     );
-                    ports.push(port);
+                    ports.push(Some(port));
                     pools.push(pool);
                     true
                 }
@@ -255,62 +434,207 @@ impl XskIo {
                 }
             }
         };
+        let mut owner = vec![Some(0)];
         if own {
-            let pool = new_pool(pods, FRAME_SIZE)?;
+            let pool = new_pool(pods, attach, FRAME_SIZE)?;
             for spec in pods {
-                ports.push(open_port(&pool.umem, spec, BindMode::Auto, 1)?);
+                ports.push(Some(open_port(&pool.umem, spec, BindMode::Auto, 1)?));
             }
             pools.push(pool);
+            // Without a pod opened here, the first pod attached owns it.
+            owner.push((!pods.is_empty()).then_some(1));
         } else if pools.is_empty() {
-            let shared = new_pool(specs, FRAME_SIZE)?;
+            let shared = new_pool(specs, attach, FRAME_SIZE)?;
             for spec in specs {
-                ports.push(open_port(&shared.umem, spec, BindMode::Copy, 0)?);
+                ports.push(Some(open_port(&shared.umem, spec, BindMode::Copy, 0)?));
             }
             pools.push(shared);
         }
-        let pollfds = ports
+        ports.resize_with(specs.len() + attach.slots as usize, || None);
+        let biggest_ring = specs
             .iter()
+            .map(|s| s.ring_size)
+            .chain([attach.ring_size])
+            .max()
+            .unwrap_or(2048);
+        let mut umems = Vec::with_capacity(pools.len());
+        let mut free = Vec::with_capacity(pools.len());
+        let mut frames = Vec::with_capacity(pools.len());
+        let mut frame_shift = Vec::with_capacity(pools.len());
+        let mut lender = Vec::with_capacity(pools.len());
+        let mut pristine = Vec::with_capacity(pools.len());
+        for p in pools {
+            umems.push(p.umem);
+            lender.push(vec![UNLENT; p.free.len()]);
+            let mut all = p.free.clone();
+            all.sort_by_key(|d| d.addr());
+            pristine.push(all);
+            free.push(p.free);
+            frames.push(p.frames);
+            frame_shift.push(p.frame_size.trailing_zeros());
+        }
+        let mut io = XskIo {
+            attach_pool: umems.len() - 1,
+            attach_bind: if own { BindMode::Auto } else { BindMode::Copy },
+            umems,
+            free,
+            frames,
+            frame_shift,
+            lender,
+            pristine,
+            ports,
+            owner,
+            retired: vec![],
+            scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
+            counters,
+            napi_busy_poll: None,
+            pollfds: vec![],
+        };
+        io.rebuild_pollfds();
+        io.refill();
+        Ok(io)
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds = self
+            .ports
+            .iter()
+            .flatten()
             .map(|p| libc::pollfd {
                 fd: p.rx.fd().as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
-        let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
-        let mut umems = Vec::with_capacity(pools.len());
-        let mut free = Vec::with_capacity(pools.len());
-        let mut frames = Vec::with_capacity(pools.len());
-        let mut frame_sizes = Vec::with_capacity(pools.len());
-        for p in pools {
-            umems.push(p.umem);
-            free.push(p.free);
-            frames.push(p.frames);
-            frame_sizes.push(p.frame_size);
+    }
+
+    /// An opener of sockets for ports attached at run time (on the pods'
+    /// UMEM).
+    pub fn opener(&self) -> PortOpener {
+        PortOpener {
+            umem: self.umems[self.attach_pool].clone(),
+            pool: self.attach_pool,
+            bind: self.attach_bind,
         }
-        let mut io = XskIo {
-            umems,
-            free,
-            frames,
-            frame_sizes,
-            ports,
-            scratch: vec![FrameDesc::default(); BATCH.max(biggest_ring as usize)],
-            counters,
-            napi_busy_poll: false,
-            pollfds,
-        };
-        io.refill();
-        Ok(io)
+    }
+
+    /// Makes `port` (opened by this worker's [`PortOpener`]) port `id`, a
+    /// free slot, and lends it its frame budget. Called on the worker's
+    /// thread, between poll rounds.
+    pub fn insert_port(&mut self, id: PortId, port: NewPort) -> Result<(), XskError> {
+        let id = id as usize;
+        match self.ports.get(id) {
+            Some(None) => {}
+            Some(Some(p)) => {
+                return Err(XskError::Other(format!(
+                    "port {id} is taken (by {})",
+                    p.name
+                )));
+            }
+            None => {
+                return Err(XskError::Other(format!(
+                    "port {id} is beyond this worker's {} ports",
+                    self.ports.len()
+                )));
+            }
+        }
+        let port = port.0;
+        if let Some((usecs, budget)) = self.napi_busy_poll {
+            set_busy_poll(&port, usecs, budget).map_err(|e| XskError::Other(e.to_string()))?;
+        }
+        if port.pool >= self.umems.len() {
+            return Err(XskError::Other(format!("no pool {}", port.pool)));
+        }
+        if self.owner[port.pool].is_none() {
+            self.owner[port.pool] = Some(id);
+        }
+        self.ports[id] = Some(port);
+        self.rebuild_pollfds();
+        self.refill();
+        Ok(())
+    }
+
+    /// Takes port `id` out of the worker (step 1 of 2 of a removal, on the
+    /// worker's thread): it is no longer polled, and the frames staged for
+    /// it are free again. Call it once nothing routes to the port any more
+    /// and its XDP steering is gone. The socket is closed where the
+    /// returned [`DetachedPort`] is dropped — not on the worker's thread:
+    /// closing an AF_XDP socket waits for an RCU grace period (tens of
+    /// milliseconds) that would stall every other port. `None`: no such port.
+    pub fn take_port(&mut self, id: PortId) -> Option<DetachedPort> {
+        let mut p = self.ports.get_mut(id as usize)?.take()?;
+        let unsent = p.staged.len() as u32;
+        self.free[p.pool].append(&mut p.staged);
+        self.rebuild_pollfds();
+        let owner = self.owner[p.pool] == Some(id as usize);
+        Some(DetachedPort {
+            id,
+            port: p,
+            owner,
+            unsent,
+            completed: vec![],
+        })
+    }
+
+    /// Step 2 of a removal, on the worker's thread, once the socket of
+    /// `detached` is closed (or retired): every frame it held comes back —
+    /// those its TX ring completed, and those lent to its fill ring or left
+    /// in its RX ring (found through `lender`).
+    pub fn reclaim(&mut self, detached: ClosedPort) -> PortRemoval {
+        let ClosedPort {
+            id,
+            pool,
+            completed,
+            mut removal,
+        } = detached;
+        self.free[pool].extend_from_slice(&completed);
+        for (i, l) in self.lender[pool].iter_mut().enumerate() {
+            if *l == id {
+                *l = UNLENT;
+                self.free[pool].push(self.pristine[pool][i]);
+                removal.reclaimed += 1;
+            }
+        }
+        removal
+    }
+
+    /// Takes and reclaims port `id` at once, closing its socket on this
+    /// thread (tests, and removals that need not spare other ports).
+    pub fn remove_port(&mut self, id: PortId) -> Option<PortRemoval> {
+        let d = self.take_port(id)?;
+        let (closed, retired) = d.close();
+        if let Some(r) = retired {
+            self.retired.push(r.0);
+        }
+        Some(self.reclaim(closed))
+    }
+
+    /// Free frames of each pool (frames no ring and no port holds).
+    pub fn free_frames(&self) -> Vec<u32> {
+        self.free.iter().map(|f| f.len() as u32).collect()
+    }
+
+    /// Ports open (sockets serving traffic), and slots free for ports
+    /// attached at run time.
+    pub fn port_counts(&self) -> (usize, usize) {
+        let open = self.ports.iter().flatten().count();
+        (open, self.ports.len() - open)
     }
 
     /// The socket file descriptor of each port, for the XSK map.
     pub fn fds(&self) -> Vec<i32> {
-        self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
+        self.ports
+            .iter()
+            .flatten()
+            .map(|p| p.rx.fd().as_raw_fd())
+            .collect()
     }
 
     /// The bind mode of each port.
     pub fn modes(&self) -> Vec<(String, XskMode)> {
         self.ports
             .iter()
+            .flatten()
             .map(|p| (p.name.clone(), p.mode))
             .collect()
     }
@@ -333,68 +657,10 @@ impl XskIo {
     /// interrupts off while the worker polls. One syscall per socket per
     /// round, never per packet. Needs CAP_NET_ADMIN.
     pub fn enable_napi_busy_poll(&mut self, usecs: u32, budget: u32) -> io::Result<()> {
-        let opts: [(libc::c_int, libc::c_int, &str); 3] = [
-            (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
-            (libc::SO_BUSY_POLL, usecs as libc::c_int, "SO_BUSY_POLL"),
-            (
-                libc::SO_BUSY_POLL_BUDGET,
-                budget as libc::c_int,
-                "SO_BUSY_POLL_BUDGET",
-            ),
-        ];
-        for p in &self.ports {
-            let fd = p.rx.fd().as_raw_fd();
-            for (opt, value, name) in opts {
-                // SAFETY: `fd` is a socket we own; the option value is a
-                // live c_int whose size we pass.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&value as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if rc != 0 {
-                    let e = io::Error::last_os_error();
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("setsockopt({name} = {value}) on {}: {e}", p.name),
-                    ));
-                }
-                // Read back: the kernel must hold what was asked.
-                let mut got: libc::c_int = -1;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: as above; `got` and `len` are live locals the
-                // kernel writes at most `len` bytes to.
-                let rc = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&mut got as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                };
-                let read_err = (rc != 0).then(io::Error::last_os_error);
-                // SO_BUSY_POLL_BUDGET cannot be read (ENOPROTOOPT): the
-                // setsockopt's success is all there is.
-                if read_err
-                    .as_ref()
-                    .is_some_and(|e| e.raw_os_error() == Some(libc::ENOPROTOOPT))
-                {
-                    continue;
-                }
-                if read_err.is_some() || got != value {
-                    return Err(io::Error::other(format!(
-                        "{name} on {} reads back {got}, not {value} ({read_err:?})",
-                        p.name
-                    )));
-                }
-            }
+        for p in self.ports.iter().flatten() {
+            set_busy_poll(p, usecs, budget)?;
         }
-        self.napi_busy_poll = true;
+        self.napi_busy_poll = Some((usecs, budget));
         Ok(())
     }
 
@@ -422,8 +688,8 @@ impl XskIo {
     pub fn umem_bytes(&self) -> Vec<u64> {
         self.frames
             .iter()
-            .zip(&self.frame_sizes)
-            .map(|(&n, &size)| u64::from(n) * u64::from(size))
+            .zip(&self.frame_shift)
+            .map(|(&n, &shift)| u64::from(n) << shift)
             .collect()
     }
 
@@ -433,7 +699,8 @@ impl XskIo {
     /// ring's free space is no bound), and [`SPARE_RESERVE`] frames stay
     /// free for fragments.
     fn refill(&mut self) {
-        for p in &mut self.ports {
+        for (id, p) in self.ports.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
             let free = &mut self.free[p.pool];
             let want = p.ring_size.saturating_sub(p.lent) as usize;
             let lendable = free.len().saturating_sub(SPARE_RESERVE);
@@ -446,6 +713,13 @@ impl XskIo {
             // socket's pool: frames of its UMEM that nothing else (kernel or
             // us) holds.
             let produced = unsafe { p.fq.produce(&free[from..]) };
+            let lender = &mut self.lender[p.pool];
+            let shift = self.frame_shift[p.pool];
+            for d in &free[free.len() - produced..] {
+                if let Some(l) = lender.get_mut(d.addr() >> shift) {
+                    *l = id as u16;
+                }
+            }
             free.truncate(free.len() - produced);
             p.lent += produced as u32;
             if produced > 0 && p.fq.needs_wakeup() {
@@ -459,7 +733,7 @@ impl XskIo {
     /// Hands staged frames to the TX rings, kicks the kernel while
     /// anything is in flight, and reaps completions.
     fn flush(&mut self) {
-        for p in &mut self.ports {
+        for p in self.ports.iter_mut().flatten() {
             if !p.staged.is_empty() {
                 // xsk-rs produces all of a slice or nothing: offer what the
                 // ring has room for, keep the rest staged for the next round
@@ -576,11 +850,84 @@ fn open_port(umem: &Umem, spec: &PortSpec, bind: BindMode, pool: usize) -> Resul
     Err(last_err.expect("at least one mode was tried"))
 }
 
+/// Sets `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` = `usecs` and
+/// `SO_BUSY_POLL_BUDGET` = `budget` on `p`'s socket, reading each back where
+/// the kernel lets it be read.
+fn set_busy_poll(p: &Port, usecs: u32, budget: u32) -> io::Result<()> {
+    let opts: [(libc::c_int, libc::c_int, &str); 3] = [
+        (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+        (libc::SO_BUSY_POLL, usecs as libc::c_int, "SO_BUSY_POLL"),
+        (
+            libc::SO_BUSY_POLL_BUDGET,
+            budget as libc::c_int,
+            "SO_BUSY_POLL_BUDGET",
+        ),
+    ];
+    {
+        let fd = p.rx.fd().as_raw_fd();
+        for (opt, value, name) in opts {
+            // SAFETY: `fd` is a socket we own; the option value is a
+            // live c_int whose size we pass.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("setsockopt({name} = {value}) on {}: {e}", p.name),
+                ));
+            }
+            // Read back: the kernel must hold what was asked.
+            let mut got: libc::c_int = -1;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: as above; `got` and `len` are live locals the
+            // kernel writes at most `len` bytes to.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&mut got as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            let read_err = (rc != 0).then(io::Error::last_os_error);
+            // SO_BUSY_POLL_BUDGET cannot be read (ENOPROTOOPT): the
+            // setsockopt's success is all there is.
+            if read_err
+                .as_ref()
+                .is_some_and(|e| e.raw_os_error() == Some(libc::ENOPROTOOPT))
+            {
+                continue;
+            }
+            if read_err.is_some() || got != value {
+                return Err(io::Error::other(format!(
+                    "{name} on {} reads back {got}, not {value} ({read_err:?})",
+                    p.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A UMEM (with its free list) of `frame_size`-byte frames, sized for the
-/// sockets `specs`.
-fn new_pool(specs: &[PortSpec], frame_size: u32) -> Result<Pool, XskError> {
-    let frames = umem_frames(specs);
-    let biggest_ring = specs.iter().map(|s| s.ring_size).max().unwrap_or(2048);
+/// sockets `specs` and `attach`.
+fn new_pool(specs: &[PortSpec], attach: AttachCapacity, frame_size: u32) -> Result<Pool, XskError> {
+    let frames = umem_frames_with(specs, attach);
+    let biggest_ring = specs
+        .iter()
+        .map(|s| s.ring_size)
+        .chain((attach.slots > 0).then_some(attach.ring_size))
+        .max()
+        .unwrap_or(2048);
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(frame_size).map_err(|e| XskError::Other(e.to_string()))?)
         .fill_queue_size(qsize(biggest_ring)?)
@@ -605,8 +952,20 @@ fn new_pool(specs: &[PortSpec], frame_size: u32) -> Result<Pool, XskError> {
 /// and completion rings, plus the spare reserve for fragments, rounded up
 /// to a power of two.
 pub fn umem_frames(specs: &[PortSpec]) -> u32 {
+    umem_frames_with(specs, AttachCapacity::default())
+}
+
+/// As [`umem_frames`], plus `2 × ring_size` frames for each of
+/// `attach.slots` ports attached at run time. Without them the size is
+/// rounded up to a power of two; with them, to a multiple of 64 (doubling
+/// 110 pods' worth of frames would waste half of it).
+pub fn umem_frames_with(specs: &[PortSpec], attach: AttachCapacity) -> u32 {
     let budgets: u32 = specs.iter().map(|s| s.ring_size).sum();
-    (budgets * 2 + SPARE_RESERVE as u32).next_power_of_two()
+    let base = budgets * 2 + SPARE_RESERVE as u32;
+    if attach.slots == 0 {
+        return base.next_power_of_two();
+    }
+    (base + attach.slots * attach.ring_size * 2).next_multiple_of(64)
 }
 
 /// What a refused bind means, from its error number, for the operator.
@@ -698,12 +1057,12 @@ fn with_whole_frame<R>(
 struct XskSpare<'a> {
     umems: &'a [Umem],
     free: &'a mut [Vec<FrameDesc>],
-    ports: &'a mut [Port],
+    ports: &'a mut [Option<Port>],
 }
 
 impl Spare for XskSpare<'_> {
     fn available(&self, port: PortId) -> usize {
-        let Some(p) = self.ports.get(port as usize) else {
+        let Some(Some(p)) = self.ports.get(port as usize) else {
             return 0;
         };
         // One staging slot stays free for the handled frame itself.
@@ -715,7 +1074,10 @@ impl Spare for XskSpare<'_> {
         if self.available(port) == 0 {
             return false;
         }
-        let pool = self.ports[port as usize].pool;
+        let Some(Some(out)) = self.ports.get(port as usize) else {
+            return false;
+        };
+        let pool = out.pool;
         let Some(mut desc) = self.free[pool].pop() else {
             return false;
         };
@@ -729,10 +1091,9 @@ impl Spare for XskSpare<'_> {
                 (len, Some(len))
             })
         };
-        if len == 0 {
-            self.free[pool].push(desc);
-        } else {
-            self.ports[port as usize].staged.push(desc);
+        match &mut self.ports[port as usize] {
+            Some(out) if len > 0 => out.staged.push(desc),
+            _ => self.free[pool].push(desc),
         }
         true
     }
@@ -740,13 +1101,15 @@ impl Spare for XskSpare<'_> {
 
 impl PacketIo for XskIo {
     fn poll(&mut self, mut handler: impl Handler) -> usize {
-        if self.napi_busy_poll {
+        if self.napi_busy_poll.is_some() {
             self.drive_napi();
         }
         let XskIo {
             umems,
             ports,
             free,
+            lender,
+            frame_shift,
             scratch,
             counters,
             ..
@@ -754,14 +1117,20 @@ impl PacketIo for XskIo {
         let umems = &umems[..];
         let mut total = 0;
         for port in 0..ports.len() {
-            let pool = ports[port].pool;
+            let Some(this) = ports[port].as_mut() else {
+                continue;
+            };
+            let pool = this.pool;
             let rx_batch = &mut scratch[..BATCH];
             // SAFETY: the RX ring hands us frames of this socket's UMEM; from
             // here on they are ours alone until passed on below.
-            let n = unsafe { ports[port].rx.consume(rx_batch) };
+            let n = unsafe { this.rx.consume(rx_batch) };
             total += n;
-            ports[port].lent = ports[port].lent.saturating_sub(n as u32);
+            this.lent = this.lent.saturating_sub(n as u32);
             for &rx_desc in &scratch[..n] {
+                if let Some(l) = lender[pool].get_mut(rx_desc.addr() >> frame_shift[pool]) {
+                    *l = UNLENT;
+                }
                 let mut desc = rx_desc;
                 let len = desc.lengths().data();
                 // SAFETY: `desc` is a frame of `pool`'s UMEM that we own (see
@@ -787,7 +1156,13 @@ impl PacketIo for XskIo {
                     free[pool].push(desc);
                     continue;
                 };
-                let out = &mut ports[out as usize];
+                let Some(Some(out)) = ports.get_mut(out as usize) else {
+                    // A port removed at run time: nothing routes to it once
+                    // its removal is acknowledged, so this cannot happen.
+                    counters.dropped(DropReason::TxRingFull);
+                    free[pool].push(desc);
+                    continue;
+                };
                 if out.staged.len() == out.staged.capacity() {
                     counters.dropped(DropReason::TxRingFull);
                     free[pool].push(desc);
@@ -841,13 +1216,14 @@ impl PacketIo for XskIo {
     fn tx_pending(&self) -> bool {
         self.ports
             .iter()
+            .flatten()
             .any(|p| p.in_flight > 0 || !p.staged.is_empty())
     }
 
     /// Sleeps until a port has frames or `timeout_ms` passes. Only called
     /// when the worker has been idle, never per packet.
     fn wait(&mut self, timeout_ms: i32) {
-        if self.ports.iter().any(|p| p.in_flight > 0) {
+        if self.ports.iter().flatten().any(|p| p.in_flight > 0) {
             return; // keep kicking TX instead of sleeping
         }
         // SAFETY: `pollfds` is a live array of valid pollfd structs whose
@@ -872,7 +1248,7 @@ impl PacketIo for XskIo {
             *seen = now;
             d
         };
-        for p in &mut self.ports {
+        for p in self.ports.iter_mut().flatten() {
             let Ok(s) = p.rx.fd().xdp_statistics() else {
                 continue;
             };

@@ -21,6 +21,7 @@
 //! whatever clients do, and on a loopback listener answers only loopback
 //! `Host` names ([`host`], against DNS rebinding).
 
+pub mod attachments;
 pub mod auth;
 pub mod client;
 pub mod host;
@@ -70,6 +71,8 @@ pub struct ApiState {
     /// Route sources and cluster health (set once, when the gateway has
     /// joined its clusters).
     sources: std::sync::OnceLock<crate::cluster::RouteSources>,
+    /// Pods attached at run time (set when the gateway has `[attach]`).
+    attach: std::sync::OnceLock<crate::control::attach::Attacher>,
 }
 
 impl ApiState {
@@ -90,6 +93,7 @@ impl ApiState {
             ready: AtomicBool::new(true),
             started: Instant::now(),
             sources: std::sync::OnceLock::new(),
+            attach: std::sync::OnceLock::new(),
         })
     }
 
@@ -102,6 +106,16 @@ impl ApiState {
     /// The route sources (empty until [`ApiState::set_sources`]).
     pub fn sources(&self) -> crate::cluster::RouteSources {
         self.sources.get().cloned().unwrap_or_default()
+    }
+
+    /// Serves `/api/v1/attachments` with `attacher`.
+    pub fn set_attacher(&self, attacher: crate::control::attach::Attacher) {
+        let _ = self.attach.set(attacher);
+    }
+
+    /// The attacher, when the gateway attaches pods at run time.
+    pub fn attacher(&self) -> Option<&crate::control::attach::Attacher> {
+        self.attach.get()
     }
 
     /// Marks the gateway (not) ready; `/readyz` answers 503 while not.
@@ -366,6 +380,7 @@ impl Modify for SecurityAddon {
     tags(
         (name = "routes", description = "The route set: podCIDR → remote node or local pod"),
         (name = "dataplane", description = "Peers, pods, interfaces, counters"),
+        (name = "attachments", description = "Pods attached at run time ([attach], overpass-cni)"),
         (name = "latency", description = "Per-packet processing latency histograms"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -387,6 +402,11 @@ pub fn router_and_spec(state: AppState) -> (axum::Router, utoipa::openapi::OpenA
         ))
         .routes(routes!(observe::list_peers))
         .routes(routes!(observe::list_pods))
+        .routes(routes!(
+            attachments::list_attachments,
+            attachments::create_attachment
+        ))
+        .routes(routes!(attachments::delete_attachment))
         .routes(routes!(observe::list_interfaces))
         .routes(routes!(observe::get_counters))
         .routes(routes!(observe::get_latency))

@@ -449,10 +449,12 @@ impl AsyncWrite for IdleIo {
 
 /// Descriptors the rest of the gateway may hold at its design limits
 /// besides the API's connections: one AF_XDP socket per XSK map slot, one
-/// XDP link per served interface (at most one per slot), and a margin for
-/// the BPF object, netlink, runtimes, stdio and the state dir's files. The
-/// arithmetic is in `deploy/overpass.service` (LimitNOFILE).
-pub const RESERVED_DESCRIPTORS: u64 = 2 * overpass_xdp::abi::MAX_XSKS as u64 + 128;
+/// XDP link per served interface (at most one per `ports` map entry), and a
+/// margin for the BPF object, netlink, runtimes, stdio, the state dir's
+/// files and the attach socket. The arithmetic is in
+/// `deploy/overpass.service` (LimitNOFILE).
+pub const RESERVED_DESCRIPTORS: u64 =
+    overpass_xdp::abi::MAX_XSKS as u64 + overpass_xdp::abi::MAX_PORTS as u64 + 128;
 
 /// A warning when RLIMIT_NOFILE cannot hold `max_connections` API
 /// connections next to [`RESERVED_DESCRIPTORS`].

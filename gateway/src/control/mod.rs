@@ -3,6 +3,8 @@
 //! on disk, SIGHUP [`reload`], underlay [`neigh`]bours over netlink, and the
 //! worker/port plan ([`ports`]).
 
+pub mod attach;
+pub mod cni_socket;
 pub mod neigh;
 pub mod ports;
 pub mod reload;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 
-use crate::afxdp::xsk::PortSpec;
+use crate::afxdp::xsk::{AttachCapacity, PortSpec};
 use crate::config::Config;
 use crate::host::{cpus, ethtool};
 
@@ -34,6 +34,13 @@ pub struct PortPlan {
     pub slots: Vec<Vec<u32>>,
     /// Per pod, the XSK slot base its XDP attachment uses.
     pub pod_bases: Vec<u32>,
+    /// Pods the configuration lists (`[[pod]]`): ports `1..=config_pods`.
+    pub config_pods: u32,
+    /// Pods that may be attached at run time (`attach.max_pods`), in total:
+    /// those restored at start ([`PortPlan::add_attached`]) and those free.
+    pub max_attached: u32,
+    /// The frame budget (ring size) of each attached pod's sockets.
+    pub attach_ring: u32,
 }
 
 /// Plans the ports for `config` from the interfaces' active queue counts.
@@ -63,10 +70,12 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
             );
         }
     }
-    let slots_needed = n as usize * (1 + config.pod.len());
+    let attach = config.attach.clone();
+    let max_attached = attach.as_ref().map_or(0, |a| a.max_pods);
+    let slots_needed = n as usize * (1 + config.pod.len() + max_attached as usize);
     if slots_needed > overpass_xdp::abi::MAX_XSKS as usize {
         bail!(
-            "{n} queues × (1 underlay + {} pods) = {slots_needed} sockets, more than the XSK map's {}",
+            "{n} queues × (1 underlay + {} pods + {max_attached} attach.max_pods) = {slots_needed} sockets, more than the XSK map's {}",
             config.pod.len(),
             overpass_xdp::abi::MAX_XSKS
         );
@@ -90,10 +99,54 @@ pub fn port_plan(config: &Config) -> anyhow::Result<PortPlan> {
         specs,
         slots,
         pod_bases: (0..pods).map(|i| n + i * n).collect(),
+        config_pods: pods,
+        max_attached,
+        attach_ring: attach.map_or(0, |a| a.ring_size),
     })
 }
 
 impl PortPlan {
+    /// Adds a pod attached at run time, restored at start: its sockets are
+    /// opened with the others. Returns its port.
+    pub fn add_attached(&mut self, ifname: &str) -> anyhow::Result<u16> {
+        let i = self.pod_bases.len() as u32;
+        if i >= self.config_pods + self.max_attached {
+            bail!("attach.max_pods: all {} are taken", self.max_attached);
+        }
+        let n = self.workers;
+        for w in 0..n {
+            self.specs[w as usize].push(PortSpec {
+                ifname: ifname.to_string(),
+                queue: w,
+                ring_size: self.attach_ring,
+            });
+            self.slots[w as usize].push(n + i * n + w);
+        }
+        self.pod_bases.push(n + i * n);
+        Ok((i + 1) as u16)
+    }
+
+    /// Room left for pods attached at run time, after the ones in the plan.
+    pub fn attach_capacity(&self) -> AttachCapacity {
+        let taken = self.pod_bases.len() as u32 - self.config_pods;
+        AttachCapacity {
+            slots: self.max_attached - taken,
+            ring_size: self.attach_ring,
+        }
+    }
+
+    /// The XSK slot base of the pod on port `port` (1 + its pod index).
+    pub fn slot_base(&self, port: u16) -> u32 {
+        let i = u32::from(port) - 1;
+        self.workers + i * self.workers
+    }
+
+    /// Bytes of UMEM one attached pod costs each worker (its frame budget
+    /// twice, see `xsk::umem_frames`).
+    pub fn bytes_per_attached_pod(&self) -> u64 {
+        2 * u64::from(self.attach_ring) * u64::from(crate::afxdp::xsk::FRAME_SIZE)
+    }
+
     /// What happens to the underlay queues no worker serves, when there are
     /// any: the sentence `overpass run` logs and `overpass check` reports.
     pub fn unserved_queues(&self, ifname: &str) -> Option<String> {
@@ -200,6 +253,48 @@ mod tests {
         assert!(one.contains("unserved_queue"), "{one}");
         let many = unserved_queues("eth1", 8, 3).unwrap();
         assert!(many.contains("on queues 3..7 are"), "{many}");
+    }
+
+    #[test]
+    fn attached_pods_get_the_next_slots_on_every_worker() {
+        let mut plan = PortPlan {
+            workers: 2,
+            underlay_active: 2,
+            specs: vec![
+                vec![underlay_spec("ul0".into(), 0), pod_spec("a".into(), 0)],
+                vec![underlay_spec("ul0".into(), 1), pod_spec("a".into(), 1)],
+            ],
+            slots: vec![vec![0, 2], vec![1, 3]],
+            pod_bases: vec![2],
+            config_pods: 1,
+            max_attached: 2,
+            attach_ring: 128,
+        };
+        assert_eq!(plan.attach_capacity().slots, 2);
+        assert_eq!(plan.add_attached("ovp1").unwrap(), 2);
+        assert_eq!(plan.slot_base(2), 4);
+        assert_eq!(plan.slots, vec![vec![0, 2, 4], vec![1, 3, 5]]);
+        assert_eq!(plan.specs[1][2].queue, 1);
+        assert_eq!(plan.specs[1][2].ring_size, 128);
+        assert_eq!(plan.attach_capacity().slots, 1);
+        plan.add_attached("ovp2").unwrap();
+        let e = plan.add_attached("ovp3").unwrap_err().to_string();
+        assert!(e.starts_with("attach.max_pods"), "{e}");
+        assert_eq!(plan.bytes_per_attached_pod(), 2 * 128 * 2048);
+        // The UMEM of one worker: the configured ports' budgets twice, the
+        // spare reserve, and two frames per ring entry of every attachable
+        // pod, rounded to 64 (the test bed's 110-pod gateway: 34,368).
+        let ports = [
+            underlay_spec(String::new(), 0),
+            pod_spec(String::new(), 0),
+            pod_spec(String::new(), 0),
+        ];
+        let cap = crate::afxdp::xsk::AttachCapacity {
+            slots: 110,
+            ring_size: 128,
+        };
+        assert_eq!(crate::afxdp::xsk::umem_frames_with(&ports, cap), 34_368);
+        assert_eq!(crate::afxdp::xsk::umem_frames(&ports), 8192);
     }
 
     #[test]

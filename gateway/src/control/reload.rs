@@ -52,9 +52,26 @@ pub fn reload(
     // force on every worker when it returns.
     // Routes a [[cluster]] datastore owns stay: the file is the truth for
     // its own routes only (a [[peer]] taking a lease's prefix wins it).
+    // Pods attached at run time (`[attach]`) are not in the file either:
+    // their routes stay. They are the pod routes on interfaces the gateway
+    // serves that the running configuration's `[[pod]]` entries do not name.
+    let configured: std::collections::HashSet<&str> =
+        running.pod.iter().map(|p| p.interface.as_str()).collect();
     let generation = rib
         .change(None, |current| {
+            let ctx = rib.context();
+            let attached: Vec<_> = current
+                .iter()
+                .filter(|r| {
+                    r.pod.as_ref().is_some_and(|p| {
+                        !configured.contains(p.interface.as_str())
+                            && ctx.pod_ports.contains_key(&p.interface)
+                    })
+                })
+                .cloned()
+                .collect();
             *current = crate::cluster::keep_owned(current, routes)?;
+            current.extend(attached);
             Ok(())
         })
         .map(|(generation, ())| generation)
@@ -132,6 +149,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
         ("gateway.max_routes", a.max_routes != b.max_routes),
         ("underlay", old.underlay != new.underlay),
         ("api", old.api != new.api),
+        ("attach", old.attach != new.attach),
         ("state", old.state != new.state),
         // Memberships (connections, leases) are made at start.
         ("cluster", old.cluster != new.cluster),

@@ -625,7 +625,9 @@ struct RibState {
 /// The route set and the single writer of the FIB.
 #[derive(Debug, Clone)]
 pub struct Rib {
-    ctx: Arc<RibContext>,
+    /// What the RIB knows of this host. Replaced only under the state lock,
+    /// by a change that also edits the pod ports ([`Rib::change_pods`]).
+    ctx: Arc<arc_swap::ArcSwap<RibContext>>,
     state: Arc<Mutex<RibState>>,
     fib: RouteHandle,
     /// Where changes are persisted before they are published (none: not
@@ -644,7 +646,7 @@ impl Rib {
         // Fresh slots: nothing recorded under them yet.
         slots.take_assigned();
         Ok(Rib {
-            ctx: Arc::new(ctx),
+            ctx: Arc::new(arc_swap::ArcSwap::from_pointee(ctx)),
             state: Arc::new(Mutex::new(RibState {
                 routes,
                 generation,
@@ -677,8 +679,10 @@ impl Rib {
         self
     }
 
-    pub fn context(&self) -> &RibContext {
-        &self.ctx
+    /// What the RIB knows of this host (a snapshot: pods attached at run
+    /// time change its `pod_ports`).
+    pub fn context(&self) -> Arc<RibContext> {
+        self.ctx.load_full()
     }
 
     /// The handle workers read from.
@@ -703,7 +707,14 @@ impl Rib {
         let s = self.lock();
         // Slots assigned while checking are thrown away with the copy.
         let mut slots = s.slots.clone();
-        build_fib(&self.ctx, routes, &s.neigh, &mut slots, s.generation + 1).map(|_| ())
+        build_fib(
+            &self.ctx.load(),
+            routes,
+            &s.neigh,
+            &mut slots,
+            s.generation + 1,
+        )
+        .map(|_| ())
     }
 
     /// One route change, whole: `edit` changes a copy of the current set
@@ -720,6 +731,20 @@ impl Rib {
         expected: Option<u64>,
         edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, ChangeError>,
     ) -> Result<(u64, T), ChangeError> {
+        self.change_pods(expected, |_| {}, edit)
+    }
+
+    /// As [`Rib::change`], also editing the pod interfaces the gateway
+    /// serves (`ports`, applied to a copy of the context under the same
+    /// lock): a pod attached at run time gets its port and its route in one
+    /// change, and a detached one loses both. The new context is kept only
+    /// when the change succeeds.
+    pub fn change_pods<T>(
+        &self,
+        expected: Option<u64>,
+        ports: impl FnOnce(&mut HashMap<String, PodPort>),
+        edit: impl FnOnce(&mut Vec<RouteSpec>) -> Result<T, ChangeError>,
+    ) -> Result<(u64, T), ChangeError> {
         let result = {
             let mut s = self.lock();
             if let Some(e) = expected
@@ -734,7 +759,9 @@ impl Rib {
             let value = edit(&mut routes)?;
             let generation = s.generation + 1;
             let mut slots = s.slots.clone();
-            let table = build_fib(&self.ctx, &routes, &s.neigh, &mut slots, generation)
+            let mut ctx = RibContext::clone(&self.ctx.load());
+            ports(&mut ctx.pod_ports);
+            let table = build_fib(&ctx, &routes, &s.neigh, &mut slots, generation)
                 .map_err(ChangeError::Invalid)?;
             if let Some(store) = &self.store {
                 store.save_routes(generation, &routes).map_err(|e| {
@@ -754,6 +781,7 @@ impl Rib {
                 }
             }
             s.slots = slots;
+            self.ctx.store(Arc::new(ctx));
             self.fib.publish(table);
             s.routes = routes;
             s.generation = generation;
@@ -793,8 +821,14 @@ impl Rib {
             return false;
         }
         let mut slots = s.slots.clone();
-        let table = build_fib(&self.ctx, &s.routes, &neigh, &mut slots, s.generation)
-            .expect("a route set that validated once validates with other neighbour MACs");
+        let table = build_fib(
+            &self.ctx.load(),
+            &s.routes,
+            &neigh,
+            &mut slots,
+            s.generation,
+        )
+        .expect("a route set that validated once validates with other neighbour MACs");
         self.fib.publish(table);
         s.neigh = neigh;
         true

@@ -49,6 +49,11 @@ struct Args {
     /// the bed writes Flannel's entries on the nodes (the older demo).
     #[arg(long = "static")]
     static_routes: bool,
+    /// Also take pods attached at run time: serve the local socket the
+    /// overpass-cni plugin talks to at SOCKET (`[attach] socket`); use with
+    /// --hold, and run the plugin in the gateway's namespace (ovp-TAG-gw).
+    #[arg(long, value_name = "SOCKET")]
+    attach: Option<PathBuf>,
 }
 
 fn main() {
@@ -66,6 +71,7 @@ fn main() {
         a.api,
         a.token_file.as_deref(),
         a.static_routes,
+        a.attach.as_deref(),
     ) {
         eprintln!("overpass demo: error: {e:#}");
         std::process::exit(1);
@@ -161,6 +167,7 @@ fn demo(
     api: Option<std::net::SocketAddr>,
     token_file: Option<&Path>,
     static_routes: bool,
+    attach: Option<&Path>,
 ) -> anyhow::Result<()> {
     let token = token_file.map(Auth::load_token).transpose()?;
     let stop = stop_flag()?;
@@ -209,6 +216,12 @@ fn demo(
             member: None,
         });
     }
+    if let Some(socket) = attach {
+        config.attach = Some(overpass::config::AttachConfig {
+            socket: socket.to_path_buf(),
+            ..Default::default()
+        });
+    }
     println!("== Gateway configuration:\n{}", config.to_toml());
     let member = overpass::cluster::join(&mut config, None)?;
     if let Some(m) = &member {
@@ -253,6 +266,9 @@ fn demo(
                     .filter_map(|d| d.member.as_ref().map(|m| m.status().clone()))
                     .collect(),
             });
+            if let Some(a) = gw.attacher() {
+                state.set_attacher(a.clone());
+            }
             let server = Server::start(listen, state)?;
             println!("== API and dashboard: http://{}/", server.addr);
             Some(server)

@@ -63,7 +63,7 @@ enum steer_counter {
 
 /* Map sizes, mirrored in abi.rs. */
 #define MAX_PORTS 256
-#define MAX_XSKS 256
+#define MAX_XSKS 4096
 #define MAX_VXLAN_PORTS 16
 
 #endif /* OVERPASS_ABI_H */
