@@ -39,8 +39,11 @@ fn sighup_during_start(
     for i in 0..STARTS {
         std::fs::write(&cfg, initial).unwrap();
         let mut p = Proc::spawn(args, &cfg, &s.path(&format!("start{i}.log")), &[]);
-        // Our code runs from here on: a signal now is ours to handle.
+        // Our code runs from here on: a signal now is ours to handle. (Both:
+        // main installs the SIGINT/SIGTERM handlers, then SIGHUP's; a SIGHUP
+        // sent between the two killed the process here once.)
         p.wait_catches(libc::SIGTERM, Duration::from_secs(10));
+        p.wait_catches(libc::SIGHUP, Duration::from_secs(10));
         std::thread::sleep(delay(i));
         write_atomic(&cfg, changed);
         p.signal(libc::SIGHUP);
