@@ -45,12 +45,37 @@ key_file = "{}"
     .expect("a valid configuration")
 }
 
+/// Tries to join with `tls` as a second gateway (its own PublicIP, no
+/// pinned subnet); stops the join after 4 s and returns its error.
+fn refused(etcd: &Etcd, tls: &TlsFiles, what: &str) -> String {
+    refused_config(config(&etcd.endpoint(), tls), what)
+}
+
+fn refused_config(mut c: Config, what: &str) -> String {
+    c.gateway.underlay_ip = "198.18.0.9".parse().unwrap();
+    c.gateway.pod_cidr = overpass::config::unset_pod_cidr();
+    let stop = AtomicBool::new(false);
+    let t = Instant::now();
+    let err = std::thread::scope(|s| {
+        let j = s.spawn(|| cluster::join_all_until(&mut c, None, &stop));
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, Ordering::Relaxed);
+        j.join().unwrap()
+    })
+    .map(|m| m.len())
+    .expect_err("must not join");
+    let err = format!("{err:#}");
+    println!("{what}: stopped after {:?}: {err}", t.elapsed());
+    err
+}
+
 /// A gateway with the right CA and client certificate joins (reads
 /// `<prefix>/config`, takes its subnet lease: the key is read back over
 /// TLS), and learns a lease another node writes (a route in the RIB).
 /// With a second, unrelated CA as `ca_file` the join never gets through:
 /// it is stopped with an error saying the server's certificate is not
-/// trusted, and etcd holds no new key.
+/// trusted; without a client certificate etcd refuses it. Either way etcd
+/// holds no new key.
 #[test]
 fn tls_join_and_a_wrong_ca() {
     let t0 = Instant::now();
@@ -122,25 +147,31 @@ fn tls_join_and_a_wrong_ca() {
         ..tls.clone()
     };
     let before = kv.list("/").unwrap();
-    let mut c = config(&etcd.endpoint(), &wrong);
-    c.gateway.underlay_ip = "198.18.0.9".parse().unwrap();
-    c.gateway.pod_cidr = overpass::config::unset_pod_cidr();
-    let stop = AtomicBool::new(false);
-    let t = Instant::now();
-    let err = std::thread::scope(|s| {
-        let j = s.spawn(|| cluster::join_all_until(&mut c, None, &stop));
-        std::thread::sleep(Duration::from_secs(4));
-        stop.store(true, Ordering::Relaxed);
-        j.join().unwrap()
-    })
-    .expect_err("a wrong CA must not join");
-    let err = format!("{err:#}");
-    println!("wrong CA, stopped after {:?}: {err}", t.elapsed());
+    let err = refused(&etcd, &wrong, "wrong CA");
     assert!(
         err.contains("cluster[0] (flannel)")
             && err.contains("invalid peer certificate")
             && err.contains("UnknownIssuer"),
         "the error must say etcd's certificate is not trusted: {err}"
+    );
+    // The right CA but no client certificate: etcd refuses the client
+    // (`--client-cert-auth`), so cert_file and key_file are what let the
+    // gateway in above.
+    let mut c = config(&etcd.endpoint(), &tls);
+    c.cluster[0].cert_file = None;
+    c.cluster[0].key_file = None;
+    c.validate().expect("ca_file alone is valid");
+    let err = refused_config(c, "no client certificate");
+    // In TLS 1.3 the server checks the client's certificate after the
+    // client has finished its handshake: the client sees etcd's
+    // CertificateRequired alert, a closed connection or a broken pipe,
+    // whichever wins the race. Either way its first call is refused at
+    // the transport.
+    assert!(
+        err.contains("cluster[0] (flannel)")
+            && err.contains("etcd get")
+            && err.to_lowercase().contains("transport"),
+        "the error must show etcd refusing the connection: {err}"
     );
     assert_eq!(kv.list("/").unwrap(), before, "nothing changed in etcd");
     println!("total {:?}", t0.elapsed());
