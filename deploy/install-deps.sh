@@ -19,6 +19,8 @@ packages=(
   # cluster datastore tests (issue 12): a real etcd server and etcdctl, started and stopped by
   # the tests themselves (testkit), never as a system service
   etcd-server etcd-client
+  # the TLS etcd of gateway/tests/cluster_tls.rs: a throw-away CA and certificates (openssl CLI)
+  openssl
   # the etcd-client crate builds its gRPC protobufs with protoc
   protobuf-compiler
   # CNI plugin tests (issue 13): the reference plugins, host-local IPAM among them, in

@@ -2,9 +2,12 @@
 //! the demo: its own data directory under the temp dir, free loopback
 //! ports, killed (and the directory removed) on drop. [`Etcd::stop`] and
 //! [`Etcd::start_again`] take it away and bring it back on the same ports
-//! with the same data, for the datastore-loss tests. [`Kv`] is a small
-//! blocking client (etcd-client on a runtime of its own) for what tests
-//! write and read.
+//! with the same data, for the datastore-loss tests. [`Etcd::start_tls`]
+//! serves clients over TLS only and demands a client certificate, all of
+//! it signed by a throw-away CA made with the `openssl` CLI in the data
+//! directory ([`TlsFiles`]; [`throwaway_ca`] makes another, for a wrong
+//! CA). [`Kv`] is a small blocking client (etcd-client on a runtime of its
+//! own) for what tests write and read, over TLS too.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,12 +15,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Certificate, Client, GetOptions, Identity, PutOptions, TlsOptions};
 
 use crate::testbed::KillOnDrop;
 
 /// The etcd binary (Debian's etcd-server package).
 pub const ETCD: &str = "/usr/bin/etcd";
+
+/// The `openssl` CLI (Debian's openssl package).
+pub const OPENSSL: &str = "openssl";
 
 /// A running etcd.
 #[derive(Debug)]
@@ -26,6 +32,121 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    tls: Option<ServerTls>,
+}
+
+/// What a client of a TLS etcd needs: the CA that signed the server's
+/// certificate, and a client certificate and key the server accepts (PEM
+/// files, flanneld's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug)]
+struct ServerTls {
+    client: TlsFiles,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(OPENSSL)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {OPENSSL} (install Debian's openssl)"))?;
+    if !out.status.success() {
+        bail!(
+            "{OPENSSL} {}: {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A throw-away CA in `dir`: `<name>.pem` (certificate) and `<name>.key`
+/// (its EC P-256 key), valid for two days. Returns the certificate's path.
+pub fn throwaway_ca(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=overpass test CA {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )?;
+    Ok(dir.join(pem))
+}
+
+/// A certificate `<name>.pem` and key `<name>.key` in `dir`, signed by the
+/// CA `ca` (made by [`throwaway_ca`] in the same dir) with `extensions`
+/// (an OpenSSL extension section: SAN, extended key usage).
+fn issue(dir: &Path, ca: &str, name: &str, serial: u32, extensions: &str) -> anyhow::Result<()> {
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), extensions)?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            &serial.to_string(),
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    )
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -37,25 +158,70 @@ impl Etcd {
     /// Starts etcd with a fresh data dir (`name` makes it unique among
     /// this process's instances) and waits until it answers.
     pub fn start(name: &str) -> anyhow::Result<Etcd> {
+        Etcd::start_with(name, false)
+    }
+
+    /// As [`Etcd::start`], serving clients over TLS only (`https://`) and
+    /// requiring a client certificate (`--client-cert-auth`): a throw-away
+    /// CA, a server certificate for 127.0.0.1 and a client certificate,
+    /// made with `openssl` in its directory. [`Etcd::tls`] gives the
+    /// client's files.
+    pub fn start_tls(name: &str) -> anyhow::Result<Etcd> {
+        Etcd::start_with(name, true)
+    }
+
+    fn start_with(name: &str, tls: bool) -> anyhow::Result<Etcd> {
         if !Path::new(ETCD).exists() {
             bail!("{ETCD} not found: install Debian's etcd-server (deploy/install-deps.sh)");
         }
         let dir = std::env::temp_dir().join(format!("overpass-etcd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = if tls {
+            let certs = dir.join("tls");
+            std::fs::create_dir_all(&certs)?;
+            throwaway_ca(&certs, "ca")?;
+            issue(
+                &certs,
+                "ca",
+                "server",
+                1,
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            )?;
+            issue(&certs, "ca", "client", 2, "extendedKeyUsage=clientAuth\n")?;
+            Some(ServerTls {
+                client: TlsFiles {
+                    ca: certs.join("ca.pem"),
+                    cert: certs.join("client.pem"),
+                    key: certs.join("client.key"),
+                },
+                server_cert: certs.join("server.pem"),
+                server_key: certs.join("server.key"),
+            })
+        } else {
+            None
+        };
         let mut etcd = Etcd {
             child: None,
             dir,
             client_port: free_port()?,
             peer_port: free_port()?,
+            tls,
         };
         etcd.start_again()?;
         Ok(etcd)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A client's CA, certificate and key for an etcd started with
+    /// [`Etcd::start_tls`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|t| &t.client)
     }
 
     /// The data and log directory.
@@ -86,7 +252,20 @@ impl Etcd {
             .open(self.dir.join("etcd.log"))?;
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut tls_args: Vec<String> = vec![];
+        if let Some(t) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &t.server_cert),
+                ("--key-file", &t.server_key),
+                ("--trusted-ca-file", &t.client.ca),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.to_string_lossy().into_owned());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
         let child = Command::new(ETCD)
+            .args(tls_args)
             .args([
                 "--name",
                 "overpass-test",
@@ -124,7 +303,7 @@ impl Etcd {
                     std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
                 );
             }
-            if let Ok(kv) = Kv::connect(&self.endpoint())
+            if let Ok(kv) = self.kv()
                 && kv.get("/health-probe").is_ok()
             {
                 return Ok(());
@@ -136,9 +315,10 @@ impl Etcd {
         }
     }
 
-    /// A client of this etcd.
+    /// A client of this etcd (over TLS with the client certificate for an
+    /// etcd started with [`Etcd::start_tls`]).
     pub fn kv(&self) -> anyhow::Result<Kv> {
-        Kv::connect(&self.endpoint())
+        Kv::connect_with(&self.endpoint(), self.tls())
     }
 }
 
@@ -163,12 +343,27 @@ impl std::fmt::Debug for Kv {
 
 impl Kv {
     pub fn connect(endpoint: &str) -> anyhow::Result<Kv> {
+        Kv::connect_with(endpoint, None)
+    }
+
+    /// As [`Kv::connect`]; with `tls`, over TLS trusting `tls.ca` and
+    /// presenting `tls.cert`.
+    pub fn connect_with(endpoint: &str, tls: Option<&TlsFiles>) -> anyhow::Result<Kv> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5));
+        if let Some(t) = tls {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            options = options.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(read(&t.ca)?))
+                    .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?)),
+            );
+        }
         let client = rt
             .block_on(Client::connect([endpoint], Some(options)))
             .map_err(|e| anyhow!("connecting to {endpoint}: {e}"))?;

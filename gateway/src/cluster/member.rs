@@ -135,22 +135,31 @@ fn join_one(
     let member = runtime.block_on(async {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match Client::connect(&cfg.endpoints, Some(options.clone())).await {
+            // Why the last try failed: logged, and the reason a stop gives.
+            let last = match Client::connect(&cfg.endpoints, Some(options.clone())).await {
                 Ok(client) => {
                     match acquire(&cfg, index, client.clone(), (public_ip, vtep_mac), pinned, remembered.as_ref(), stop).await {
                         Ok(got) => return Ok::<_, anyhow::Error>((client, got)),
                         Err(Acquire::Fatal(e)) => return Err(e),
-                        Err(Acquire::Retry(e)) => tracing::warn!(
-                            cluster = %cfg.name, "joining the cluster: {e:#}; retrying in {backoff:?}"
-                        ),
+                        Err(Acquire::Retry(e)) => {
+                            tracing::warn!(
+                                cluster = %cfg.name, "joining the cluster: {e:#}; retrying in {backoff:?}"
+                            );
+                            format!("{e:#}")
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(
-                    cluster = %cfg.name, endpoints = ?cfg.endpoints,
-                    "connecting to etcd: {e}; retrying in {backoff:?}"
-                ),
-            }
-            sleep_unless_stopped(backoff, stop).await?;
+                Err(e) => {
+                    tracing::warn!(
+                        cluster = %cfg.name, endpoints = ?cfg.endpoints,
+                        "connecting to etcd: {e}; retrying in {backoff:?}"
+                    );
+                    format!("connecting to etcd: {e}")
+                }
+            };
+            sleep_unless_stopped(backoff, stop)
+                .await
+                .map_err(|e| anyhow!("{e}; cluster[{index}] ({}), the last try: {last}", cfg.name))?;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })?;
