@@ -41,15 +41,8 @@ fn subnets_key(name: &str) -> String {
 
 fn cluster_config(etcd: &Etcd) -> ClusterConfig {
     ClusterConfig {
-        name: "flannel".into(),
-        endpoints: vec![etcd.endpoint()],
         prefix: PREFIX.into(),
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        subnet: None,
-        public_ip: None,
-        lease_ttl: 86_400,
+        ..ClusterConfig::new(vec![etcd.endpoint()])
     }
 }
 

@@ -85,6 +85,25 @@ pub struct ClusterConfig {
     pub lease_ttl: u64,
 }
 
+impl ClusterConfig {
+    /// A cluster at `endpoints` with every other key at its default (as a
+    /// `[[cluster]]` entry giving only `endpoints`): name `flannel`, prefix
+    /// `/coreos.com/network`, no TLS, nothing pinned, a 24 h lease.
+    pub fn new(endpoints: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            name: default_name(),
+            endpoints,
+            prefix: default_prefix(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            subnet: None,
+            public_ip: None,
+            lease_ttl: default_lease_ttl(),
+        }
+    }
+}
+
 fn default_name() -> String {
     "flannel".into()
 }

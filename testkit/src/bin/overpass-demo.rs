@@ -199,15 +199,8 @@ fn demo(
         );
         config.peer.clear();
         config.cluster = vec![ClusterConfig {
-            name: "flannel".into(),
-            endpoints: vec![etcd.endpoint()],
             prefix: PREFIX.into(),
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            subnet: None,
-            public_ip: None,
-            lease_ttl: 86_400,
+            ..ClusterConfig::new(vec![etcd.endpoint()])
         }];
         store = Some(Datastore {
             etcd,
