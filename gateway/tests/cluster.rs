@@ -46,6 +46,31 @@ fn cluster_config(etcd: &Etcd) -> ClusterConfig {
     }
 }
 
+/// etcd for a test that needs nothing else (no namespaces): skipped, loudly,
+/// where etcd cannot run, except under CI, where that fails the test.
+fn etcd_or_skip(tag: &str) -> Option<Etcd> {
+    match Etcd::start(tag) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "etcd is needed under CI: {e:#}"
+            );
+            eprintln!("SKIPPED (needs etcd): {e:#}");
+            None
+        }
+    }
+}
+
+/// A client of `etcd` with Flannel's network configuration put at
+/// `<PREFIX>/config`.
+fn with_network(etcd: &Etcd) -> Kv {
+    let kv = etcd.kv().unwrap();
+    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
+        .unwrap();
+    kv
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("overpass-cl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -79,9 +104,7 @@ impl Bed {
         )
         .expect("building the test bed");
         let etcd = Etcd::start(tag).expect("starting etcd");
-        let kv = etcd.kv().unwrap();
-        kv.put(&format!("{PREFIX}/config"), &network_config(), None)
-            .unwrap();
+        let kv = with_network(&etcd);
         let mut b = Bed {
             bed,
             etcd,
@@ -642,16 +665,8 @@ fn restart_and_losing_etcd() {
 #[test]
 fn leases_races_and_refusals() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let etcd = match Etcd::start("cl4") {
-        Ok(e) => e,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "etcd is needed under CI: {e:#}"
-            );
-            eprintln!("SKIPPED (needs etcd): {e:#}");
-            return;
-        }
+    let Some(etcd) = etcd_or_skip("cl4") else {
+        return;
     };
     let kv = etcd.kv().unwrap();
     let config_for = |ip: &str, state: Option<&PathBuf>| {
@@ -774,21 +789,10 @@ endpoints = ["{}"]
 #[test]
 fn sources_api_and_health_through_the_binary() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let etcd = match Etcd::start("cl5") {
-        Ok(e) => e,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "etcd is needed under CI: {e:#}"
-            );
-            eprintln!("SKIPPED (needs etcd): {e:#}");
-            return;
-        }
+    let Some(mut etcd) = etcd_or_skip("cl5") else {
+        return;
     };
-    let mut etcd = etcd;
-    let kv = etcd.kv().unwrap();
-    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
-        .unwrap();
+    let kv = with_network(&etcd);
     let lease = |ip: u8, mac: u8| {
         format!(
             r#"{{"PublicIP":"198.18.0.{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{mac:02x}"}}}}"#
@@ -1014,9 +1018,7 @@ fn watch_past_compaction_relists_the_same_table() {
         return;
     }
     let mut etcd = Etcd::start("cl6").expect("starting etcd");
-    let kv = etcd.kv().unwrap();
-    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
-        .unwrap();
+    let kv = with_network(&etcd);
     let lease = |n: u8| {
         format!(
             r#"{{"PublicIP":"198.18.0.{n}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{n:02x}"}}}}"#
@@ -1333,9 +1335,7 @@ fn active_standby_failover_after_sigkill() {
     .expect("building the test bed");
     let (g2, _q2) = standby_node(&bed);
     let etcd = Etcd::start("cl7").expect("starting etcd");
-    let kv = etcd.kv().unwrap();
-    kv.put(&format!("{PREFIX}/config"), &network_config(), None)
-        .unwrap();
+    let kv = with_network(&etcd);
     let s = common::Scratch::new("cl7");
     let config = |ns: &str, ip: &str, mac: &str, pods: &[char], state: &str| {
         let mut c = format!(
