@@ -17,10 +17,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -45,56 +42,9 @@ pub struct Neighbour {
 /// RTMGRP_NEIGH: the multicast group of neighbour table changes.
 const RTMGRP_NEIGH: u32 = 0x4;
 
-fn nl_socket() -> io::Result<Socket> {
-    let mut s = Socket::new(NETLINK_ROUTE)?;
-    s.bind_auto()?;
-    s.connect(&SocketAddr::new(0, 0))?;
-    Ok(s)
-}
-
-/// Sends one request and collects the replies up to Done (dumps) or the
-/// first answer/ack (plain requests). Netlink errors become io errors.
+/// One rtnetlink request (see [`crate::host::netlink::request`]).
 fn nl_request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
-    let socket = nl_socket()?;
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-    let mut out = vec![];
-    let mut rx = vec![0u8; 64 * 1024];
-    loop {
-        let n = socket.recv(&mut &mut rx[..], 0)?;
-        let mut off = 0;
-        while off < n {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
-                .map_err(io::Error::other)?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        None => Ok(out), // an ack
-                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                    };
-                }
-                NetlinkPayload::InnerMessage(m) => {
-                    out.push(m);
-                    if !dump {
-                        return Ok(out);
-                    }
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-    }
+    crate::host::netlink::request(NETLINK_ROUTE, msg, flags)
 }
 
 /// Whether a neighbour state carries a usable link-layer address.

@@ -10,13 +10,13 @@
 use std::io;
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NlasIterator, ParseableParametrized,
+    DecodeError, DefaultNla, Emitable, NLM_F_DUMP, NLM_F_REQUEST, NlasIterator,
+    ParseableParametrized,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+use netlink_sys::protocols::NETLINK_GENERIC;
 
 /// The family's name, as registered by the kernel.
 pub const FAMILY: &str = "netdev";
@@ -184,50 +184,13 @@ fn request<F>(mut msg: GenlMessage<F>, family_id: u16, dump: bool) -> io::Result
 where
     F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
 {
-    let mut socket = Socket::new(NETLINK_GENERIC)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
     msg.set_resolved_family_id(family_id);
     msg.finalize();
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-
-    let mut out = Vec::new();
-    let mut rx = vec![0u8; 64 * 1024];
-    loop {
-        let n = socket.recv(&mut &mut rx[..], 0)?;
-        let mut off = 0;
-        while off < n {
-            let msg = NetlinkMessage::<GenlMessage<F>>::deserialize(&rx[off..n])
-                .map_err(io::Error::other)?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        None => Ok(out),
-                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                    };
-                }
-                NetlinkPayload::InnerMessage(m) => {
-                    out.push(m.payload);
-                    if !dump {
-                        return Ok(out);
-                    }
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-    }
+    let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+    Ok(crate::host::netlink::request(NETLINK_GENERIC, msg, flags)?
+        .into_iter()
+        .map(|m| m.payload)
+        .collect())
 }
 
 /// The id the kernel assigned to the `netdev` family.
